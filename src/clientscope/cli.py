@@ -1,0 +1,59 @@
+"""The `clientscope` command: a thin Typer layer over the library.
+
+Each command group lives in its own module under `clientscope.commands` and
+registers itself here. Modules import only Typer at load time (polars,
+matplotlib and redis are imported inside the commands), so `clientscope
+--help` stays instant. Every `ClientscopeError` becomes one line on stderr and
+exit code 1, here and only here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from clientscope.errors import ClientscopeError
+
+COMMAND_MODULES = ("ingest", "collect", "analyses", "simulate", "report")
+
+app = typer.Typer(
+    name="clientscope",
+    help=(
+        "Find why a Redis / Valkey server ran out of connections: capture CLIENT LIST, INFO and "
+        "CONFIG, parse them fast, find leaks, churn, blocking and idle clients, forecast "
+        "exhaustion, size maxclients and pools, and write the postmortem."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"clientscope.commands.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=False)
+    except ClientscopeError as exc:
+        typer.secho(f"clientscope: error: {exc}", err=True, fg="red")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.secho("Aborted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.secho("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
