@@ -41,6 +41,7 @@ class WriteResult:
     batch: str
     captures: int
     files: tuple[Path, ...]
+    rejects: pl.DataFrame | None = None  # lines the parser kept aside (REJECTS_SCHEMA)
 
 
 def new_batch_id(now: datetime | None = None) -> str:
@@ -113,6 +114,7 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
     check_writable(root)
     batch = batch or new_batch_id()
     files: list[Path] = []
+    rejects: list[pl.DataFrame] = []
     parts = raw.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date")).partition_by(
         ["instance", "_date"], as_dict=True, maintain_order=True
     )
@@ -121,19 +123,25 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
         target = partition_dir(root, "raw", str(instance), str(date)) / f"{batch}.parquet"
         _write_atomic(part, target)
         files.append(target)
-        files.extend(_write_parsed(root, part, str(instance), str(date), batch))
-    return WriteResult(batch=batch, captures=raw.height, files=tuple(files))
+        tables = _write_parsed(root, part, str(instance), str(date), batch)
+        files.extend(tables.values())
+        rejects.append(pl.read_parquet(tables["rejects"]))
+    return WriteResult(
+        batch=batch, captures=raw.height, files=tuple(files), rejects=pl.concat(rejects)
+    )
 
 
-def _write_parsed(root: Path, raw_part: pl.DataFrame, instance: str, date: str, batch: str) -> list[Path]:
+def _write_parsed(
+    root: Path, raw_part: pl.DataFrame, instance: str, date: str, batch: str
+) -> dict[str, Path]:
     from clientscope.parse import parse_raw
 
     tables = parse_raw(raw_part)
-    written = []
+    written = {}
     for name in TABLES:
         target = partition_dir(root, name, instance, date) / f"{batch}.parquet"
         _write_atomic(tables[name], target)
-        written.append(target)
+        written[name] = target
     return written
 
 
@@ -194,11 +202,17 @@ def repair(root: Path) -> list[str]:
 
 
 def known_content_hashes(root: Path | str) -> set[str]:
-    """The `content_sha256` of every capture already in the dataset."""
+    """Every `content_sha256` already in the dataset (a row may hold several, space-separated)."""
     files = _files(Path(root), "raw")
     if not files:
         return set()
-    hashes = pl.scan_parquet(files).select("content_sha256").drop_nulls().unique().collect()
+    hashes = (
+        pl.scan_parquet(files)
+        .select(pl.col("content_sha256").str.split(" ").explode())
+        .drop_nulls()
+        .unique()
+        .collect()
+    )
     return set(hashes.to_series().to_list())
 
 

@@ -40,7 +40,7 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "info_ms": pl.Float64(),
     "config_ms": pl.Float64(),
     "total_ms": pl.Float64(),
-    "content_sha256": pl.String(),  # hash of the captured bytes; imports skip what is already there
+    "content_sha256": pl.String(),  # hash(es) of the captured bytes, space-separated; imports skip known ones
     "notes": pl.String(),  # JSON: warnings, denied commands, user-given --maxclients ...
     "collector_version": pl.String(),
 }
