@@ -28,8 +28,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from clientscope import __version__
+
+        typer.echo(f"clientscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Find why a Redis / Valkey server ran out of connections."""
+
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"clientscope.commands.{_name}").register(app)

@@ -1,0 +1,109 @@
+"""`clientscope import`: text dumps into a capture dataset."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import", help=IMPORT_HELP)(import_command)
+
+
+IMPORT_HELP = """Import text dumps you already have into a capture dataset.
+
+Reads `redis-cli client list`, `redis-cli info` and `redis-cli config get` output, one capture per
+file or many per file separated by `date` lines (the output of a shell loop). Each capture's time
+comes from --at, a `date` line before it, a timestamp in the file name (ISO 8601,
+YYYYmmdd-HHMMSS, unix seconds or ms) or the file's modification time; the table says which.
+Importing the same file again is detected and skipped. Lines that are not client lines are kept
+and listed with their file line numbers.
+
+Example: clientscope import dumps/ --out incident.cs --instance redis-master-0
+"""
+
+
+def import_command(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Dump files, globs (quote them) or directories (read recursively).", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to append to (created if missing).")],
+    instance: Annotated[
+        str, typer.Option("--instance", "-i", help="Name of the server the dumps came from.")
+    ] = "imported",
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Capture time for a single-capture file (ISO 8601; naive times are read in --tz).",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+        ),
+    ] = None,
+    tz: Annotated[
+        str, typer.Option(help="Time zone of timestamps that do not name one (IANA name, e.g. Europe/Berlin).")
+    ] = "UTC",
+    maxclients: Annotated[
+        int | None,
+        typer.Option(help="The server's maxclients, when the dumps have no INFO/CONFIG that says it."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    from rich.progress import Progress
+
+    from clientscope.ingest import expand_inputs, import_dumps
+
+    total = len(expand_inputs(inputs))
+    with Progress(transient=True, disable=as_json or total < 5) as bar:
+        task = bar.add_task("reading dumps", total=total)
+        result = import_dumps(
+            inputs,
+            out,
+            instance=instance,
+            at=at,
+            tz=tz,
+            maxclients=maxclients,
+            progress=lambda _path: bar.advance(task),
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    _render(result)
+
+
+def _render(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"Imported into {result.dataset} (instance {result.instance})")
+    for col in ("file", "captures", "time from", "first capture (UTC)", "rejected lines"):
+        table.add_column(col, justify="right" if col in ("captures", "rejected lines") else "left")
+    for f in result.files:
+        table.add_row(
+            str(f.path),
+            "skipped (already imported)" if f.skipped else str(f.captures),
+            f.ts_source,
+            f.first_ts.strftime("%Y-%m-%d %H:%M:%S") if f.first_ts else "-",
+            str(len(f.rejected_lines)),
+        )
+    console.print(table)
+    console.print(f"{result.captures_written} capture(s) written.")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if result.rejected_lines:
+        console.print(
+            f"[yellow]{result.rejected_lines} line(s) were not client or INFO lines; they are kept in "
+            "the dataset's `rejects` table:[/]"
+        )
+        shown = 0
+        for f in result.files:
+            for line, reason in f.rejected_lines:
+                if shown < 10:
+                    console.print(f"  {f.path}:{line}: {reason}")
+                shown += 1
+        if shown > 10:
+            console.print(f"  ... and {shown - 10} more (see `rejects`)")

@@ -1,0 +1,490 @@
+"""Import the text dumps people already have into a capture dataset.
+
+Handles what incident responders actually save:
+
+* one `redis-cli client list > clients-0930.txt` per file, with or without a
+  matching `redis-cli info > info-0930.txt`;
+* the output of a loop (`while true; do date; redis-cli client list; sleep 5; done`)
+  where `date` lines separate the captures;
+* `redis-cli config get maxclients` output (name and value on alternate lines);
+* stray lines (a `kubectl` warning, a truncated last line): kept, counted and
+  reported with their file line numbers, never dropped.
+
+Each capture's time comes, in order of preference, from `--at`, a `date` line
+that precedes it, a timestamp in the file name, or the file's mtime; the
+result says which was used for every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+from clientscope import __version__
+from clientscope.dataset import append_raw, check_writable, known_content_hashes
+from clientscope.errors import InputError, TimestampError
+
+__all__ = ["FileReport", "ImportResult", "Segment", "import_dumps", "split_dump", "timestamp_from_name"]
+
+CONFIG_NAMES = frozenset(
+    {"maxclients", "timeout", "tcp-keepalive", "tcp-backlog", "client-output-buffer-limit"}
+)
+_CLIENT_LINE = re.compile(rb"^\s*(id|addr)=")
+_INFO_HEADER = re.compile(rb"^# [A-Za-z]")
+_INFO_FIELD = re.compile(rb"^[a-z][a-z0-9_.-]*:")
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+# `date` (C locale): "Thu Nov 26 09:30:00 UTC 2026"; tz may be missing, an abbreviation or +hhmm
+_DATE_C = re.compile(
+    r"^(?:[A-Z][a-z]{2},? +)?(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) +(?P<time>\d{2}:\d{2}:\d{2})"
+    r"(?: +(?P<tz>[A-Z]{1,5}|[+-]\d{4}))? +(?P<year>\d{4})$"
+)
+# `date -R`: "Thu, 26 Nov 2026 09:30:00 +0000"
+_DATE_R = re.compile(
+    r"^(?:[A-Z][a-z]{2}, +)?(?P<day>\d{1,2}) +(?P<mon>[A-Z][a-z]{2}) +(?P<year>\d{4}) +"
+    r"(?P<time>\d{2}:\d{2}:\d{2}) *(?P<tz>[A-Z]{1,5}|[+-]\d{4})?$"
+)
+_ISO = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)"
+    r" ?(?P<tz>Z|UTC|[+-]\d{2}:?\d{2})?$"
+)
+_EPOCH = re.compile(r"^(?P<s>\d{10})(?:\.(?P<frac>\d+))?$|^(?P<ms>\d{13})$")
+_DECORATION = re.compile(r"^[\s=#*:>\-\[\]]+|[\s=#*:<\-\[\]]+$")
+
+# timestamps inside file names
+_NAME_PATTERNS = (
+    re.compile(
+        r"(?P<y>\d{4})-?(?P<m>\d{2})-?(?P<d>\d{2})[T_\-\s]?(?P<H>\d{2})[:\-]?(?P<M>\d{2})[:\-]?(?P<S>\d{2})"
+        r"(?:[.,]\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?"
+    ),
+    re.compile(r"(?<!\d)(?P<ms>1\d{12})(?!\d)"),
+    re.compile(r"(?<!\d)(?P<s>1\d{9})(?!\d)"),
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One capture found in a dump: the bytes of each part and the file lines they came from."""
+
+    client_list: bytes | None
+    info: bytes | None
+    config: dict[str, str] | None
+    client_lines: tuple[int, ...]  # 1-based file line number of each client-list line
+    info_lines: tuple[int, ...]
+    ts: datetime | None  # from a date line, if one preceded it
+    first_line: int
+    last_line: int
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What happened to one input file."""
+
+    path: Path
+    captures: int
+    ts_source: str  # explicit | date_line | filename | mtime
+    first_ts: datetime | None
+    skipped: bool = False  # every capture in it was already in the dataset
+    rejected_lines: tuple[tuple[int, str], ...] = ()  # (file line, reason)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What `import_dumps` did."""
+
+    dataset: Path
+    instance: str
+    files: tuple[FileReport, ...]
+    captures_written: int
+    batch: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def rejected_lines(self) -> int:
+        return sum(len(f.rejected_lines) for f in self.files)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "dataset": str(self.dataset),
+            "instance": self.instance,
+            "captures_written": self.captures_written,
+            "rejected_lines": self.rejected_lines,
+            "batch": self.batch,
+            "notes": list(self.notes),
+            "files": [
+                {
+                    "path": str(f.path),
+                    "captures": f.captures,
+                    "ts_source": f.ts_source,
+                    "first_ts": f.first_ts.isoformat() if f.first_ts else None,
+                    "skipped": f.skipped,
+                    "rejected_lines": [{"line": n, "reason": r} for n, r in f.rejected_lines],
+                }
+                for f in self.files
+            ],
+        }
+
+
+# ------------------------------------------------------------------ timestamps
+def _zone(tz: str | None, default: tzinfo, where: str) -> tzinfo:
+    if tz is None:
+        return default
+    if tz in ("Z", "UTC", "GMT", "UT"):
+        return UTC
+    if tz[0] in "+-":
+        digits = tz[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4]))
+        return _fixed(-offset if tz[0] == "-" else offset)
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise TimestampError(
+            f"{where}: time zone {tz!r} is ambiguous or unknown. Re-run with --tz set to the zone the "
+            "dump was taken in (e.g. --tz Europe/Berlin), or take dumps with `date -u`."
+        ) from exc
+
+
+def _fixed(offset: timedelta) -> tzinfo:
+    from datetime import timezone
+
+    return timezone(offset)
+
+
+def parse_date_line(text: str, *, default_tz: tzinfo = UTC, where: str = "") -> datetime | None:
+    """The time a `date`-like line states, or None when the line is not a timestamp."""
+    text = _DECORATION.sub("", text.strip())
+    if not text or len(text) > 64:
+        return None
+    if m := _EPOCH.match(text):
+        if m["ms"]:
+            return datetime.fromtimestamp(int(m["ms"]) / 1000, UTC)
+        return datetime.fromtimestamp(float(f"{m['s']}.{m['frac'] or 0}"), UTC)
+    if m := _ISO.match(text):
+        clock = m["time"].replace(":", "").replace(",", ".")
+        clock = f"{clock[:2]}:{clock[2:4]}:{clock[4:] or '00'}"
+        naive = datetime.fromisoformat(f"{m['date']}T{clock}")
+        return naive.replace(tzinfo=_zone(m["tz"], default_tz, where)).astimezone(UTC)
+    for pattern in (_DATE_C, _DATE_R):
+        if (m := pattern.match(text)) and m["mon"] in _MONTHS:
+            naive = datetime(
+                int(m["year"]),
+                _MONTHS.index(m["mon"]) + 1,
+                int(m["day"]),
+                *map(int, m["time"].split(":")),
+            )
+            return naive.replace(tzinfo=_zone(m["tz"], default_tz, where)).astimezone(UTC)
+    return None
+
+
+def timestamp_from_name(name: str, *, default_tz: tzinfo = UTC) -> datetime | None:
+    """A capture time written in a file name: ISO 8601, YYYYmmdd-HHMMSS, unix s or ms."""
+    for pattern in _NAME_PATTERNS:
+        m = pattern.search(name)
+        if not m:
+            continue
+        groups = m.groupdict()
+        if groups.get("ms"):
+            return datetime.fromtimestamp(int(groups["ms"]) / 1000, UTC)
+        if groups.get("s"):
+            return datetime.fromtimestamp(int(groups["s"]), UTC)
+        try:
+            naive = datetime(*(int(m[k]) for k in ("y", "m", "d", "H", "M", "S")))
+        except ValueError:
+            continue
+        return naive.replace(tzinfo=_zone(m["tz"], default_tz, name)).astimezone(UTC)
+    return None
+
+
+# ------------------------------------------------------------------ splitting
+def _join(lines: list[bytes]) -> bytes | None:
+    return b"\n".join(lines) + b"\n" if lines else None
+
+
+def _segment(block: list[tuple[int, bytes]], ts: datetime | None) -> Segment | None:
+    while block and not block[0][1].strip():
+        block = block[1:]
+    while block and not block[-1][1].strip():
+        block = block[:-1]
+    if not block:
+        return None
+    has_info = any(_INFO_HEADER.match(line) for _, line in block)
+    clients: list[tuple[int, bytes]] = []
+    info: list[tuple[int, bytes]] = []
+    config: dict[str, str] = {}
+    i = 0
+    while i < len(block):
+        no, line = block[i]
+        name = line.strip().decode("utf-8", "replace")
+        if name in CONFIG_NAMES and i + 1 < len(block) and not _CLIENT_LINE.match(block[i + 1][1]):
+            config[name] = block[i + 1][1].strip().decode("utf-8", "replace")
+            i += 2
+            continue
+        is_info = has_info and (_INFO_HEADER.match(line) or _INFO_FIELD.match(line) or not line.strip())
+        (info if is_info else clients).append((no, line))
+        i += 1
+    return Segment(
+        client_list=_join([line for _, line in clients]),
+        info=_join([line.rstrip(b"\r") for _, line in info]),
+        config=config or None,
+        client_lines=tuple(no for no, _ in clients),
+        info_lines=tuple(no for no, _ in info),
+        ts=ts,
+        first_line=block[0][0],
+        last_line=block[-1][0],
+    )
+
+
+def split_dump(data: bytes, *, default_tz: tzinfo = UTC, where: str = "") -> list[Segment]:
+    """Cut a dump into captures at `date` lines; keep every other line in some capture."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    segments: list[Segment] = []
+    block: list[tuple[int, bytes]] = []
+    block_ts: datetime | None = None
+    for no, line in enumerate(lines, start=1):
+        stamp = None
+        if not _CLIENT_LINE.match(line) and len(line) <= 80:
+            stamp = parse_date_line(
+                line.decode("utf-8", "replace"), default_tz=default_tz, where=f"{where}:{no}"
+            )
+        if stamp is None:
+            block.append((no, line))
+            continue
+        has_capture = any(_CLIENT_LINE.match(b) or _INFO_HEADER.match(b) for _, b in block)
+        if block_ts is not None or has_capture:
+            if (seg := _segment(block, block_ts)) is not None:
+                segments.append(seg)
+            block = []
+        # lines before the first date line that are not a capture (a warning) join the first one
+        block_ts = stamp
+    if (seg := _segment(block, block_ts)) is not None:
+        segments.append(seg)
+    return segments
+
+
+# ------------------------------------------------------------------ importing
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, globs and directories (recursively), in a stable order; hidden files skipped."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if any(ch in str(item) for ch in "*?["):
+            anchor = Path(path.anchor or ".")
+            pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(item)
+            matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
+            if not matches:
+                raise InputError(f"{item}: the pattern matched no file. Check the path and quoting.")
+            found.extend(matches)
+        elif path.is_dir():
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"{item}: no such file or directory. Give dump files, globs or folders.")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def _hash(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass
+class _Pending:
+    path: Path
+    segment: Segment
+    ts: datetime
+    ts_source: str
+    content: str
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+
+def _plan_file(
+    path: Path, at: datetime | None, default_tz: tzinfo
+) -> tuple[list[_Pending], str]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror}). Check the path and permissions.") from exc
+    segments = split_dump(data, default_tz=default_tz, where=str(path))
+    file_hash = _hash(data)
+    if at is not None:
+        if len(segments) > 1:
+            raise TimestampError(
+                f"{path}: holds {len(segments)} captures separated by date lines, but --at gives one "
+                "time for all. Drop --at to use the date lines."
+            )
+        base, source = at, "explicit"
+    elif (named := timestamp_from_name(path.name, default_tz=default_tz)) is not None:
+        base, source = named, "filename"
+    else:
+        base, source = datetime.fromtimestamp(path.stat().st_mtime, UTC), "mtime"
+    pending = []
+    for index, seg in enumerate(segments):
+        ts, seg_source = (seg.ts, "date_line") if seg.ts is not None and at is None else (base, source)
+        pending.append(_Pending(path, seg, ts, seg_source, _hash(file_hash.encode(), str(index).encode())))
+    sources = {p.ts_source for p in pending} or {source}
+    return pending, "+".join(sorted(sources))
+
+
+def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pending]]:
+    """Group an INFO-only or CONFIG-only capture with the client list taken at the same time."""
+    groups: list[list[_Pending]] = []
+    lists = [p for p in pending if p.segment.client_list is not None]
+    extras = [p for p in pending if p.segment.client_list is None]
+    groups = [[p] for p in lists]
+    for extra in extras:
+        best = min(
+            (g for g in groups if abs(g[0].ts - extra.ts) <= window and len(g) < 3),
+            key=lambda g: abs(g[0].ts - extra.ts),
+            default=None,
+        )
+        if best is None:
+            groups.append([extra])
+        else:
+            best.append(extra)
+    return groups
+
+
+def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> dict[str, object]:
+    main = group[0]
+    client_list = next((p.segment.client_list for p in group if p.segment.client_list), None)
+    info = next((p.segment.info for p in group if p.segment.info), None)
+    config: dict[str, str] = {}
+    for p in group:
+        config.update(p.segment.config or {})
+    origin = "; ".join(
+        f"file:{p.path}:{p.segment.first_line}-{p.segment.last_line}" for p in group
+    )
+    notes: dict[str, object] = {"files": [str(p.path) for p in group]}
+    if maxclients is not None:
+        notes["maxclients"] = maxclients
+    return {
+        "capture_id": main.content[:32],
+        "instance": instance,
+        "ts": main.ts,
+        "ts_source": main.ts_source,
+        "collector_time": None,
+        "source": "import",
+        "origin": origin,
+        "ok": True,
+        "client_list": client_list,
+        "info": info,
+        "config": json.dumps(config, sort_keys=True) if config else None,
+        "content_sha256": " ".join(p.content for p in group),
+        "notes": json.dumps(notes, sort_keys=True),
+        "collector_version": f"clientscope {__version__}",
+    }
+
+
+def import_dumps(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    instance: str = "imported",
+    at: datetime | None = None,
+    tz: str = "UTC",
+    maxclients: int | None = None,
+    pair_window: timedelta = timedelta(seconds=5),
+    progress: Callable[[Path], None] | None = None,
+) -> ImportResult:
+    """Import text dumps (`redis-cli client list`, `info`, `config get`, loops with `date`).
+
+    Appends to the dataset at `out` (created if missing); captures already in it
+    (same file content) are skipped, so running an import twice is safe.
+    """
+    default_tz = _zone(tz, UTC, "--tz")
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=default_tz)
+    root = Path(out)
+    check_writable(root)
+    files = expand_inputs(inputs)
+    known = known_content_hashes(root)
+    pending: list[_Pending] = []
+    sources: dict[Path, str] = {}
+    for path in files:
+        planned, sources[path] = _plan_file(path, at, default_tz)
+        pending.extend(planned)
+        if progress is not None:
+            progress(path)
+    fresh = [p for p in pending if p.content not in known]
+    groups = _merge_pairs(fresh, pair_window)
+    rows = [_raw_row(g, instance, maxclients) for g in groups]
+    result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES)) if rows else None
+    rejects = _rejects_by_file(groups, result.rejects if result else None)
+    reports = []
+    for path in files:
+        mine = [p for p in pending if p.path == path]
+        written = [p for p in mine if p.content not in known]
+        reports.append(
+            FileReport(
+                path=path,
+                captures=len(written),
+                ts_source=sources[path],
+                first_ts=min((p.ts for p in mine), default=None),
+                skipped=bool(mine) and not written,
+                rejected_lines=tuple(sorted(rejects.get(path, []))),
+            )
+        )
+    notes = []
+    if instance == "imported":
+        notes.append("no --instance given: captures are tagged 'imported'")
+    return ImportResult(
+        dataset=root,
+        instance=instance,
+        files=tuple(reports),
+        captures_written=len(rows),
+        batch=result.batch if result else "",
+        notes=tuple(notes),
+    )
+
+
+_ROW_TYPES = {
+    "ts": pl.Datetime("us", "UTC"),
+    "collector_time": pl.Datetime("us", "UTC"),
+    "client_list": pl.Binary(),
+    "info": pl.Binary(),
+    "config": pl.String(),
+}
+
+
+def _rejects_by_file(
+    groups: Iterable[list[_Pending]], rejects: pl.DataFrame | None
+) -> dict[Path, list[tuple[int, str]]]:
+    """Map parser rejects (capture, table, line within its part) back to file lines."""
+    out: dict[Path, list[tuple[int, str]]] = {}
+    if rejects is None or rejects.is_empty():
+        return out
+    by_capture = {g[0].content[:32]: g for g in groups}
+    for capture_id, table, line_no, reason in rejects.select(
+        "capture_id", "table", "line_no", "reason"
+    ).iter_rows():
+        group = by_capture.get(capture_id)
+        if group is None:
+            continue
+        for p in group:
+            lines = p.segment.client_lines if table == "clients" else p.segment.info_lines
+            part = p.segment.client_list if table == "clients" else p.segment.info
+            if part is not None and 0 < line_no <= len(lines):
+                out.setdefault(p.path, []).append((lines[line_no - 1], str(reason)))
+                break
+    return out
