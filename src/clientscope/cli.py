@@ -32,7 +32,6 @@ app = typer.Typer(
 )
 
 
-
 def _version(value: bool) -> None:
     if value:
         from clientscope import __version__
@@ -55,24 +54,13 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: library errors become one line on stderr and exit 1."""
     try:
-        app(standalone_mode=False)
+        app()
     except ClientscopeError as exc:
         typer.secho(f"clientscope: error: {exc}", err=True, fg="red")
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.secho("Aborted.", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.secho("Interrupted.", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,14 @@ import polars as pl
 from clientscope.errors import DatasetError, DatasetWriteError
 from clientscope.schema import RAW_SCHEMA, TABLES
 
-__all__ = ["Dataset", "WriteResult", "append_raw", "append_tables", "known_content_hashes", "open_dataset"]
+__all__ = [
+    "Dataset",
+    "WriteResult",
+    "append_raw",
+    "append_tables",
+    "known_content_hashes",
+    "open_dataset",
+]
 
 TableName = Literal["raw", "captures", "clients", "info", "info_fields", "rejects"]
 _TMP_PREFIX = ".tmp-"
@@ -66,7 +73,9 @@ def conform_raw(raw: pl.DataFrame) -> pl.DataFrame:
     for required in ("capture_id", "instance", "ts", "source", "ok"):
         if required not in raw.columns or raw[required].null_count():
             raise DatasetError(f"raw captures need a value in column {required!r} on every row")
-    missing = [pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items() if c not in raw.columns]
+    missing = [
+        pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items() if c not in raw.columns
+    ]
     return raw.with_columns(missing).select(
         [pl.col(c).cast(t, strict=True) for c, t in RAW_SCHEMA.items()]
     )
@@ -157,7 +166,9 @@ def append_tables(
     batch = batch or new_batch_id()
     empty = _empty_tables()
     captures = tables.get("captures", empty["captures"])
-    keys = captures.select("instance", pl.col("ts").dt.date().cast(pl.String).alias("_date")).unique()
+    keys = captures.select(
+        "instance", pl.col("ts").dt.date().cast(pl.String).alias("_date")
+    ).unique()
     files: list[Path] = []
     for instance, date in keys.iter_rows():
         for name in ("raw", *TABLES):
@@ -168,7 +179,7 @@ def append_tables(
             if name == "raw" and part.is_empty():
                 continue
             target = partition_dir(root, name, str(instance), str(date)) / f"{batch}.parquet"
-            _write_atomic(part.select(empty[name].columns).cast(dict(empty[name].schema)), target)
+            _write_atomic(part.select(empty[name].columns).cast(empty[name].schema), target)
             files.append(target)
     return WriteResult(batch=batch, captures=captures.height, files=tuple(files))
 
@@ -177,7 +188,9 @@ def _files(root: Path, table: str) -> list[Path]:
     base = root / table
     if not base.is_dir():
         return []
-    return sorted(p for p in base.glob("instance=*/date=*/*.parquet") if not p.name.startswith(_TMP_PREFIX))
+    return sorted(
+        p for p in base.glob("instance=*/date=*/*.parquet") if not p.name.startswith(_TMP_PREFIX)
+    )
 
 
 def repair(root: Path) -> list[str]:

@@ -32,7 +32,14 @@ from clientscope import __version__
 from clientscope.dataset import append_raw, check_writable, known_content_hashes
 from clientscope.errors import InputError, TimestampError
 
-__all__ = ["FileReport", "ImportResult", "Segment", "import_dumps", "split_dump", "timestamp_from_name"]
+__all__ = [
+    "FileReport",
+    "ImportResult",
+    "Segment",
+    "import_dumps",
+    "split_dump",
+    "timestamp_from_name",
+]
 
 CONFIG_NAMES = frozenset(
     {"maxclients", "timeout", "tcp-keepalive", "tcp-backlog", "client-output-buffer-limit"}
@@ -40,7 +47,7 @@ CONFIG_NAMES = frozenset(
 _CLIENT_LINE = re.compile(rb"^\s*(id|addr)=")
 _INFO_HEADER = re.compile(rb"^# [A-Za-z]")
 _INFO_FIELD = re.compile(rb"^[a-z][a-z0-9_.-]*:")
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 # `date` (C locale): "Thu Nov 26 09:30:00 UTC 2026"; tz may be missing, an abbreviation or +hhmm
 _DATE_C = re.compile(
@@ -174,12 +181,9 @@ def parse_date_line(text: str, *, default_tz: tzinfo = UTC, where: str = "") -> 
         return naive.replace(tzinfo=_zone(m["tz"], default_tz, where)).astimezone(UTC)
     for pattern in (_DATE_C, _DATE_R):
         if (m := pattern.match(text)) and m["mon"] in _MONTHS:
-            naive = datetime(
-                int(m["year"]),
-                _MONTHS.index(m["mon"]) + 1,
-                int(m["day"]),
-                *map(int, m["time"].split(":")),
-            )
+            hour, minute, second = (int(x) for x in m["time"].split(":"))
+            month = _MONTHS.index(m["mon"]) + 1
+            naive = datetime(int(m["year"]), month, int(m["day"]), hour, minute, second)
             return naive.replace(tzinfo=_zone(m["tz"], default_tz, where)).astimezone(UTC)
     return None
 
@@ -196,7 +200,8 @@ def timestamp_from_name(name: str, *, default_tz: tzinfo = UTC) -> datetime | No
         if groups.get("s"):
             return datetime.fromtimestamp(int(groups["s"]), UTC)
         try:
-            naive = datetime(*(int(m[k]) for k in ("y", "m", "d", "H", "M", "S")))
+            y, mo, d, hh, mm, ss = (int(m[k]) for k in ("y", "m", "d", "H", "M", "S"))
+            naive = datetime(y, mo, d, hh, mm, ss)
         except ValueError:
             continue
         return naive.replace(tzinfo=_zone(m["tz"], default_tz, name)).astimezone(UTC)
@@ -227,7 +232,9 @@ def _segment(block: list[tuple[int, bytes]], ts: datetime | None) -> Segment | N
             config[name] = block[i + 1][1].strip().decode("utf-8", "replace")
             i += 2
             continue
-        is_info = has_info and (_INFO_HEADER.match(line) or _INFO_FIELD.match(line) or not line.strip())
+        is_info = has_info and (
+            _INFO_HEADER.match(line) or _INFO_FIELD.match(line) or not line.strip()
+        )
         (info if is_info else clients).append((no, line))
         i += 1
     return Segment(
@@ -282,20 +289,25 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(item)
             matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
             if not matches:
-                raise InputError(f"{item}: the pattern matched no file. Check the path and quoting.")
+                raise InputError(
+                    f"{item}: the pattern matched no file. Check the path and quoting."
+                )
             found.extend(matches)
         elif path.is_dir():
             found.extend(
                 sorted(
                     p
                     for p in path.rglob("*")
-                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                    if p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 )
             )
         elif path.is_file():
             found.append(path)
         else:
-            raise InputError(f"{item}: no such file or directory. Give dump files, globs or folders.")
+            raise InputError(
+                f"{item}: no such file or directory. Give dump files, globs or folders."
+            )
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique
 
@@ -318,13 +330,13 @@ class _Pending:
     rows: list[dict[str, object]] = field(default_factory=list)
 
 
-def _plan_file(
-    path: Path, at: datetime | None, default_tz: tzinfo
-) -> tuple[list[_Pending], str]:
+def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[list[_Pending], str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror}). Check the path and permissions.") from exc
+        raise InputError(
+            f"{path}: cannot read it ({exc.strerror}). Check the path and permissions."
+        ) from exc
     segments = split_dump(data, default_tz=default_tz, where=str(path))
     file_hash = _hash(data)
     if at is not None:
@@ -340,8 +352,12 @@ def _plan_file(
         base, source = datetime.fromtimestamp(path.stat().st_mtime, UTC), "mtime"
     pending = []
     for index, seg in enumerate(segments):
-        ts, seg_source = (seg.ts, "date_line") if seg.ts is not None and at is None else (base, source)
-        pending.append(_Pending(path, seg, ts, seg_source, _hash(file_hash.encode(), str(index).encode())))
+        ts, seg_source = (
+            (seg.ts, "date_line") if seg.ts is not None and at is None else (base, source)
+        )
+        pending.append(
+            _Pending(path, seg, ts, seg_source, _hash(file_hash.encode(), str(index).encode()))
+        )
     sources = {p.ts_source for p in pending} or {source}
     return pending, "+".join(sorted(sources))
 
@@ -372,9 +388,7 @@ def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> di
     config: dict[str, str] = {}
     for p in group:
         config.update(p.segment.config or {})
-    origin = "; ".join(
-        f"file:{p.path}:{p.segment.first_line}-{p.segment.last_line}" for p in group
-    )
+    origin = "; ".join(f"file:{p.path}:{p.segment.first_line}-{p.segment.last_line}" for p in group)
     notes: dict[str, object] = {"files": [str(p.path) for p in group]}
     if maxclients is not None:
         notes["maxclients"] = maxclients

@@ -30,9 +30,15 @@ Example: clientscope import dumps/ --out incident.cs --instance redis-master-0
 def import_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Dump files, globs (quote them) or directories (read recursively).", show_default=False),
+        typer.Argument(
+            help="Dump files, globs (quote them) or directories (read recursively).",
+            show_default=False,
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to append to (created if missing).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Dataset directory to append to (created if missing)."),
+    ],
     instance: Annotated[
         str, typer.Option("--instance", "-i", help="Name of the server the dumps came from.")
     ] = "imported",
@@ -44,11 +50,16 @@ def import_command(
         ),
     ] = None,
     tz: Annotated[
-        str, typer.Option(help="Time zone of timestamps that do not name one (IANA name, e.g. Europe/Berlin).")
+        str,
+        typer.Option(
+            help="Time zone of timestamps that do not name one (IANA name, e.g. Europe/Berlin)."
+        ),
     ] = "UTC",
     maxclients: Annotated[
         int | None,
-        typer.Option(help="The server's maxclients, when the dumps have no INFO/CONFIG that says it."),
+        typer.Option(
+            help="The server's maxclients, when the dumps have no INFO/CONFIG that says it."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
