@@ -123,6 +123,33 @@ CLIENT_FLAGS = {
 }
 CLIENT_CONTEXT_COLUMNS = ("capture_id", "instance", "ts", "line_no")
 CLIENT_DERIVED = {"created_at": TS, "last_active": TS}  # ts - age, ts - idle
+CLIENT_EXTRA_DTYPE = pl.List(pl.Struct({"key": pl.String(), "value": pl.String()}))
+
+
+def client_fields_schema(*, with_ts: bool = True) -> dict[str, pl.DataType]:
+    """Columns the CLIENT LIST parser adds to each line, in order.
+
+    `created_at` / `last_active` only exist when the input has a `ts` column.
+    """
+    schema: dict[str, pl.DataType] = {"line_no": pl.Int64()}
+    schema.update({name: pl.Int64() for name in CLIENT_INT_FIELDS})
+    schema.update({name: pl.String() for name in CLIENT_STR_FIELDS})
+    schema.update(CLIENT_ADDR_FIELDS)
+    schema.update({name: pl.Boolean() for name in CLIENT_FLAGS.values()})
+    if with_ts:
+        schema.update(CLIENT_DERIVED)
+    schema["extra"] = CLIENT_EXTRA_DTYPE
+    return schema
+
+
+CLIENTS_SCHEMA: dict[str, pl.DataType] = {
+    "capture_id": pl.String(),
+    "instance": pl.String(),
+    "ts": TS,
+    "line_no": pl.Int64(),
+    "run_id": pl.String(),
+    **{k: v for k, v in client_fields_schema().items() if k != "line_no"},
+}
 COLLECTOR_CLIENT_NAME = "clientscope-collector"
 
 # ---------------------------------------------------------------- parsed: info
@@ -143,6 +170,13 @@ INFO_STR_FIELDS = (
     "redis_version", "valkey_version", "server_name", "redis_mode", "os", "run_id", "role",
     "executable", "config_file",
 )  # fmt: skip
+INFO_SCHEMA: dict[str, pl.DataType] = {
+    "capture_id": pl.String(),
+    "instance": pl.String(),
+    "ts": TS,
+    **{name: pl.Int64() for name in INFO_INT_FIELDS},
+    **{name: pl.String() for name in INFO_STR_FIELDS},
+}
 INFO_FIELDS_SCHEMA: dict[str, pl.DataType] = {
     "capture_id": pl.String(),
     "instance": pl.String(),
