@@ -1,0 +1,320 @@
+"""Talking to one server: a reused redis-py connection, or a command run per request (`--via`).
+
+Both channels answer the same few requests with the exact bytes the server sent
+and raise `CommandError` with an error kind from `schema.ERROR_KINDS`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clientscope.capture.targets import Target
+from clientscope.errors import CaptureError
+from clientscope.schema import COLLECTOR_CLIENT_NAME
+
+__all__ = [
+    "Channel",
+    "CommandError",
+    "DirectChannel",
+    "Timeouts",
+    "ViaChannel",
+    "classify",
+    "open_channel",
+]
+
+_WRONG_ARGS = "wrong number of arguments"
+
+
+class CommandError(CaptureError):
+    """One request failed; `kind` is one of schema.ERROR_KINDS."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 3.0
+    read: float = 5.0
+
+
+class Channel(Protocol):
+    """What a capture needs from a server."""
+
+    notes: dict[str, str]
+
+    def command(self, *args: str) -> bytes | list[bytes]:
+        """One Redis command; bulk replies as bytes, array replies as a list of bytes."""
+
+    def config_get(self, names: Sequence[str]) -> dict[str, str]:
+        """CONFIG GET for these names: name -> value, as the server sent them."""
+
+    def close(self) -> None: ...
+
+
+def classify(message: str) -> str:
+    """The error kind of a failure, from its message (redis-py or redis-cli wording)."""
+    text = message.lower()
+    rules = (
+        ("max number of clients", "max_clients"),
+        ("loading", "loading"),
+        ("noperm", "denied"),
+        ("unknown command", "denied"),
+        ("unknown subcommand", "denied"),
+        ("wrongpass", "auth"),
+        ("noauth", "auth"),
+        ("invalid password", "auth"),
+        ("invalid username", "auth"),
+        ("authentication", "auth"),
+        ("auth failed", "auth"),
+        ("connection refused", "connection_refused"),
+        ("timed out", "timeout"),
+        ("timeout", "timeout"),
+        ("protocol error", "protocol"),
+        ("connection closed", "io"),
+        ("connection reset", "io"),
+        ("broken pipe", "io"),
+        ("no such file", "io"),
+    )
+    return next((kind for needle, kind in rules if needle in text), "other")
+
+
+def open_channel(target: Target, timeouts: Timeouts) -> Channel:
+    if target.via is not None:
+        return ViaChannel(target, timeouts)
+    return DirectChannel(target, timeouts)
+
+
+class DirectChannel:
+    """One redis-py connection (RESP2, raw bytes), opened on first use and reused.
+
+    It names itself `clientscope-collector` so analyses can leave it out. A
+    failed request other than a refused command drops the connection; the next
+    request reconnects.
+    """
+
+    def __init__(self, target: Target, timeouts: Timeouts) -> None:
+        self.target = target
+        self.timeouts = timeouts
+        self.notes: dict[str, str] = {}
+        self._conn: Any = None
+        self._multi_config = True
+
+    def command(self, *args: str) -> bytes | list[bytes]:
+        import redis
+
+        conn = self._connection()
+        try:
+            conn.send_command(*args)
+            reply: bytes | list[bytes] = conn.read_response()
+            return reply
+        except redis.ResponseError as exc:
+            kind = classify(str(exc))
+            if kind not in ("denied", "other"):
+                self.close()
+            raise CommandError(str(exc), kind=kind) from exc
+        except (redis.RedisError, OSError) as exc:
+            self.close()
+            raise _error(exc) from exc
+
+    def config_get(self, names: Sequence[str]) -> dict[str, str]:
+        if self._multi_config:
+            try:
+                return _pairs(self.command("CONFIG", "GET", *names))
+            except CommandError as exc:
+                if _WRONG_ARGS not in str(exc).lower():
+                    raise
+                self._multi_config = False  # Redis < 7: one pattern per CONFIG GET
+        found: dict[str, str] = {}
+        for name in names:
+            found.update(_pairs(self.command("CONFIG", "GET", name)))
+        return found
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.disconnect()
+            finally:
+                self._conn = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            conn = _new_connection(self.target, self.timeouts)
+            try:
+                conn.connect()
+                self._introduce(conn)
+            except Exception as exc:
+                conn.disconnect()
+                raise _error(exc) from exc
+            self._conn = conn
+        return self._conn
+
+    def _introduce(self, conn: Any) -> None:
+        """CLIENT SETNAME / SETINFO; a server that refuses them is still collected."""
+        import redis
+
+        for args, note in (
+            (("CLIENT", "SETNAME", COLLECTOR_CLIENT_NAME), "client_setname"),
+            (("CLIENT", "SETINFO", "LIB-NAME", "clientscope"), "client_setinfo"),
+        ):
+            try:
+                conn.send_command(*args)
+                conn.read_response()
+            except redis.ResponseError as exc:
+                if classify(str(exc)) not in ("denied", "other"):
+                    raise
+                if note == "client_setname":
+                    self.notes[note] = f"could not name the collector connection: {exc}"
+
+
+def _new_connection(target: Target, timeouts: Timeouts) -> Any:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    common: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "db": target.db,
+        "socket_timeout": timeouts.read,
+        "protocol": 2,
+        "driver_info": None,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if target.scheme == "unix":
+        return redis.UnixDomainSocketConnection(path=target.path, **common)  # type: ignore[no-untyped-call,abstract]
+    common.update(host=target.host, port=target.port, socket_connect_timeout=timeouts.connect)
+    if target.scheme == "rediss":
+        tls = target.tls
+        assert tls is not None
+        return redis.SSLConnection(
+            ssl_ca_certs=str(tls.ca_cert) if tls.ca_cert else None,
+            ssl_certfile=str(tls.cert) if tls.cert else None,
+            ssl_keyfile=str(tls.key) if tls.key else None,
+            ssl_cert_reqs="none" if tls.insecure else "required",
+            ssl_check_hostname=not tls.insecure,
+            **common,
+        )
+    return redis.Connection(**common)  # type: ignore[no-untyped-call]
+
+
+def _error(exc: BaseException) -> CommandError:
+    if isinstance(exc, CommandError):
+        return exc
+    message = str(exc) or type(exc).__name__
+    kind = classify(message)
+    if kind == "other":
+        import redis
+
+        if isinstance(exc, redis.TimeoutError | TimeoutError):
+            kind = "timeout"
+        elif isinstance(exc, redis.AuthenticationError):
+            kind = "auth"
+        elif isinstance(exc, redis.ConnectionError | OSError):
+            kind = "io"
+    return CommandError(message, kind=kind)
+
+
+def _pairs(reply: bytes | list[bytes]) -> dict[str, str]:
+    if isinstance(reply, bytes):
+        raise CommandError(f"CONFIG GET answered {reply[:80]!r}, not a list", kind="protocol")
+    items = [v.decode("utf-8", "replace") for v in reply]
+    return dict(zip(items[::2], items[1::2], strict=False))
+
+
+# ---------------------------------------------------------------- --via
+_ERROR_LINE = re.compile(rb"^(\(error\) )?[A-Z][A-Z_]+ \S")
+_MULTILINE = {("CONFIG", "GET"), ("TIME",), ("CLUSTER", "SHARDS")}
+
+
+class ViaChannel:
+    """Runs `<command> <redis command>` (e.g. `kubectl exec ... -- redis-cli CLIENT LIST`) per request.
+
+    redis-cli prints bulk replies byte for byte and array replies one element per
+    line; an error reply is one line such as `NOPERM ...`. A password reaches
+    redis-cli as REDISCLI_AUTH in its environment, never on its command line.
+    """
+
+    def __init__(self, target: Target, timeouts: Timeouts) -> None:
+        assert target.via is not None
+        self.target = target
+        self.argv = target.via
+        self.timeout = timeouts.connect + timeouts.read
+        self.notes: dict[str, str] = {
+            "via": "one process per request; its own connection is in CLIENT LIST"
+        }
+        self._env = dict(os.environ)
+        if target.password:
+            self._env["REDISCLI_AUTH"] = target.password
+
+    def command(self, *args: str) -> bytes | list[bytes]:
+        out = self._run(args)
+        if tuple(a.upper() for a in args[:2]) in _MULTILINE or args[0].upper() == "TIME":
+            return _lines(out)
+        return _strip_cli_newline(out)
+
+    def config_get(self, names: Sequence[str]) -> dict[str, str]:
+        try:
+            return _pairs(self.command("CONFIG", "GET", *names))
+        except CommandError as exc:
+            if _WRONG_ARGS not in str(exc).lower():
+                raise
+        found: dict[str, str] = {}
+        for name in names:
+            found.update(_pairs(self.command("CONFIG", "GET", name)))
+        return found
+
+    def close(self) -> None:
+        """Nothing stays open between requests."""
+
+    def _run(self, args: Sequence[str]) -> bytes:
+        try:
+            done = subprocess.run(
+                [*self.argv, *args],
+                capture_output=True,
+                timeout=self.timeout,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(
+                f"{self.argv[0]} did not answer {args[0]} within {self.timeout:g}s", kind="timeout"
+            ) from exc
+        except OSError as exc:
+            raise CommandError(
+                f"cannot run {self.argv[0]}: {exc.strerror or exc}", kind="io"
+            ) from exc
+        _raise_for_cli_error(done, args)
+        return done.stdout
+
+
+def _raise_for_cli_error(done: subprocess.CompletedProcess[bytes], args: Sequence[str]) -> None:
+    out, err = done.stdout, done.stderr
+    first = out.split(b"\n", 1)[0]
+    is_error_reply = bool(_ERROR_LINE.match(first)) and out.rstrip(b"\n").count(b"\n") == 0
+    if done.returncode == 0 and not is_error_reply:
+        return
+    text = (first if is_error_reply else (err.strip() or out.strip())).decode("utf-8", "replace")
+    text = text.removeprefix("(error) ")
+    if not text:
+        text = f"command exited with status {done.returncode}"
+    kind = classify(text)
+    if kind == "other" and done.returncode != 0:
+        kind = "io"
+    raise CommandError(f"{args[0]}: {text[:500]}", kind=kind)
+
+
+def _strip_cli_newline(out: bytes) -> bytes:
+    """redis-cli may add one newline after a bulk reply that already ends with one."""
+    if out.endswith((b"\n\n", b"\r\n\n")):
+        return out[:-1]
+    return out
+
+
+def _lines(out: bytes) -> list[bytes]:
+    if out.endswith(b"\n"):
+        out = out[:-1]
+    return out.split(b"\n") if out else []
