@@ -300,6 +300,22 @@ class Mix:
         sock = self.raw("watch", facts, name="watcher")
         assert sock.call("WATCH", "k", "counter") == b"+OK\r\n"
 
+    def ipv6(self) -> None:
+        """Two clients over IPv6 loopback: CLIENT LIST shows them as [::1]:port."""
+        for _ in range(2):
+            conn = Connection(host="::1", port=self.srv.port, client_name="v6-client")
+            conn.connect()
+            self.stack.callback(conn.disconnect)
+            conn.send_command("CLIENT", "ID")
+            client_id = int(conn.read_response())
+            port = int(conn._sock.getsockname()[1])  # type: ignore[union-attr]
+            facts = {
+                "id": client_id, "addr": f"[::1]:{port}", "ip": "::1", "port": port,
+                "family": "ipv6", "laddr": f"[::1]:{self.srv.port}", "laddr_ip": "::1",
+                "laddr_port": self.srv.port, "laddr_family": "ipv6", "name": "v6-client",
+            }  # fmt: skip
+            self.remember("ipv6", facts)
+
     def open_all(self) -> None:
         self.pools()
         self.unnamed()
@@ -314,6 +330,7 @@ class Mix:
         self.tracking()
         self.acl_user()
         self.watching()
+        self.ipv6()
         time.sleep(0.3)  # let the blocked / subscribed states settle before capturing
 
 
@@ -422,7 +439,9 @@ def wait_for_link(replica: Server, timeout: float = 10.0) -> None:
 
 
 def capture_server(kind: str, out: Path) -> None:
-    config = {"maxclients": 128, "timeout": 300} if kind == "valkey" else {}
+    config: dict[str, Any] = {"bind": "127.0.0.1 ::1"}  # IPv6 loopback too
+    if kind == "valkey":
+        config.update(maxclients=128, timeout=300)
     with ExitStack() as stack:
         primary = stack.enter_context(started(kind, config))
         replica = stack.enter_context(started(kind, {}))
