@@ -1,9 +1,275 @@
-"""Command group placeholder: its owner replaces this module with real commands."""
+"""`clientscope collect` and `clientscope compact`: thin Typer layer over clientscope.capture."""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from clientscope.capture import CaptureEvent, CollectResult, CompactResult, Target
 
 
 def register(app: typer.Typer) -> None:
-    """Adds no command yet."""
+    """Add `collect` and `compact` to the app."""
+
+    @app.command()
+    def collect(
+        targets: list[str] | None = typer.Argument(
+            None,
+            help="Servers as redis://[user[:password]@]host:port[/db], rediss://... (TLS) or "
+            "unix:///path. Leave the password out and use REDISCLI_AUTH or --askpass.",
+            show_default=False,
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Dataset directory to append captures to."
+        ),
+        interval: str = typer.Option(
+            "10s", help="Time between captures of one server: 500ms, 10s, 2m."
+        ),
+        duration: str | None = typer.Option(None, help="Stop after this long (e.g. 30m)."),
+        count: int | None = typer.Option(None, help="Stop after this many captures per server."),
+        instance: list[str] | None = typer.Option(
+            None,
+            "--instance",
+            help="Name of a target, once per target in order (URLs first, then --via). "
+            "Default: host:port.",
+        ),
+        via: list[str] | None = typer.Option(
+            None,
+            "--via",
+            help="Reach a server through a command; the Redis command is appended, e.g. "
+            "--via 'kubectl exec -n redis redis-master-0 -- redis-cli'. Repeatable.",
+        ),
+        cluster: bool = typer.Option(
+            False, "--cluster", help="Discover every primary and replica with CLUSTER NODES."
+        ),
+        user: str | None = typer.Option(None, "--user", help="ACL user name (if not in the URL)."),
+        askpass: bool = typer.Option(
+            False, "--askpass", help="Prompt for the password (input is not echoed)."
+        ),
+        tls_ca: Path | None = typer.Option(
+            None, "--tls-ca", help="CA certificate (PEM) for rediss://."
+        ),
+        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Client certificate (PEM)."),
+        tls_key: Path | None = typer.Option(None, "--tls-key", help="Client private key (PEM)."),
+        tls_insecure: bool = typer.Option(
+            False, "--tls-insecure", help="Do not verify the server certificate."
+        ),
+        info_sections: str = typer.Option(
+            "everything",
+            "--info-sections",
+            help="INFO sections, comma-separated (e.g. clients,stats).",
+        ),
+        maxclients: int | None = typer.Option(
+            None,
+            "--maxclients",
+            help="maxclients as configured, for servers that hide CONFIG (kept beside what the "
+            "server enforces).",
+        ),
+        connect_timeout: float = typer.Option(3.0, help="Seconds to wait for a connection."),
+        read_timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for a reply."),
+        slow_fraction: float = typer.Option(
+            0.1, help="Warn when CLIENT LIST takes more than this share of the interval."
+        ),
+        no_compact: bool = typer.Option(
+            False, "--no-compact", help="Do not compact files at exit."
+        ),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="No live display (cron, systemd, Jobs)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+    ) -> None:
+        """Capture CLIENT LIST, INFO, CONFIG and TIME from live servers into a dataset.
+
+        Gentle (one named connection per server), concurrent (one schedule per server) and
+        safe (each capture is flushed at once; Ctrl-C stops after the capture in flight).
+        """
+        from clientscope.capture import Timeouts, collect, parse_duration
+
+        secret = typer.prompt("Password", hide_input=True) if askpass else None
+        chosen = _targets(
+            targets or [],
+            via or [],
+            instance or [],
+            user,
+            secret,
+            _tls(tls_ca, tls_cert, tls_key, tls_insecure),
+        )
+        seconds = parse_duration(interval)
+        display = None if quiet or as_json else _LiveDisplay([t.instance for t in chosen])
+        with display.running() if display else _nothing():
+            result = collect(
+                chosen,
+                out,
+                interval=seconds,
+                duration=parse_duration(duration, option="--duration") if duration else None,
+                count=count,
+                cluster=cluster,
+                info_sections=[s.strip() for s in info_sections.split(",") if s.strip()],
+                maxclients=maxclients,
+                timeouts=Timeouts(connect=connect_timeout, read=read_timeout),
+                slow_fraction=slow_fraction,
+                compact_on_exit=not no_compact,
+                on_event=display.update if display else _print_warnings,
+            )
+        _render_result(result, as_json=as_json, quiet=quiet)
+
+    @app.command()
+    def compact(
+        dataset: Path = typer.Argument(..., help="Dataset directory (the collect --out folder)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Merge the small files a collector leaves into one per instance and day (crash-safe)."""
+        from clientscope.capture import compact as compact_dataset
+
+        result = compact_dataset(dataset)
+        if as_json:
+            typer.echo(json.dumps(result.to_dict()))
+        else:
+            typer.echo(_compact_line(result))
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _tls(ca: Path | None, cert: Path | None, key: Path | None, insecure: bool) -> Any:
+    from clientscope.capture import TlsOptions
+
+    return TlsOptions(ca_cert=ca, cert=cert, key=key, insecure=insecure)
+
+
+def _targets(
+    urls: list[str],
+    vias: list[str],
+    names: list[str],
+    user: str | None,
+    secret: str | None,
+    tls: Any,
+) -> list[Target]:
+    from clientscope.capture import parse_target, via_target
+    from clientscope.errors import ConfigError
+
+    total = len(urls) + len(vias)
+    if total == 0:
+        raise ConfigError("no target: give a redis:// URL or --via 'kubectl exec ... -- redis-cli'")
+    if len(names) > total:
+        raise ConfigError(f"{len(names)} --instance names for {total} targets; give one per target")
+    padded: list[str | None] = [*names, *([None] * (total - len(names)))]
+    env = dict(os.environ)
+    chosen = [
+        parse_target(u, instance=n, username=user, password=secret, tls=tls, env=env)
+        for u, n in zip(urls, padded, strict=False)
+    ]
+    chosen += [
+        via_target(c, instance=n, password=secret, env=env)
+        for c, n in zip(vias, padded[len(urls) :], strict=False)
+    ]
+    return chosen
+
+
+def _print_warnings(event: CaptureEvent) -> None:
+    for warning in event.new_warnings:
+        typer.secho(f"clientscope: {event.instance}: {warning}", err=True, fg="yellow")
+
+
+def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), default=str))
+        return
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"collected into {result.out} (stopped by {result.stopped_by})")
+    for col in (
+        "instance",
+        "captures",
+        "ok",
+        "failed",
+        "errors",
+        "missed",
+        "restarts",
+        "clients/max",
+    ):
+        table.add_column(col, justify="left" if col in ("instance", "errors") else "right")
+    for t in result.targets:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())) or "-"
+        table.add_row(
+            t.instance, str(t.attempts), str(t.ok), str(t.failed), errors, str(t.missed),
+            str(t.restarts), f"{_n(t.last_clients)}/{_n(t.maxclients)}",
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    if result.compacted:
+        console.print(_compact_line(result.compacted))
+
+
+def _compact_line(result: CompactResult) -> str:
+    return (
+        f"compacted {result.batches_merged} batches in {result.partitions} partition(s): "
+        f"{result.files_before} -> {result.files_after} files"
+        + (f"; finished {result.recovered} interrupted compaction(s)" if result.recovered else "")
+    )
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+class _LiveDisplay:
+    """Per instance: last capture, clients / maxclients, errors; warnings printed above it."""
+
+    def __init__(self, instances: list[str]) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.lock = threading.Lock()
+        self.rows: dict[str, dict[str, Any]] = {
+            name: {"last": "-", "clients": "-", "ok": 0, "errors": 0, "state": "waiting"}
+            for name in instances
+        }
+        self.live: Any = None
+
+    def running(self) -> Any:
+        from rich.live import Live
+
+        self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+        return self.live
+
+    def update(self, event: CaptureEvent) -> None:
+        with self.lock:
+            row = self.rows.setdefault(event.instance, {"ok": 0, "errors": 0})
+            row["last"] = event.ts.strftime("%H:%M:%S")
+            if event.ok:
+                row["ok"] += 1
+                row["clients"] = f"{_n(event.clients)}/{_n(event.maxclients)}"
+                row["state"] = f"ok {event.total_ms:.0f} ms"
+            else:
+                row["errors"] += 1
+                row["state"] = f"{event.error_kind}: {(event.error_message or '')[:60]}"
+            for warning in event.new_warnings:
+                self.console.print(f"[yellow]{event.instance}: {warning}[/]")
+            if self.live is not None:
+                self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="clientscope collect (Ctrl-C stops after the capture in flight)")
+        for col in ("instance", "last capture", "clients/max", "ok", "errors", "state"):
+            table.add_column(col)
+        for name, row in self.rows.items():
+            table.add_row(name, row.get("last", "-"), row.get("clients", "-"), str(row["ok"]),
+                          str(row["errors"]), row.get("state", ""))  # fmt: skip
+        return table
