@@ -61,6 +61,7 @@ def classify(message: str) -> str:
         ("max number of clients", "max_clients"),
         ("loading", "loading"),
         ("noperm", "denied"),
+        ("no permissions", "denied"),
         ("unknown command", "denied"),
         ("unknown subcommand", "denied"),
         ("wrongpass", "auth"),
@@ -111,10 +112,10 @@ class DirectChannel:
             reply: bytes | list[bytes] = conn.read_response()
             return reply
         except redis.ResponseError as exc:
-            kind = classify(str(exc))
-            if kind not in ("denied", "other"):
+            error = _error(exc)
+            if error.kind not in ("denied", "other"):
                 self.close()
-            raise CommandError(str(exc), kind=kind) from exc
+            raise error from exc
         except (redis.RedisError, OSError) as exc:
             self.close()
             raise _error(exc) from exc
@@ -163,7 +164,7 @@ class DirectChannel:
                 conn.send_command(*args)
                 conn.read_response()
             except redis.ResponseError as exc:
-                if classify(str(exc)) not in ("denied", "other"):
+                if _error(exc).kind not in ("denied", "other"):
                     raise
                 if note == "client_setname":
                     self.notes[note] = f"could not name the collector connection: {exc}"
@@ -208,7 +209,11 @@ def _error(exc: BaseException) -> CommandError:
     if kind == "other":
         import redis
 
-        if isinstance(exc, redis.TimeoutError | TimeoutError):
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            kind = "denied"
+        elif isinstance(exc, redis.BusyLoadingError):
+            kind = "loading"
+        elif isinstance(exc, redis.TimeoutError | TimeoutError):
             kind = "timeout"
         elif isinstance(exc, redis.AuthenticationError):
             kind = "auth"

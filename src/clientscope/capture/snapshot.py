@@ -31,6 +31,7 @@ CONFIG_NAMES = (
 )
 _RUN_ID = re.compile(rb"(?:^|\n)run_id:([0-9a-fA-F]+)")
 _INFO_MAXCLIENTS = re.compile(rb"(?:^|\n)maxclients:(\d+)")
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 T = TypeVar("T")
 
 
@@ -174,8 +175,10 @@ def _notes(
     if state.denied:
         notes["denied"] = dict(sorted(state.denied.items()))
     maxclients = maxclients_seen(taken.config, taken.info, options.maxclients)
+    if options.maxclients is not None:
+        notes["maxclients"] = options.maxclients  # user-given; parse_raw reads `$.maxclients`
     if any(v is not None for v in maxclients.values()):
-        notes["maxclients"] = maxclients
+        notes["maxclients_seen"] = maxclients  # configured (user) vs enforced (CONFIG / INFO)
     warnings = [*taken.warnings, *_maxclients_warnings(maxclients)]
     listed_ms = taken.ms.get("CLIENT LIST")
     if listed_ms is not None and listed_ms > options.slow_fraction * options.interval * 1000:
@@ -232,9 +235,16 @@ def clients_in(client_list: bytes | None) -> int | None:
 
 
 def announce_once(state: CaptureState, messages: Sequence[str]) -> list[str]:
-    """The messages not said before for this target (then remembered as said)."""
-    fresh = [m for m in messages if m not in state.announced]
-    state.announced.update(fresh)
+    """The messages not said before for this target (then remembered as said).
+
+    Messages that differ only in their numbers (durations, counts) count as said.
+    """
+    fresh = []
+    for message in messages:
+        key = _NUMBERS.sub("#", message)
+        if key not in state.announced:
+            state.announced.add(key)
+            fresh.append(message)
     return fresh
 
 
