@@ -1,0 +1,286 @@
+"""What every analysis shares: opening a dataset, group keys, client roles, the capture timeline.
+
+Ground rules (issue 4) live here so each analysis follows them the same way:
+
+* saturation uses the server's real denominator: normal clients + replicas + cluster
+  bus links against the *effective* maxclients (`used` / `maxclients` in the timeline);
+* a connection is `(run_id, id)`: ids restart with the server;
+* replicas, masters, MONITOR, pub/sub, blocked clients and the collector's own
+  connection get a `role` other than "normal" and stay out of leak / idle verdicts;
+* an unnamed client is grouped by library + source IP (`lib@ip`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import fields, is_dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from clientscope.errors import AnalysisError, DatasetError
+from clientscope.schema import COLLECTOR_CLIENT_NAME
+
+BLOCKING_COMMANDS = (
+    "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
+    "xread", "xreadgroup", "wait", "waitaof", "client|pause",
+)  # fmt: skip
+PUBSUB_COMMANDS = ("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe")
+ROLES = ("normal", "collector", "replica", "master", "monitor", "pubsub", "blocked")
+
+
+class Tables(Protocol):
+    """Anything with the parsed tables as LazyFrames (a `Dataset`, or frames in a test)."""
+
+    @property
+    def captures(self) -> pl.LazyFrame: ...
+
+    @property
+    def clients(self) -> pl.LazyFrame: ...
+
+    @property
+    def info(self) -> pl.LazyFrame: ...
+
+
+DatasetLike = Tables | str | Path
+
+
+def as_tables(ds: DatasetLike) -> Tables:
+    """A `Dataset` from a path, or the object itself."""
+    if isinstance(ds, str | Path):
+        from clientscope.dataset import open_dataset
+
+        return open_dataset(ds)
+    return ds
+
+
+# ------------------------------------------------------------------ per-client expressions
+def group_key() -> pl.Expr:
+    """`name` when the client set one, else `lib@ip` so unnamed clients stay attributable."""
+    named = pl.col("name").is_not_null() & (pl.col("name") != "")
+    source = pl.coalesce(pl.col("ip"), pl.col("addr"), pl.lit("?"))
+    return (
+        pl.when(named)
+        .then(pl.col("name"))
+        .otherwise(pl.col("lib_name").fill_null("unknown") + pl.lit("@") + source)
+        .alias("group")
+    )
+
+
+def blocking_command() -> pl.Expr:
+    return pl.col("cmd").str.to_lowercase().is_in(BLOCKING_COMMANDS)
+
+
+def role() -> pl.Expr:
+    """Why a client may legitimately sit idle or stay connected (normal when no reason)."""
+    subs = pl.sum_horizontal(pl.col("sub").fill_null(0), pl.col("psub").fill_null(0),
+                             pl.col("ssub").fill_null(0))  # fmt: skip
+    return (
+        pl.when(pl.col("name") == COLLECTOR_CLIENT_NAME)
+        .then(pl.lit("collector"))
+        .when(pl.col("is_replica").fill_null(False))
+        .then(pl.lit("replica"))
+        .when(pl.col("is_master").fill_null(False))
+        .then(pl.lit("master"))
+        .when(pl.col("is_monitor").fill_null(False))
+        .then(pl.lit("monitor"))
+        .when(pl.col("is_pubsub").fill_null(False) | (subs > 0))
+        .then(pl.lit("pubsub"))
+        .when(pl.col("is_blocked").fill_null(False) | blocking_command())
+        .then(pl.lit("blocked"))
+        .otherwise(pl.lit("normal"))
+        .alias("role")
+    )
+
+
+def snapshot_clients(ds: Tables, capture_ids: list[str]) -> pl.LazyFrame:
+    """The client rows of some captures, with `group` and `role`."""
+    return ds.clients.filter(pl.col("capture_id").is_in(capture_ids)).with_columns(
+        group_key(), role()
+    )
+
+
+# ------------------------------------------------------------------ capture timeline
+def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
+    """One row per capture attempt with the server-level numbers, sorted by instance and time.
+
+    `used` = connected_clients + connected_slaves + cluster_connections (what the
+    server compares with maxclients); `utilization` = used / maxclients (effective,
+    carried forward over failed captures); `connected_ratio` is the naive
+    connected_clients / maxclients that dashboards show.
+    """
+    caps = ds.captures
+    info = ds.info.select(
+        "capture_id", "connected_clients", "connected_slaves", "cluster_connections",
+        "blocked_clients", "pubsub_clients", "total_connections_received", "rejected_connections",
+        "uptime_in_seconds", pl.col("maxclients").alias("info_maxclients"),
+        pl.col("run_id").alias("info_run_id"), "client_recent_max_output_buffer",
+    )  # fmt: skip
+    if instance is not None:
+        caps = caps.filter(pl.col("instance") == instance)
+    frame = (
+        caps.select(
+            "capture_id",
+            "instance",
+            "ts",
+            "ok",
+            "error_kind",
+            "run_id",
+            "n_clients",
+            "maxclients",
+            "maxclients_source",
+            "timeout",
+            "tcp_keepalive",
+        )
+        .join(info, on="capture_id", how="left")
+        .with_columns(
+            run_id=pl.coalesce("run_id", "info_run_id"),
+            maxclients=pl.coalesce("maxclients", "info_maxclients"),
+            maxclients_source=pl.when(
+                pl.col("maxclients").is_null() & pl.col("info_maxclients").is_not_null()
+            )
+            .then(pl.lit("info"))
+            .otherwise(pl.col("maxclients_source")),
+        )
+        .sort("instance", "ts")
+        .with_columns(
+            pl.col("maxclients", "maxclients_source", "timeout", "tcp_keepalive", "run_id")
+            .forward_fill()
+            .over("instance")
+        )
+        .with_columns(
+            used=pl.when(pl.col("connected_clients").is_not_null())
+            .then(
+                pl.col("connected_clients")
+                + pl.col("connected_slaves").fill_null(0)
+                + pl.col("cluster_connections").fill_null(0)
+            )
+            .otherwise(pl.when(pl.col("ok")).then(pl.col("n_clients"))),
+        )
+        .with_columns(
+            utilization=pl.col("used") / pl.col("maxclients"),
+            connected_ratio=pl.col("connected_clients") / pl.col("maxclients"),
+        )
+        .drop("info_run_id", "info_maxclients")
+        .collect()
+    )
+    return frame
+
+
+def require_captures(tl: pl.DataFrame, what: str, minimum: int = 1) -> pl.DataFrame:
+    ok = tl.filter(pl.col("ok"))
+    if ok.height < minimum:
+        raise AnalysisError(
+            f"{what} needs at least {minimum} successful capture(s); the dataset has {ok.height} "
+            f"(of {tl.height} attempts). Collect more with `clientscope collect --count N`."
+        )
+    return ok
+
+
+def pick_captures(tl: pl.DataFrame, at: datetime | str | None) -> pl.DataFrame:
+    """Per instance, the last successful capture at or before `at` (default: the latest)."""
+    ok = require_captures(tl, "this analysis")
+    if at is not None:
+        when = parse_time(at)
+        before = ok.filter(pl.col("ts") <= when)
+        if before.is_empty():
+            first = ok.select(pl.col("ts").min()).item()
+            raise AnalysisError(f"no successful capture at or before {when}; the first is {first}")
+        ok = before
+    return ok.group_by("instance").agg(pl.all().sort_by("ts").last()).sort("instance")
+
+
+def parse_time(value: datetime | str) -> datetime:
+    from datetime import UTC
+
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise AnalysisError(
+            f"time {value!r} is not ISO 8601; write it like 2026-11-25T09:30:00Z"
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_duration(value: str | float | int, what: str = "duration") -> float:
+    """Seconds from 300, '300s', '5m', '1h', '2d'."""
+    from clientscope.errors import ConfigError
+
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    for unit in ("ms", "s", "m", "h", "d"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise ConfigError(f"{what} {value!r} is not a duration; write it like 300, 90s, 5m or 1h")
+
+
+# ------------------------------------------------------------------ result helpers
+def jsonable(value: Any) -> Any:
+    """Frames, dataclasses, datetimes and floats as plain JSON values."""
+    if isinstance(value, pl.DataFrame):
+        return [jsonable(r) for r in value.to_dicts()]
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class ResultMixin:
+    """`to_dict()` for --json and `_repr_html_()` for notebooks, for frozen result dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = jsonable(self)
+        assert isinstance(out, dict)
+        return out
+
+    def _repr_html_(self) -> str:
+        assert is_dataclass(self)
+        parts = [f"<div><strong>{html.escape(type(self).__name__)}</strong><table>"]
+        frames = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, pl.DataFrame):
+                frames.append((f.name, value))
+            elif (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, pl.DataFrame) for v in value.values())
+            ):
+                frames += [(f"{f.name}: {k}", v) for k, v in value.items()]
+            else:
+                parts.append(
+                    f"<tr><th style='text-align:left'>{html.escape(f.name)}</th>"
+                    f"<td>{html.escape(str(jsonable(value)))}</td></tr>"
+                )
+        parts.append("</table>")
+        for name, frame in frames:
+            parts.append(f"<p><em>{html.escape(name)}</em></p>{frame.head(50)._repr_html_()}")
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def no_data(what: str) -> DatasetError:
+    return DatasetError(
+        f"{what}: the dataset has no captures. Fill it with `clientscope collect`, "
+        "`clientscope import` or `clientscope simulate`."
+    )

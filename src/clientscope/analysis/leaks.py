@@ -1,0 +1,230 @@
+"""Connection leaks: groups whose connection count grows and whose new connections never close.
+
+Per group (client name, or `lib@ip` for unnamed clients) over the captured window:
+
+* trend of its connection count: OLS (slope, R²) and Theil-Sen slope in
+  connections/hour, Mann-Kendall test for a monotonic trend — comparing only
+  captures of the same server run, and skipping the first minutes after a
+  (re)start, so a restart never looks like growth;
+* lifecycles from tracking `(run_id, id)` across captures: births in the window,
+  deaths, survivors, and how many survivors went idle right after they were
+  created (idle close to age).
+
+A *leak* is significant growth whose new connections mostly survive and go
+idle. Growth whose new connections are in use (a pool warming up, a scale-out,
+load) is reported as `growth`, not a leak. Replicas, pub/sub, blocked clients,
+MONITOR and the collector are never judged; their rows say `excluded`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._common import (
+    DatasetLike,
+    ResultMixin,
+    Tables,
+    as_tables,
+    require_captures,
+    timeline,
+)
+from clientscope.analysis.trend import trends
+
+WARMUP_AFTER_START_S = 120.0  # captures this soon after a server (re)start are left out
+IDLE_AGE_RATIO = 0.75  # a connection "went idle" when idle >= this share of its age ...
+IDLE_MIN_AGE_S = 120.0  # ... and it is at least this old
+
+
+@dataclass(frozen=True)
+class LeakReport(ResultMixin):
+    """Per-group trend and lifecycle numbers with a verdict; `leaking` holds the leaks."""
+
+    groups: pl.DataFrame  # one row per (instance, group, role), sorted: leaks first
+    series: pl.DataFrame  # instance, ts, group, role, n: counts per capture (for charts)
+    window_start: datetime | None
+    window_end: datetime | None
+    captures: int
+    min_rate_per_hour: float
+    alpha: float
+
+    @property
+    def leaking(self) -> pl.DataFrame:
+        return self.groups.filter(pl.col("verdict") == "leak")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("series", None)  # large; available from the library
+        return out
+
+
+def leaks(
+    ds: DatasetLike,
+    *,
+    instance: str | None = None,
+    min_rate_per_hour: float = 10.0,
+    alpha: float = 0.01,
+    since: datetime | None = None,
+) -> LeakReport:
+    """Find leaking client groups. See the module docstring for the method."""
+    tables = as_tables(ds)
+    tl = timeline(tables, instance)
+    if since is not None:
+        tl = tl.filter(pl.col("ts") >= since)
+    ok = require_captures(tl, "leak detection", minimum=3)
+    return _analyse(tables, ok, instance, min_rate_per_hour, alpha)
+
+
+def _analyse(tables: Tables, ok: pl.DataFrame, instance: str | None,
+             min_rate: float, alpha: float) -> LeakReport:  # fmt: skip
+    settled = ok.filter(
+        pl.col("uptime_in_seconds").is_null()
+        | (pl.col("uptime_in_seconds") >= WARMUP_AFTER_START_S)
+    )
+    if settled.height < 3:
+        settled = ok
+    counts = group_counts(tables, settled["capture_id"].to_list())
+    life = lifecycles(tables, instance)
+    stats = [_trend_stats(counts, settled, inst) for inst in settled["instance"].unique().sort()]
+    trend = pl.concat(stats, how="diagonal_relaxed") if stats else _empty_trend()
+    cycle = _lifecycle_stats(life, settled)
+    groups = _verdicts(trend.join(cycle, on=["instance", "group", "role"], how="left"),
+                       min_rate, alpha)  # fmt: skip
+    series = counts.join(settled.select("capture_id", "ts"), on="capture_id").select(
+        "instance", "ts", "group", "role", "n"
+    )
+    return LeakReport(
+        groups=groups,
+        series=series.sort("instance", "group", "ts"),
+        window_start=settled["ts"].min(),  # type: ignore[arg-type]
+        window_end=settled["ts"].max(),  # type: ignore[arg-type]
+        captures=settled.height,
+        min_rate_per_hour=min_rate,
+        alpha=alpha,
+    )
+
+
+def _empty_trend() -> pl.DataFrame:
+    return pl.DataFrame(schema={"instance": pl.String, "group": pl.String, "role": pl.String})
+
+
+def count_matrix(counts: pl.DataFrame, caps: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """Groups x captures matrix of connection counts (0 where a group had none)."""
+    keys = counts.select("group", "role").unique().sort("group", "role")
+    keys = keys.with_row_index("row")
+    col = caps.select("capture_id").with_row_index("col")
+    cells = counts.join(keys, on=["group", "role"]).join(col, on="capture_id")
+    y = np.zeros((keys.height, col.height))
+    y[cells["row"].to_numpy(), cells["col"].to_numpy()] = cells["n"].to_numpy()
+    return keys.drop("row"), y
+
+
+def _trend_stats(counts: pl.DataFrame, ok: pl.DataFrame, inst: str) -> pl.DataFrame:
+    caps = ok.filter(pl.col("instance") == inst).sort("ts")
+    mine = counts.filter(pl.col("instance") == inst)
+    keys, y = count_matrix(mine, caps)
+    if keys.is_empty():
+        return _empty_trend()
+    t = (caps["ts"] - caps["ts"][0]).dt.total_seconds(fractional=True).to_numpy()
+    seg = caps["run_id"].fill_null("").rank("dense").to_numpy()
+    tr = trends(y, t, seg)
+    last_run = seg == seg[-1]
+    extra = mine.group_by("group", "role").agg(
+        pods=pl.col("pods").max(),
+        lib_name=pl.col("lib_name").drop_nulls().first(),
+        idle_over_600_last=pl.col("idle_over_600").sort_by("capture_id").last(),
+    )
+    return keys.with_columns(
+        instance=pl.lit(inst),
+        first=pl.Series(y[:, 0]),
+        last=pl.Series(y[:, -1]),
+        peak=pl.Series(y.max(axis=1)),
+        mean=pl.Series(y.mean(axis=1)),
+        last_run_first=pl.Series(y[:, last_run][:, 0]),
+        slope_ols_per_h=pl.Series(tr.ols_slope * 3600),
+        r2=pl.Series(tr.ols_r2),
+        slope_theil_sen_per_h=pl.Series(tr.theil_sen * 3600),
+        mk_z=pl.Series(tr.mk_z),
+        mk_p=pl.Series(tr.mk_p),
+    ).join(extra, on=["group", "role"], how="left")
+
+
+def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
+    """Births, deaths, survivors and how many survivors went idle, per group."""
+    runs = ok.group_by("instance", "run_id").agg(
+        run_first=pl.col("ts").min(), run_last=pl.col("ts").max()
+    )
+    went_idle = (pl.col("idle_at_last") >= IDLE_AGE_RATIO * pl.col("age_at_last")) & (
+        pl.col("age_at_last") >= IDLE_MIN_AGE_S
+    )
+    frame = life.join(runs, on=["instance", "run_id"], how="inner").with_columns(
+        born=pl.col("created_at") > pl.col("run_first"),
+        alive=pl.col("last_seen") >= pl.col("run_last"),
+    )
+    born = pl.col("born")
+    survivor = born & pl.col("alive")
+    return frame.group_by("instance", "group", "role").agg(
+        births=born.sum(),
+        deaths=(born & ~pl.col("alive")).sum(),
+        survivors=survivor.sum(),
+        survivors_idle=(survivor & went_idle).sum(),
+        survivors_old_enough=(survivor & (pl.col("age_at_last") >= IDLE_MIN_AGE_S)).sum(),
+        median_survivor_age_s=pl.col("age_at_last").filter(survivor).median(),
+        short_lived=(born & (pl.col("sightings") == 1) & (pl.col("age_at_last") <= 2)).sum(),
+        connections=pl.len(),
+        top_ips=pl.col("ip").filter(born).drop_nulls().value_counts(sort=True).head(3)
+        .struct.field("ip"),
+    )  # fmt: skip
+
+
+def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFrame:
+    if frame.is_empty():
+        return frame.with_columns(
+            verdict=pl.lit(None, pl.String), confidence=pl.lit(None, pl.Float64)
+        )
+    births = pl.col("births").fill_null(0)
+    retained = (pl.col("survivors").fill_null(0) / births).fill_nan(0.0)
+    idle_share = (
+        pl.col("survivors_idle").fill_null(0) / pl.col("survivors_old_enough").fill_null(0)
+    ).fill_nan(0.0)
+    rising = (
+        (pl.col("slope_theil_sen_per_h") >= min_rate)
+        & (pl.col("slope_ols_per_h") > 0)
+        & (pl.col("mk_p") < alpha)
+    )
+    leak_like = (births >= 3) & (retained >= 0.6) & (idle_share >= 0.6)
+    falling = (pl.col("slope_theil_sen_per_h") <= -min_rate) & (pl.col("mk_p") < alpha)
+    verdict = (
+        pl.when(pl.col("role") != "normal")
+        .then(pl.lit("excluded:") + pl.col("role"))
+        .when(rising & leak_like)
+        .then(pl.lit("leak"))
+        .when(rising)
+        .then(pl.lit("growth"))
+        .when(falling)
+        .then(pl.lit("shrinking"))
+        .otherwise(pl.lit("stable"))
+    )
+    strength = (pl.col("mk_z").abs() / 5).clip(0, 1)
+    confidence = (
+        (0.4 * strength + 0.3 * idle_share + 0.3 * retained) * (0.5 + 0.5 * pl.col("r2"))
+    ).clip(0, 1)
+    order = pl.col("verdict").replace_strict(
+        {"leak": 0, "growth": 1, "shrinking": 2, "stable": 3}, default=4, return_dtype=pl.Int8
+    )
+    return (
+        frame.with_columns(
+            retained_share=retained, survivors_idle_share=idle_share, verdict=verdict
+        )
+        .with_columns(
+            confidence=pl.when(pl.col("verdict") == "leak")
+            .then(confidence)
+            .otherwise(pl.when(pl.col("role") == "normal").then(1 - confidence))
+        )
+        .sort([order, pl.col("slope_theil_sen_per_h")], descending=[False, True])
+    )
