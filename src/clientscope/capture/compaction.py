@@ -85,7 +85,10 @@ def compact(path: Path | str, *, small_file_bytes: int = SMALL_FILE_BYTES) -> Co
 def recover(path: Path | str) -> int:
     """Finish or undo compactions a crash interrupted; returns how many there were."""
     root = Path(path)
-    journals = sorted(j for j in (root / JOURNAL_DIR).glob("*.json") if not j.name.startswith(_TMP))
+    folder = root / JOURNAL_DIR
+    for stale in folder.glob(f"{_TMP}*.json"):  # a journal write the crash cut short
+        stale.unlink()
+    journals = sorted(folder.glob("*.json"))
     for journal in journals:
         entry = json.loads(journal.read_text())
         if entry["state"] == "committing":
@@ -119,7 +122,7 @@ def _compact_partition(root: Path, partition: str, stems: list[str]) -> int:
     try:
         for table in tables:
             _merge(root, table, partition, stems, entry["new"])
-    except BaseException:
+    except Exception:
         recover(root)  # state is `writing`: drops the temporary files, keeps the sources
         raise
     entry["state"] = "committing"
