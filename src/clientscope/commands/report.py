@@ -1,9 +1,138 @@
-"""Command group placeholder: its owner replaces this module with real commands."""
+"""`clientscope report`, `export` and `demo`: thin Typer layer over clientscope.reporting and clientscope.demo."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+FROM_HELP = "Start of the window (ISO 8601, e.g. 2026-11-26T09:30:00Z; no zone means UTC)."
+TO_HELP = "End of the window (ISO 8601; no zone means UTC)."
+INSTANCE_HELP = "Only this instance (as named in the dataset)."
 
 
 def register(app: typer.Typer) -> None:
-    """Adds no command yet."""
+    """Add `report`, `export` and `demo` to the app."""
+
+    @app.command()
+    def report(
+        dataset: Path = typer.Argument(
+            ..., help="Capture dataset directory (from collect, import or simulate)."
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Report directory (default: reports/<dataset name>)."
+        ),
+        start: str | None = typer.Option(None, "--from", help=FROM_HELP),
+        end: str | None = typer.Option(None, "--to", help=TO_HELP),
+        instance: str | None = typer.Option(None, "--instance", help=INSTANCE_HELP),
+        title: str | None = typer.Option(
+            None, "--title", help="Report title (default names the instance)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    ) -> None:
+        """Write the postmortem: report.html (self-contained), report.md and figures/ (PNG + SVG)."""
+        from clientscope.reporting import report as make_report
+
+        target = out or Path("reports") / dataset.resolve().name
+        result = make_report(dataset, target, start=start, end=end, instance=instance, title=title)
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+            return
+        _print_report(result)
+
+    @app.command()
+    def export(
+        dataset: Path = typer.Argument(..., help="Capture dataset directory."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="File to write (e.g. incident.om, series.csv)."
+        ),
+        format: str = typer.Option(
+            "openmetrics",
+            "--format",
+            "-f",
+            help="openmetrics (for `promtool tsdb create-blocks-from openmetrics`), csv or parquet.",
+        ),
+        start: str | None = typer.Option(None, "--from", help=FROM_HELP),
+        end: str | None = typer.Option(None, "--to", help=TO_HELP),
+        instance: str | None = typer.Option(None, "--instance", help=INSTANCE_HELP),
+        top: int = typer.Option(
+            20, "--top", min=1, help="Groups kept per dimension; the rest become (other)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    ) -> None:
+        """Export low-cardinality series (clients per name / library / IP, idle, blocked, utilization, churn)."""
+        from clientscope.reporting import export as do_export
+
+        result = do_export(dataset, out, format, start=start, end=end, instance=instance, top=top)
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+            return
+        typer.echo(
+            f"wrote {result.samples:,} samples of {result.series:,} series "
+            f"({len(result.metrics)} metrics) to {result.path} [{result.format}]"
+        )
+
+    @app.command()
+    def demo(
+        seconds: float = typer.Option(
+            60, "--seconds", min=6, help="How long to collect (seconds)."
+        ),
+        out: Path = typer.Option(
+            Path("demo-output"), "--out", "-o", help="Where the dataset and report go."
+        ),
+        maxclients: int = typer.Option(
+            80, "--maxclients", min=20, help="maxclients of the embedded server."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Embedded Valkey + a small app with a leaking worker: collect, diagnose, write the report."""
+        from clientscope.demo import run_demo
+
+        if not as_json:
+            typer.echo(
+                f"Starting embedded Valkey (maxclients {maxclients}) and the demo app: api (pooled), "
+                "leaky-worker (one new connection a second), queue-consumer (BLPOP)."
+            )
+            typer.echo(f"Collecting every 2 s for {seconds:g} s (Ctrl-C stops early) ...")
+        result = run_demo(
+            seconds, out, maxclients=maxclients, on_capture=None if as_json else _progress
+        )
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+            return
+        typer.echo("")
+        _print_findings(result.findings)
+        typer.echo(f"\nReport: {result.report.html.resolve()}")
+
+
+def _progress(captures: int, elapsed: float, clients: int | None) -> None:
+    shown = "?" if clients is None else str(clients)
+    typer.echo(f"  capture {captures:>3}  t+{elapsed:5.1f} s  {shown} clients")
+
+
+def _print_report(result: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(
+        f"[bold]Report[/bold] {result.html}  ({result.html_bytes / 1024:.0f} KiB, {result.seconds:.1f} s)"
+    )
+    console.print(f"Markdown {result.markdown}; figures in {result.out / 'figures'}")
+    console.print(f"{result.findings} finding(s). Cause: [bold]{result.cause}[/bold]")
+
+
+def _print_findings(findings: tuple[Any, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Findings", show_lines=False)
+    for column in ("severity", "finding", "group"):
+        table.add_column(column)
+    colors = {"critical": "red", "warning": "yellow", "info": "blue"}
+    for f in findings:
+        table.add_row(
+            f"[{colors.get(f.severity, 'white')}]{f.severity}[/]", str(f.title), str(f.group or "")
+        )
+    Console().print(table if findings else "No findings.")

@@ -1,0 +1,333 @@
+"""Report content -> report.html (self-contained) and report.md (figures beside it)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from clientscope.reporting.facts import Coverage, Event, Summary
+
+__all__ = ["Content", "FigureFile", "FindingView", "Setting", "render_html", "render_markdown"]
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """One chart written to figures/: its PNG (embedded in the HTML) and SVG."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+@dataclass(frozen=True)
+class FindingView:
+    """A finding as the report shows it (from `clientscope.analysis.Finding`)."""
+
+    severity: str
+    title: str
+    summary: str
+    kind: str = ""
+    group: str | None = None
+    first_seen: datetime | None = None
+    confidence: float | None = None
+    evidence: tuple[tuple[str, str], ...] = ()
+    remediation: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A concrete setting the report recommends."""
+
+    name: str
+    value: str
+    why: str
+    current: str = ""
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything a report says; rendered as HTML and as Markdown."""
+
+    title: str
+    subtitle: str
+    dataset: str
+    version: str
+    summary: Summary
+    events: tuple[Event, ...]
+    findings: tuple[FindingView, ...]
+    settings: tuple[Setting, ...]
+    figures: tuple[FigureFile, ...]
+    coverage: Coverage
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------ formatting
+def when(ts: datetime | None, *, date: bool = True) -> str:
+    if ts is None:
+        return "—"
+    return ts.strftime("%Y-%m-%d %H:%M:%S UTC" if date else "%H:%M:%S")
+
+
+def duration(delta: timedelta | float | None) -> str:
+    if delta is None:
+        return "—"
+    seconds = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{days} d" if days else "",
+        f"{hours} h" if hours else "",
+        f"{minutes} min" if minutes else "",
+    ]
+    text = " ".join(p for p in parts if p)
+    return text if text and days + hours else (text + f" {secs} s").strip()
+
+
+def card_values(s: Summary) -> list[tuple[str, str, str, str]]:
+    """(label, value, note, tone) of the four summary cards."""
+    peak_note = f"at {when(s.peak_at)}" + (f" on {s.instance}" if s.instances > 1 else "")
+    util = f" ({s.utilization:.0%})" if s.utilization is not None else ""
+    peak = f"{s.peak_clients} / {s.maxclients}{util}" if s.peak_clients is not None else "no data"
+    peak_tone = (
+        "crit" if (s.utilization or 0) >= 0.95 else "warn" if (s.utilization or 0) >= 0.8 else "ok"
+    )
+    if s.first_rejection_at:
+        rej = (when(s.first_rejection_at), f"{s.rejected_connections} connections rejected; "
+               f"{s.refused_captures} captures refused", "crit")  # fmt: skip
+    else:
+        rej = ("none", "no rejected connections in this window", "ok")
+    return [
+        ("Peak clients vs maxclients", peak, peak_note, peak_tone),
+        ("First rejected connection", *rej),
+        (
+            "Cause found",
+            s.cause,
+            "top finding of the diagnosis",
+            "crit" if s.cause != "no cause found" else "ok",
+        ),
+        ("Time to exhaustion", *_exhaustion(s)),
+    ]
+
+
+def _exhaustion(s: Summary) -> tuple[str, str, str]:
+    if s.limit_reached_at is not None:
+        return "reached", f"the limit was hit at {when(s.limit_reached_at)}", "crit"
+    if s.exhaustion_at is not None:
+        rate = f"{s.growth_per_hour:+.1f} clients/h" if s.growth_per_hour is not None else ""
+        return duration(s.time_to_exhaustion), f"≈ {when(s.exhaustion_at)} at {rate}", "warn"
+    return "not growing", "no upward trend since the last restart", "ok"
+
+
+# ------------------------------------------------------------------ HTML
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _img(fig: FigureFile) -> str:
+    data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
+    return (
+        f'<figure id="fig-{_e(fig.name)}"><img src="data:image/png;base64,{data}" alt="{_e(fig.title)}">'
+        f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)}</figcaption></figure>"
+    )
+
+
+def _cards_html(s: Summary) -> str:
+    cards = "".join(
+        f'<div class="card {tone}"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'
+        f'<div class="note">{_e(note)}</div></div>'
+        for label, value, note, tone in card_values(s)
+    )
+    return f'<div class="cards">{cards}</div>'
+
+
+def _timeline_html(events: tuple[Event, ...]) -> str:
+    if not events:
+        return "<p>No events.</p>"
+    multi = len({e.instance for e in events}) > 1
+    head = (
+        "<tr><th>time (UTC)</th><th>event</th>"
+        + ("<th>instance</th>" if multi else "")
+        + "<th>what happened</th></tr>"
+    )
+    rows = "".join(
+        f'<tr><td class="time">{_e(when(e.at))}</td><td><span class="kind {_e(e.kind)}">{_e(e.kind)}</span></td>'
+        + (f"<td>{_e(e.instance)}</td>" if multi else "")
+        + f"<td>{_e(e.text)}</td></tr>"
+        for e in events
+    )
+    return f"<table>{head}{rows}</table>"
+
+
+def _finding_html(f: FindingView) -> str:
+    meta = [f"kind <code>{_e(f.kind)}</code>" if f.kind else "", f"group <code>{_e(f.group)}</code>" if f.group else "",
+            f"first seen {_e(when(f.first_seen))}" if f.first_seen else "",
+            f"confidence {f.confidence:.0%}" if f.confidence is not None else ""]  # fmt: skip
+    evidence = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in f.evidence)
+    fixes = "".join(f"<li>{_e(r)}</li>" for r in f.remediation)
+    return (
+        f'<div class="finding {_e(f.severity)}"><div class="sev {_e(f.severity)}">{_e(f.severity)}</div>'
+        f"<h3>{_e(f.title)}</h3><p>{_e(f.summary)}</p>"
+        f'<p class="meta">{" · ".join(m for m in meta if m)}</p>'
+        + (f'<table class="evidence">{evidence}</table>' if evidence else "")
+        + (f'<strong>What to do</strong><ol class="fix">{fixes}</ol>' if fixes else "")
+        + "</div>"
+    )
+
+
+def _settings_html(settings: tuple[Setting, ...]) -> str:
+    if not settings:
+        return "<p>No change recommended.</p>"
+    rows = "".join(
+        f"<tr><td><code>{_e(s.name)}</code></td><td>{_e(s.current or '—')}</td><td><strong>{_e(s.value)}</strong></td>"
+        f"<td>{_e(s.why)}</td></tr>"
+        for s in settings
+    )
+    return f"<table><tr><th>setting</th><th>now</th><th>recommended</th><th>why</th></tr>{rows}</table>"
+
+
+def coverage_rows(c: Coverage) -> list[tuple[str, str]]:
+    """(what, value) lines of the method and data section."""
+    errors = (
+        "; ".join(f"{k}: {n} (e.g. {m!r})" if m else f"{k}: {n}" for k, n, m in c.errors) or "none"
+    )
+    gaps = "; ".join(
+        f"{i} {when(a)} → {when(b, date=False)} ({duration(b - a)})" for i, a, b in c.gaps[:8]
+    )
+    if len(c.gaps) > 8:
+        gaps += f"; and {len(c.gaps) - 8} more"
+    return [
+        (
+            "window",
+            f"{when(c.first)} → {when(c.last)} ({duration(c.last - c.first) if c.first and c.last else '—'})",
+        ),
+        ("instances", ", ".join(c.instances) or "—"),
+        (
+            "captures",
+            f"{c.captures} ({c.ok} ok, {c.failed} failed), every {duration(c.median_interval_s)} (median)",
+        ),
+        ("failed captures by kind", errors),
+        ("gaps (more than 3 intervals without a capture)", gaps or "none"),
+        ("client rows", f"{c.client_rows:,}"),
+        ("CLIENT LIST lines that could not be parsed", f"{c.rejected_lines:,}"),
+        ("capture sources", ", ".join(f"{k}: {n}" for k, n in c.sources) or "—"),
+        ("timestamps from", ", ".join(f"{k}: {n}" for k, n in c.ts_sources) or "—"),
+    ]
+
+
+METHOD = (
+    "Every capture is one CLIENT LIST, INFO and CONFIG GET of a server, parsed into typed tables. "
+    "Connected clients come from INFO connected_clients (else the CLIENT LIST line count); the limit is the "
+    "effective maxclients from CONFIG GET (else INFO). Rejections are growth of INFO rejected_connections "
+    "between captures, and captures the server itself refused. A restart is a change of INFO run_id. "
+    "The growth trend is a least-squares line through the captures since the last restart, up to the first "
+    "one at the limit; its 95 % prediction interval assumes independent normal residuals. Charts aggregate "
+    "per capture (or per time bucket when there are many captures) before drawing."
+)
+
+
+def _coverage_html(c: Coverage, notes: tuple[str, ...]) -> str:
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in coverage_rows(c))
+    extra = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    return f'<p>{_e(METHOD)}</p><dl class="facts">{rows}</dl>' + (
+        f"<ul>{extra}</ul>" if extra else ""
+    )
+
+
+def render_html(content: Content) -> str:
+    template = Template(
+        resources.files("clientscope.reporting")
+        .joinpath("templates/report.html")
+        .read_text("utf-8")
+    )
+    css = (
+        resources.files("clientscope.reporting").joinpath("templates/report.css").read_text("utf-8")
+    )
+    main, *rest = content.figures or (None,)
+    findings = (
+        "".join(_finding_html(f) for f in content.findings)
+        or "<p>No findings: nothing unusual was found.</p>"
+    )
+    return template.substitute(
+        title=_e(content.title), subtitle=_e(content.subtitle), version=_e(content.version), css=css,
+        dataset=_e(content.dataset), cards=_cards_html(content.summary), main_figure=_img(main) if main else "",
+        timeline=_timeline_html(content.events), findings=findings, settings=_settings_html(content.settings),
+        figures="".join(_img(f) for f in rest if f is not None), coverage=_coverage_html(content.coverage, content.notes),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ Markdown
+def _md(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(content: Content, base: Path) -> str:
+    """Markdown for wikis and Git hosts; figure links are relative to `base`."""
+    out = [f"# {content.title}", "", f"_{content.subtitle}_", "", "## Summary", ""]
+    out += [
+        f"- **{label}:** {value} — {note}" for label, value, note, _ in card_values(content.summary)
+    ]
+    out += [""] + [_md_figure(f, base) for f in content.figures[:1]]
+    out += [
+        "## Incident timeline",
+        "",
+        "| time (UTC) | event | instance | what happened |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += [
+        f"| {when(e.at)} | {e.kind} | {_md(e.instance)} | {_md(e.text)} |" for e in content.events
+    ]
+    out += ["", "## Findings", ""]
+    for f in content.findings:
+        out += _md_finding(f)
+    if not content.findings:
+        out += ["No findings: nothing unusual was found.", ""]
+    out += ["## Recommended settings", ""]
+    if content.settings:
+        out += ["| setting | now | recommended | why |", "| --- | --- | --- | --- |"]
+        out += [
+            f"| `{s.name}` | {_md(s.current or '—')} | **{_md(s.value)}** | {_md(s.why)} |"
+            for s in content.settings
+        ]
+    else:
+        out += ["No change recommended."]
+    out += ["", "## Charts", ""] + [_md_figure(f, base) for f in content.figures[1:]]
+    out += ["## Method and data coverage", "", METHOD, ""]
+    out += [f"- **{k}:** {v}" for k, v in coverage_rows(content.coverage)] + [
+        f"- {n}" for n in content.notes
+    ]
+    out += [
+        "",
+        f"_Generated by clientscope {content.version} from `{content.dataset}`. All times UTC._",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _md_figure(f: FigureFile, base: Path) -> str:
+    return f"![{f.title}]({f.png.relative_to(base).as_posix()})\n\n_{f.caption}_\n"
+
+
+def _md_finding(f: FindingView) -> list[str]:
+    lines = [f"### {f.severity.upper()}: {f.title}", "", f.summary, ""]
+    meta = [f"kind `{f.kind}`" if f.kind else "", f"group `{f.group}`" if f.group else "",
+            f"first seen {when(f.first_seen)}" if f.first_seen else "",
+            f"confidence {f.confidence:.0%}" if f.confidence is not None else ""]  # fmt: skip
+    if any(meta):
+        lines += [" · ".join(m for m in meta if m), ""]
+    if f.evidence:
+        lines += (
+            ["| evidence | value |", "| --- | --- |"]
+            + [f"| {_md(k)} | {_md(v)} |" for k, v in f.evidence]
+            + [""]
+        )
+    if f.remediation:
+        lines += ["What to do:", ""] + [f"{i}. {r}" for i, r in enumerate(f.remediation, 1)] + [""]
+    return lines

@@ -1,0 +1,175 @@
+"""`report`: a dataset -> the postmortem (report.html, report.md, figures/).
+
+    import clientscope as cs
+    result = cs.report("incident.cs", "reports/incident")
+    result.html        # reports/incident/report.html: one file, figures inline, opens from disk
+
+The report states what happened (summary card, timeline), why (findings from
+`diagnose`, with evidence), what to change (settings from the findings and
+`plan`) and how sure it is (method, captures, gaps, collector errors).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from clientscope.dataset import Dataset
+from clientscope.errors import DatasetError, DatasetWriteError
+from clientscope.reporting import facts as F
+from clientscope.reporting import series as S
+from clientscope.reporting.analyses import alert_events, finding_events, findings, settings
+from clientscope.reporting.charts import CHARTS
+from clientscope.reporting.render import Content, FigureFile, render_html, render_markdown, when
+from clientscope.reporting.view import select
+
+__all__ = ["ReportResult", "report", "write_figures"]
+
+CHART_TITLES = {
+    "clients": "Connected clients vs maxclients",
+    "by-name": "Clients by client name",
+    "leak-trend": "Connection growth and forecast",
+    "idle": "Idle time at the peak",
+    "age-idle": "Age vs idle at the peak",
+    "blocked": "Blocked clients",
+    "churn": "Connection churn",
+}
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Where the report went and what it says in one line."""
+
+    out: Path
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+    findings: int
+    cause: str
+    html_bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "out": str(self.out), "html": str(self.html), "markdown": str(self.markdown),
+            "figures": [str(p) for p in self.figures], "findings": self.findings, "cause": self.cause,
+            "html_bytes": self.html_bytes, "seconds": round(self.seconds, 3),
+        }  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><strong>clientscope report</strong> <code>{html.escape(str(self.html))}</code>: "
+            f"{self.findings} finding(s); cause: {html.escape(self.cause)}; "
+            f"{self.html_bytes / 1024:.0f} KiB, {len(self.figures)} figure files, {self.seconds:.1f} s</div>"
+        )
+
+
+def report(
+    ds_or_path: Dataset | Path | str,
+    out: Path | str,
+    *,
+    start: str | datetime | None = None,
+    end: str | datetime | None = None,
+    instance: str | None = None,
+    title: str | None = None,
+) -> ReportResult:
+    """Write report.html, report.md and figures/ (PNG + SVG) for a dataset into `out`."""
+    began = time.perf_counter()
+    ds = select(ds_or_path, start=start, end=end, instance=instance)
+    series = S.capture_series(ds)
+    if series.is_empty():
+        raise DatasetError(
+            f"{ds.root} has no captures in the chosen window/instance: nothing to report"
+        )
+    out = _prepare(Path(out))
+    content = _content(ds, series, out, instance, title)
+    html_path, md_path = out / "report.html", out / "report.md"
+    _write_text(html_path, render_html(content))
+    _write_text(md_path, render_markdown(content, out))
+    files = tuple(p for f in content.figures for p in (f.png, f.svg))
+    return ReportResult(
+        out=out, html=html_path, markdown=md_path, figures=files, findings=len(content.findings),
+        cause=content.summary.cause, html_bytes=html_path.stat().st_size, seconds=time.perf_counter() - began,
+    )  # fmt: skip
+
+
+def _prepare(out: Path) -> Path:
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetWriteError(
+            f"cannot create report directory {out}: {exc.strerror or exc}; choose another --out"
+        ) from exc
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise DatasetWriteError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def _content(
+    ds: Dataset, series: pl.DataFrame, out: Path, instance: str | None, title: str | None
+) -> Content:
+    from clientscope import __version__
+
+    summary, fit = F.summary_card(series, instance)
+    found, notes = findings(ds)
+    if found:
+        summary = _with_cause(summary, found[0].title)
+    events = [
+        *F.timeline(series, fit),
+        *alert_events(ds, notes),
+        *finding_events(found, summary.instance),
+    ]
+    rejected_lines = int(ds.rejects.select(pl.len()).collect().item())
+    coverage = F.coverage(ds, series, rejected_lines)
+    inst = summary.instance or "?"
+    return Content(
+        title=title or f"Connection exhaustion review: {inst}",
+        subtitle=_subtitle(coverage, summary),
+        dataset=str(ds.root), version=__version__, summary=summary,
+        events=tuple(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
+        findings=tuple(found), settings=tuple(settings(ds, series, summary, notes)),
+        figures=write_figures(ds, out / "figures", instance=summary.instance),
+        coverage=coverage, notes=tuple(notes),
+    )  # fmt: skip
+
+
+def _with_cause(summary: F.Summary, cause: str) -> F.Summary:
+    from dataclasses import replace
+
+    return replace(summary, cause=cause)
+
+
+def _subtitle(c: F.Coverage, s: F.Summary) -> str:
+    span = f"{when(c.first)} → {when(c.last)}"
+    others = f" (and {len(c.instances) - 1} other instance(s))" if len(c.instances) > 1 else ""
+    return f"{s.instance}{others} · {span} · {c.captures} captures, {c.client_rows:,} client rows"
+
+
+def write_figures(
+    ds: Dataset, folder: Path, *, instance: str | None = None
+) -> tuple[FigureFile, ...]:
+    """Every chart as figures/<name>.png and .svg (reproducible bytes: no dates in metadata)."""
+    written = []
+    for chart in CHARTS:
+        fig = chart.draw(ds, instance=instance)
+        png, svg = folder / f"{chart.name}.png", folder / f"{chart.name}.svg"
+        fig.savefig(png, format="png", metadata={"Software": None})
+        fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+        written.append(
+            FigureFile(
+                chart.name, CHART_TITLES.get(chart.name, chart.name), chart.caption, png, svg
+            )
+        )
+    return tuple(written)
