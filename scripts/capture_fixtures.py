@@ -586,7 +586,7 @@ def dumps(srv: Server, out: Path, stack: ExitStack) -> None:
             "rejects": len(dates),
             "reject_lines": dates,
             "leaky_worker_per_iteration": per_block,
-            "counts": {"name": {"leaky-worker": sum(per_block)}},
+            "counts": pool_counts(3, {"leaky-worker": sum(per_block)}, go_lib=True),
             "clients": [],
         },
     )
@@ -597,7 +597,8 @@ def dumps(srv: Server, out: Path, stack: ExitStack) -> None:
     last = lines[-1]
     cut = last[: last.index(" qbuf-free=") + len(" qbuf-fr")]
     warning = 'Defaulted container "valkey" out of: valkey, metrics-exporter, init-config (init)'
-    assert sum(" name=leaky-worker " in line for line in lines[:-1]) == 5
+    for name, n in pool_counts(1, {"leaky-worker": 5}, go_lib=True)["name"].items():
+        assert sum(f" name={name} " in line for line in lines[:-1]) == n, "cut a pool line"
     text = "\n".join([warning, *lines[:-1], cut])
     (out / "kubectl-valkey-0-client-list.txt").write_text(text)
     write_json(
@@ -611,7 +612,7 @@ def dumps(srv: Server, out: Path, stack: ExitStack) -> None:
             "rejects": 2,
             "reject_lines": [1, len(lines) + 1],
             "clients": [],
-            "counts": {"name": {"leaky-worker": 5}},
+            "counts": pool_counts(1, {"leaky-worker": 5}, go_lib=True),
         },
     )
 
@@ -636,7 +637,7 @@ def timestamped_dumps(srv: Server, out: Path, stack: ExitStack) -> None:
                 "lines": count_lines(listing),
                 "rejects": 0,
                 "clients": [],
-                "counts": {"name": {"leaky-worker": extra}},
+                "counts": pool_counts(1, {"leaky-worker": extra}, go_lib=False),
             },
         )
         text = info.decode()
@@ -649,6 +650,14 @@ def timestamped_dumps(srv: Server, out: Path, stack: ExitStack) -> None:
                 "long_keys": ["clients.connected_clients", "server.redis_version"],
             },
         )
+
+
+def pool_counts(listings: int, names: dict[str, int], go_lib: bool) -> dict[str, dict[str, int]]:
+    """Group counts over `listings` CLIENT LISTs of the dump server (Mix.pools: 3 api, 4 worker)."""
+    counts = {"name": {"api-pool": 3 * listings, "worker-pool": 4 * listings, **names}}
+    if go_lib:  # CLIENT SETINFO exists on Valkey, not on Redis 7.0
+        counts["lib_name"] = {GO_LIB[0]: 4 * listings}
+    return counts
 
 
 def capture_dumps(kind: str, out: Path) -> None:
