@@ -80,16 +80,29 @@ def leaks(
     return _analyse(tables, ok, instance, min_rate_per_hour, alpha)
 
 
-def _analyse(tables: Tables, ok: pl.DataFrame, instance: str | None,
-             min_rate: float, alpha: float) -> LeakReport:  # fmt: skip
+def _analyse(
+    tables: Tables,
+    ok: pl.DataFrame,
+    instance: str | None,
+    min_rate: float,
+    alpha: float,
+    counts: pl.DataFrame | None = None,
+    life: pl.DataFrame | None = None,
+) -> LeakReport:
+    """Leak report over the successful captures `ok`; `counts` / `life` when already computed."""
     settled = ok.filter(
         pl.col("uptime_in_seconds").is_null()
         | (pl.col("uptime_in_seconds") >= WARMUP_AFTER_START_S)
     )
     if settled.height < 3:
         settled = ok
-    counts = group_counts(tables, settled["capture_id"].to_list())
-    life = lifecycles(tables, instance)
+    ids = settled["capture_id"]
+    if counts is None:
+        counts = group_counts(tables, ids.to_list())
+    else:
+        counts = counts.filter(pl.col("capture_id").is_in(ids.implode()))
+    if life is None:
+        life = lifecycles(tables, instance)
     stats = [_trend_stats(counts, settled, inst) for inst in settled["instance"].unique().sort()]
     trend = pl.concat(stats, how="diagonal_relaxed") if stats else _empty_trend()
     cycle = _lifecycle_stats(life, settled)
@@ -175,6 +188,7 @@ def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
         survivors_idle=(survivor & went_idle).sum(),
         survivors_old_enough=(survivor & (pl.col("age_at_last") >= IDLE_MIN_AGE_S)).sum(),
         median_survivor_age_s=pl.col("age_at_last").filter(survivor).median(),
+        first_survivor_born=pl.col("created_at").filter(survivor).min(),
         short_lived=(born & (pl.col("sightings") == 1) & (pl.col("age_at_last") <= 2)).sum(),
         connections=pl.len(),
         top_ips=pl.col("ip").filter(born).drop_nulls().value_counts(sort=True).head(3)

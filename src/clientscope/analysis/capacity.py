@@ -1,0 +1,269 @@
+"""`plan`: how large maxclients, per-pod pools and timeout must be.
+
+From what was observed (per-source peaks + headroom) and, when given, from a
+deployment spec (apps x replicas / HPA max x pool size + buffer), with what-if
+scaling. The spec is YAML (see fixtures/specs/deployment.yaml):
+
+    buffer: 50            # admin, replicas, monitoring, collector connections
+    headroom: 0.25        # share on top of the total
+    apps:
+      - name: api
+        match: api-pool   # the client name (or lib@ip group) its connections carry
+        replicas: 4
+        hpa_max: 12
+        pool_size: 20
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._common import (
+    DatasetLike,
+    ResultMixin,
+    as_tables,
+    require_captures,
+    timeline,
+)
+from clientscope.analysis.groups import suggest_timeout
+from clientscope.errors import ConfigError
+
+FD_RESERVED = 32  # Redis keeps this many descriptors for itself (CONFIG_MIN_RESERVED_FDS)
+ALERT_SHARE = 0.8  # pools should fit under the classic 80% alert
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    match: str
+    replicas: int
+    hpa_max: int
+    pool_size: int
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    apps: tuple[AppSpec, ...]
+    buffer: int = 50
+    headroom: float | None = None
+
+
+def load_spec(path: Path | str) -> DeploymentSpec:
+    """Read a deployment spec YAML; errors name the file, app and field."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read deployment spec {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list) or not doc["apps"]:
+        raise ConfigError(f"{path}: expected a mapping with a non-empty 'apps:' list")
+    apps = tuple(_app(a, f"{path}: app {i + 1}") for i, a in enumerate(doc["apps"]))
+    headroom = doc.get("headroom")
+    return DeploymentSpec(
+        apps, int(doc.get("buffer", 50)), None if headroom is None else float(headroom)
+    )
+
+
+def _app(item: Any, where: str) -> AppSpec:
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConfigError(f"{where}: expected a mapping with name, replicas, pool_size")
+    values = {}
+    for key in ("replicas", "pool_size"):
+        if key not in item:
+            raise ConfigError(f"{where} ({item['name']}): field {key!r} is missing")
+    for key in ("replicas", "hpa_max", "pool_size"):
+        raw = item.get(key, item.get("replicas"))
+        if not isinstance(raw, int) or raw < 0:
+            raise ConfigError(
+                f"{where} ({item['name']}): field {key!r} is {raw!r}; expected a whole number >= 0"
+            )
+        values[key] = raw
+    return AppSpec(str(item["name"]), str(item.get("match", item["name"])), values["replicas"],
+                   max(values["hpa_max"], values["replicas"]), values["pool_size"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CapacityPlan(ResultMixin):
+    """Recommended settings with the numbers behind them."""
+
+    instance: str
+    current_maxclients: int
+    peak_used: int
+    peak_at: Any
+    observed_recommended: int  # peak used x (1 + headroom), rounded up
+    spec_recommended: int | None  # sum(hpa_max x pool) + buffer, x (1 + headroom)
+    recommended_maxclients: int
+    per_pod_pool_fit: int | None  # largest uniform pool per pod that keeps HPA max under 80%
+    suggested_timeout: int
+    suggested_tcp_keepalive: int
+    headroom: float
+    observed: pl.DataFrame  # per group: peak, pods, peak per pod, busy peak
+    apps: pl.DataFrame  # per spec app (after what-if): replicas, hpa_max, pool, planned, worst case
+    warnings: tuple[str, ...]
+    settings: tuple[str, ...]  # commands to apply
+
+
+def nice_ceil(value: float, minimum: int = 100) -> int:
+    """Round up to two significant digits (1234 -> 1300), at least `minimum`."""
+    if value <= minimum:
+        return minimum
+    step = 10 ** max(math.floor(math.log10(value)) - 1, 0)
+    return int(math.ceil(value / step) * step)
+
+
+def plan(
+    ds: DatasetLike,
+    spec: DeploymentSpec | Path | str | None = None,
+    *,
+    instance: str | None = None,
+    headroom: float | None = None,
+    what_if: Mapping[str, int] | None = None,
+) -> CapacityPlan:
+    """Capacity plan for one instance (default: the busiest). `what_if={"api": 12}` scales apps."""
+    tables = as_tables(ds)
+    if isinstance(spec, str | Path):
+        spec = load_spec(spec)
+    tl = timeline(tables, instance)
+    ok = require_captures(tl, "plan")
+    inst = instance or str(ok.sort("used", descending=True, nulls_last=True)["instance"][0])
+    ok = ok.filter(pl.col("instance") == inst)
+    room = (
+        headroom
+        if headroom is not None
+        else (spec.headroom if spec and spec.headroom is not None else 0.25)
+    )
+    peak = ok.sort("used", descending=True, nulls_last=True).row(0, named=True)
+    current = (
+        int(ok["maxclients"].drop_nulls().tail(1).item())
+        if ok["maxclients"].drop_nulls().len()
+        else 0
+    )
+    observed = _observed(group_counts(tables, ok["capture_id"].to_list()))
+    apps, spec_total = _apps(spec, observed, what_if) if spec else (pl.DataFrame(), None)
+    spec_rec = nice_ceil(spec_total * (1 + room)) if spec_total is not None else None
+    obs_rec = nice_ceil(float(peak["used"] or 0) * (1 + room))
+    recommended = max(obs_rec, spec_rec or 0)
+    life = lifecycles(tables, inst).filter(pl.col("role") == "normal")
+    gaps = life.filter(pl.col("idle_at_last") < pl.col("max_idle"))["max_idle"].to_numpy()
+    timeout = suggest_timeout(np.asarray(gaps, dtype=float))
+    keepalive = (
+        int(ok["tcp_keepalive"].drop_nulls().tail(1).item() or 0)
+        if ok["tcp_keepalive"].drop_nulls().len()
+        else 0
+    )
+    keepalive = keepalive if keepalive > 0 else 300
+    fit = _pool_fit(spec, observed, current, what_if) if spec else None
+    warnings = _warnings(ok, current, recommended, spec_total, fit)
+    settings = (
+        f"CONFIG SET maxclients {recommended}",
+        f"CONFIG SET timeout {timeout}",
+        f"CONFIG SET tcp-keepalive {keepalive}",
+        "CONFIG REWRITE",
+    )
+    return CapacityPlan(
+        instance=inst, current_maxclients=current, peak_used=int(peak["used"] or 0), peak_at=peak["ts"],
+        observed_recommended=obs_rec, spec_recommended=spec_rec, recommended_maxclients=recommended,
+        per_pod_pool_fit=fit, suggested_timeout=timeout, suggested_tcp_keepalive=keepalive,
+        headroom=room, observed=observed, apps=apps, warnings=warnings, settings=settings,
+    )  # fmt: skip
+
+
+def _observed(counts: pl.DataFrame) -> pl.DataFrame:
+    return (
+        counts.group_by("group", "role")
+        .agg(
+            peak=pl.col("n").max(),
+            mean=pl.col("n").mean(),
+            pods=pl.col("pods").max(),
+            busy_peak=pl.col("busy").max(),
+            idle_over_300_peak=pl.col("idle_over_300").max(),
+        )
+        .with_columns(peak_per_pod=(pl.col("peak") / pl.col("pods")).ceil().cast(pl.Int64))
+        .sort("peak", descending=True)
+    )
+
+
+def _apps(spec: DeploymentSpec, observed: pl.DataFrame,
+          what_if: Mapping[str, int] | None) -> tuple[pl.DataFrame, float]:  # fmt: skip
+    what_if = dict(what_if or {})
+    unknown = sorted(set(what_if) - {a.name for a in spec.apps})
+    if unknown:
+        raise ConfigError(
+            f"what-if names apps not in the spec: {unknown}; the spec has {[a.name for a in spec.apps]}"
+        )
+    rows = []
+    for app in spec.apps:
+        replicas = what_if.get(app.name, app.replicas)
+        hpa_max = max(app.hpa_max, replicas)
+        seen = observed.filter(pl.col("group") == app.match)
+        rows.append({
+            "app": app.name, "match": app.match, "replicas": replicas, "hpa_max": hpa_max,
+            "pool_size": app.pool_size, "planned": replicas * app.pool_size,
+            "worst_case": hpa_max * app.pool_size,
+            "observed_peak": int(seen["peak"].sum()) if seen.height else None,
+            "observed_per_pod": seen.select(pl.col("peak_per_pod").max()).item() if seen.height else None,
+            "observed_busy_peak": int(seen["busy_peak"].sum()) if seen.height else None,
+        })  # fmt: skip
+    apps = pl.DataFrame(rows)
+    unmatched = observed.filter(~pl.col("group").is_in([a.match for a in spec.apps]))
+    total = float(apps["worst_case"].sum()) + spec.buffer + float(unmatched["peak"].sum())
+    return apps, total
+
+
+def _pool_fit(spec: DeploymentSpec, observed: pl.DataFrame, maxclients: int,
+              what_if: Mapping[str, int] | None) -> int | None:  # fmt: skip
+    pods = sum(max(a.hpa_max, (what_if or {}).get(a.name, a.replicas)) for a in spec.apps)
+    others = float(
+        observed.filter(~pl.col("group").is_in([a.match for a in spec.apps]))["peak"].sum()
+    )
+    if pods == 0 or maxclients <= 0:
+        return None
+    return max(int((maxclients * ALERT_SHARE - spec.buffer - others) // pods), 0)
+
+
+def _warnings(ok: pl.DataFrame, current: int, recommended: int, spec_total: float | None,
+              fit: int | None) -> tuple[str, ...]:  # fmt: skip
+    out = []
+    if current and _looks_fd_limited(current):
+        out.append(
+            f"maxclients {current} looks lowered to the file-descriptor limit ({current + FD_RESERVED} - "
+            f"{FD_RESERVED}): the server caps maxclients at ulimit -n minus {FD_RESERVED}. "
+            "Raise LimitNOFILE / ulimit -n before raising maxclients."
+        )
+    sources = set(ok["maxclients_source"].drop_nulls().to_list())
+    if "config" not in sources and current:
+        out.append(
+            f"maxclients {current} was read from {', '.join(sorted(sources)) or 'nowhere'}, not CONFIG GET."
+        )
+    if recommended > current:
+        out.append(
+            f"maxclients {recommended} needs a file-descriptor limit of at least "
+            f"{recommended + FD_RESERVED} (ulimit -n / LimitNOFILE); otherwise the server silently "
+            "lowers it at start (compare CONFIG GET maxclients after a restart)."
+        )
+    if spec_total is not None and current and spec_total > current * ALERT_SHARE:
+        out.append(
+            f"at HPA max the apps can open {int(spec_total)} connections, over {ALERT_SHARE:.0%} of "
+            f"maxclients {current}"
+            + (f"; a pool of {fit} per pod would fit" if fit is not None else "")
+        )
+    return tuple(out)
+
+
+def _looks_fd_limited(maxclients: int) -> bool:
+    fds = maxclients + FD_RESERVED
+    return fds in (256, 1024, 4096, 8192, 16384, 32768, 65536) or (
+        fds & (fds - 1) == 0 and fds >= 256
+    )

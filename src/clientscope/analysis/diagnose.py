@@ -1,0 +1,548 @@
+"""`diagnose`: findings, each with evidence, severity and a concrete remediation.
+
+One pass over the capture timeline, one per-capture/per-group aggregation of the
+clients table and one per-connection lifecycle aggregation feed every detector:
+
+    exhaustion       rejected_connections rising, or captures failing with max_clients
+    saturation       peak used / maxclients (real denominator) at or over 80%
+    leak             a group growing with new connections that never close and go idle
+    no_pooling       high connection churn with short-lived connections from one source
+    oversized_pool   a mostly-idle group holding a large share of maxclients
+    blocking         clients parked in blocking commands holding connections
+    no_idle_timeout  timeout 0 while normal clients sit idle for more than 10 minutes
+    pubsub_pileup    subscribers growing without bound
+    output_buffer    client output buffers growing (slow consumers)
+    no_keepalive     tcp-keepalive 0: dead peers keep their slot
+    fd_limit         maxclients lowered to the file-descriptor limit
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._common import (
+    DatasetLike,
+    ResultMixin,
+    Tables,
+    as_tables,
+    jsonable,
+    no_data,
+    timeline,
+)
+from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
+from clientscope.analysis.groups import suggest_timeout
+from clientscope.analysis.leaks import LeakReport, _analyse
+
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong (or worth knowing), the numbers behind it and what to do."""
+
+    kind: str
+    severity: str  # critical | warning | info
+    title: str
+    summary: str
+    evidence: dict[str, object] = field(default_factory=dict)
+    remediation: tuple[str, ...] = ()
+    group: str | None = None
+    first_seen: datetime | None = None
+    confidence: float = 1.0
+    instance: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = jsonable(self)
+        assert isinstance(out, dict)
+        return out
+
+    def _repr_html_(self) -> str:
+        ev = "".join(
+            f"<li>{html.escape(k)}: {html.escape(str(jsonable(v)))}</li>"
+            for k, v in self.evidence.items()
+        )
+        fix = "".join(f"<li><code>{html.escape(r)}</code></li>" for r in self.remediation)
+        return (
+            f"<div><strong>[{self.severity}] {html.escape(self.title)}</strong>"
+            f"<p>{html.escape(self.summary)}</p><ul>{ev}</ul><ol>{fix}</ol></div>"
+        )
+
+
+@dataclass(frozen=True)
+class Diagnosis(ResultMixin):
+    """All findings, most severe first, plus the overview numbers."""
+
+    findings: tuple[Finding, ...]
+    window_start: datetime | None
+    window_end: datetime | None
+    captures: int
+    failed_captures: int
+    instances: tuple[str, ...]
+    peak_used: int | None
+    maxclients: int | None
+    peak_utilization: float | None
+    leak_report: LeakReport | None = None
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(f.kind for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["findings"] = [f.to_dict() for f in self.findings]
+        out.pop("leak_report", None)
+        return out
+
+    def _repr_html_(self) -> str:
+        head = (
+            f"<p><strong>Diagnosis</strong> {self.captures} captures ({self.failed_captures} failed), "
+            f"{self.window_start} .. {self.window_end}; peak {self.peak_used} / {self.maxclients}</p>"
+        )
+        return "<div>" + head + "".join(f._repr_html_() for f in self.findings) + "</div>"
+
+    def to_markdown(self) -> str:
+        lines = [f"## Findings ({len(self.findings)})", ""]
+        for f in self.findings:
+            lines += [f"### [{f.severity}] {f.title}", "", f.summary, ""]
+            lines += [f"- {k}: {jsonable(v)}" for k, v in f.evidence.items()]
+            lines += ["", "Remediation:", ""] + [f"1. `{r}`" for r in f.remediation] + [""]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Context:
+    tl: pl.DataFrame  # all capture attempts
+    ok: pl.DataFrame  # successful ones
+    counts: pl.DataFrame  # per capture x group x role
+    life: pl.DataFrame  # per connection
+    leaks: LeakReport
+    maxclients: int
+    timeout: int | None
+    keepalive: int | None
+    reuse_gaps: np.ndarray
+
+
+def diagnose(
+    ds: DatasetLike,
+    *,
+    instance: str | None = None,
+    min_leak_rate_per_hour: float = 10.0,
+    alpha: float = 0.01,
+) -> Diagnosis:
+    """Run every detector and return the findings, most severe first."""
+    tables = as_tables(ds)
+    tl = timeline(tables, instance)
+    if tl.is_empty():
+        raise no_data("diagnose")
+    ctx = _context(tables, tl, instance, min_leak_rate_per_hour, alpha)
+    findings = [f for detect in DETECTORS for f in detect(ctx)]
+    findings.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 3), -f.confidence, f.kind))
+    peak = ctx.ok.select(pl.col("used").max(), pl.col("utilization").max()).row(0)
+    return Diagnosis(
+        findings=tuple(findings),
+        window_start=tl.select(pl.col("ts").min()).item(),
+        window_end=tl.select(pl.col("ts").max()).item(),
+        captures=tl.height,
+        failed_captures=int((~tl["ok"]).sum()),
+        instances=tuple(tl["instance"].unique().sort().to_list()),
+        peak_used=None if peak[0] is None else int(peak[0]),
+        maxclients=ctx.maxclients or None,
+        peak_utilization=peak[1],
+        leak_report=ctx.leaks,
+    )
+
+
+def _context(
+    tables: Tables, tl: pl.DataFrame, instance: str | None, rate: float, alpha: float
+) -> _Context:
+    ok = tl.filter(pl.col("ok"))
+    counts = group_counts(tables, ok["capture_id"].to_list()) if ok.height else _no_counts()
+    life = lifecycles(tables, instance)
+    if ok.height >= 3:
+        report = _analyse(tables, ok, instance, rate, alpha, counts=counts, life=life)
+    else:
+        report = LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, ok.height, rate, alpha)
+    last = ok.tail(1).row(0, named=True) if ok.height else {}
+    normal = life.filter(pl.col("role") == "normal")
+    gaps = normal.filter(pl.col("idle_at_last") < pl.col("max_idle"))["max_idle"].to_numpy()
+    return _Context(
+        tl=tl, ok=ok, counts=counts, life=life, leaks=report,
+        maxclients=int(last.get("maxclients") or 0), timeout=last.get("timeout"),
+        keepalive=last.get("tcp_keepalive"), reuse_gaps=np.asarray(gaps, dtype=float),
+    )  # fmt: skip
+
+
+def _no_counts() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "instance": pl.String,
+            "capture_id": pl.String,
+            "group": pl.String,
+            "role": pl.String,
+            "n": pl.UInt32,
+            "idle_over_600": pl.UInt32,
+            "omem_max": pl.Int64,
+            "busy": pl.UInt32,
+            "idle_over_300": pl.UInt32,
+            "pods": pl.UInt32,
+        }
+    )
+
+
+# ------------------------------------------------------------------ detectors
+def _exhaustion(ctx: _Context) -> list[Finding]:
+    tl = ctx.tl.with_columns(
+        new_rejects=pl.col("rejected_connections").diff().over("instance", "run_id").clip(0)
+    )
+    rejected = int(tl["new_rejects"].fill_null(0).sum())
+    failed = tl.filter(pl.col("error_kind") == "max_clients")
+    full = tl.filter(pl.col("used") >= pl.col("maxclients"))
+    hits = tl.filter(
+        (pl.col("new_rejects") > 0)
+        | (pl.col("error_kind") == "max_clients")
+        | (pl.col("used") >= pl.col("maxclients"))
+    )
+    if hits.is_empty():
+        return []
+    first = hits.select(pl.col("ts").min()).item()
+    top = _leading_group(ctx)
+    return [Finding(
+        kind="exhaustion", severity="critical",
+        title=f"maxclients {ctx.maxclients} reached: the server refused connections",
+        summary=(
+            f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full: {rejected} connection(s) "
+            f"rejected (rejected_connections), {failed.height} capture(s) failed with "
+            f"'max number of clients reached', {full.height} capture(s) at maxclients."
+            + (f" The largest holder at the end was {top[0]} with {top[1]} connections." if top else "")
+        ),
+        evidence={"first_at": first, "rejected_connections": rejected, "failed_captures": failed.height,
+                  "captures_at_maxclients": full.height, "maxclients": ctx.maxclients,
+                  "largest_group": top[0] if top else None},
+        remediation=(
+            f"CONFIG SET maxclients {nice_ceil(ctx.maxclients * 1.5)}   # temporary relief; check ulimit -n",
+            "CONFIG SET timeout 300   # close connections idle for 5 minutes",
+            "fix the source holding the connections (see the other findings), then restart it",
+        ),
+        first_seen=first, confidence=1.0, group=top[0] if top else None,
+    )]  # fmt: skip
+
+
+def _leading_group(ctx: _Context) -> tuple[str, int] | None:
+    """The leaking group that grew most, else the largest holder at the last capture."""
+    if not ctx.leaks.groups.is_empty() and not ctx.leaks.leaking.is_empty():
+        row = ctx.leaks.leaking.row(0, named=True)
+        return str(row["group"]), int(row["last"])
+    return _top_group(ctx, ctx.ok.tail(1)["capture_id"].to_list())
+
+
+def _top_group(ctx: _Context, capture_ids: list[str]) -> tuple[str, int] | None:
+    last = ctx.counts.filter(pl.col("capture_id").is_in(capture_ids)).sort("n", descending=True)
+    return (str(last["group"][0]), int(last["n"][0])) if last.height else None
+
+
+def _saturation(ctx: _Context) -> list[Finding]:
+    if ctx.ok.is_empty() or not ctx.maxclients:
+        return []
+    peak = ctx.ok.sort("utilization", descending=True, nulls_last=True).row(0, named=True)
+    util = peak["utilization"]
+    if util is None or util < 0.8:
+        return []
+    naive = peak["connected_ratio"]
+    return [Finding(
+        kind="saturation", severity="critical" if util >= 0.95 else "warning",
+        title=f"connections at {util:.0%} of maxclients",
+        summary=(
+            f"At {peak['ts']:%Y-%m-%d %H:%M:%S} UTC the server held {peak['used']} connections "
+            f"(clients {peak['connected_clients']} + replicas {peak['connected_slaves'] or 0} + cluster "
+            f"links {peak['cluster_connections'] or 0}) of maxclients {peak['maxclients']} "
+            f"({peak['maxclients_source'] or 'unknown source'}); connected_clients / maxclients alone "
+            f"reads {naive:.0%}."
+        ),
+        evidence={"peak_used": peak["used"], "maxclients": peak["maxclients"], "utilization": util,
+                  "connected_ratio": naive, "at": peak["ts"], "maxclients_source": peak["maxclients_source"]},
+        remediation=(f"CONFIG SET maxclients {nice_ceil(peak['used'] * 1.25)}",
+                     "clientscope plan DATASET --spec deployment.yaml   # size pools to fit"),
+        first_seen=peak["ts"], confidence=1.0,
+    )]  # fmt: skip
+
+
+def _leaks(ctx: _Context) -> list[Finding]:
+    leaking = ctx.leaks.leaking if not ctx.leaks.groups.is_empty() else pl.DataFrame()
+    out = []
+    exhausted = bool(_exhaustion(ctx))
+    timeout = suggest_timeout(ctx.reuse_gaps)
+    for row in leaking.iter_rows(named=True):
+        rate_h = row["slope_theil_sen_per_h"]
+        headroom = (
+            max(ctx.maxclients - (ctx.ok["used"].tail(1).item() or 0), 0)
+            if ctx.maxclients
+            else None
+        )
+        hours_left = headroom / rate_h if headroom is not None and rate_h > 0 else math.inf
+        severe = exhausted or hours_left < 24
+        ips = row.get("top_ips") or []
+        out.append(Finding(
+            kind="leak", severity="critical" if severe else "warning",
+            title=f"connection leak from {row['group']}: +{rate_h / 60:.1f} connections/min",
+            summary=(
+                f"{row['group']} grew from {row['first']:.0f} to {row['last']:.0f} connections "
+                f"({rate_h:.0f}/h Theil-Sen, R² {row['r2']:.2f}, Mann-Kendall p={row['mk_p']:.1e}). "
+                f"Of {row['births']} connections it opened in the window {row['survivors']} never closed and "
+                f"{row['survivors_idle_share']:.0%} of those sat idle since their first command."
+                + (f" At this rate maxclients is reached in {hours_left:.1f} h." if math.isfinite(hours_left) and not exhausted else "")
+            ),
+            evidence={
+                "slope_per_hour": rate_h, "slope_ols_per_hour": row["slope_ols_per_h"], "r2": row["r2"],
+                "mann_kendall_p": row["mk_p"], "births": row["births"], "deaths": row["deaths"],
+                "survivors": row["survivors"], "survivors_idle_share": row["survivors_idle_share"],
+                "median_survivor_age_s": row["median_survivor_age_s"], "source_ips": ips,
+                "lib_name": row.get("lib_name"), "first": row["first"], "last": row["last"],
+            },
+            remediation=(
+                f"fix the code in {row['group']} that opens connections without closing them "
+                "(use one pool per process; `with pool.get_connection()` / close clients)",
+                f"CONFIG SET timeout {timeout}   # safety net: the server closes idle leaked connections",
+                f"clientscope kill-script DATASET --group '{row['group']}' --idle-over 600   # review, then run",
+            ),
+            group=row["group"], first_seen=row.get("first_survivor_born"), confidence=float(row["confidence"]),
+            instance=row["instance"],
+        ))  # fmt: skip
+    return out
+
+
+def _no_pooling(ctx: _Context) -> list[Finding]:
+    rate = _accept_rate(ctx.ok)
+    groups = ctx.leaks.groups
+    if groups.is_empty() or "short_lived" not in groups.columns:
+        return []
+    churny = groups.filter(
+        (pl.col("role") == "normal") & (pl.col("short_lived") >= 5)
+        & (pl.col("short_lived") >= 0.5 * pl.col("births"))
+    ).sort("short_lived", descending=True)  # fmt: skip
+    if churny.is_empty() or (rate is not None and rate < 1.0):
+        return []
+    row = churny.row(0, named=True)
+    per_capture = row["mean"]
+    return [Finding(
+        kind="no_pooling", severity="warning",
+        title=f"{row['group']} opens a connection per request",
+        summary=(
+            f"The server accepted {rate or float('nan'):.1f} new connections/s "
+            f"(total_connections_received); {row['short_lived']} of the {row['births']} connections "
+            f"{row['group']} opened were seen once, less than 2 s old. Each costs a TCP handshake, "
+            "AUTH/HELLO/SETNAME and a slot, and bursts of them exhaust maxclients."
+        ),
+        evidence={"accepted_per_s": rate, "short_lived": row["short_lived"], "births": row["births"],
+                  "mean_open": per_capture, "source_ips": row.get("top_ips") or []},
+        remediation=(
+            f"create one ConnectionPool per process in {row['group']} and reuse it "
+            f"(redis.ConnectionPool(max_connections={max(10, nice_ceil(per_capture * 2, 10) // max(row['pods'] or 1, 1))}))",
+            "never create a Redis client inside a request handler",
+        ),
+        group=row["group"], confidence=min(1.0, row["short_lived"] / max(row["births"], 1) + 0.2),
+        instance=row["instance"],
+    )]  # fmt: skip
+
+
+def _accept_rate(ok: pl.DataFrame) -> float | None:
+    d = (
+        ok.select(
+            rate=(
+                pl.col("total_connections_received").diff()
+                / pl.col("ts").diff().dt.total_seconds(fractional=True)
+            ).over("instance", "run_id")
+        )["rate"]
+        .drop_nulls()
+        .drop_nans()
+    )
+    d = d.filter(d >= 0)
+    return float(d.median()) if d.len() else None  # type: ignore[arg-type]
+
+
+def _oversized(ctx: _Context) -> list[Finding]:
+    if not ctx.maxclients or ctx.counts.is_empty():
+        return []
+    leaking = (
+        set(ctx.leaks.leaking["group"].to_list()) if not ctx.leaks.groups.is_empty() else set()
+    )
+    stats = (
+        ctx.counts.filter(pl.col("role") == "normal")
+        .group_by("instance", "group")
+        .agg(peak=pl.col("n").max(), pods=pl.col("pods").max(),
+             idle_share=pl.col("idle_over_300").sum() / pl.col("n").sum(), busy_peak=pl.col("busy").max())
+        .filter((pl.col("peak") >= 0.25 * ctx.maxclients) & (pl.col("idle_share") >= 0.5)
+                & ~pl.col("group").is_in(list(leaking)))
+    )  # fmt: skip
+    out = []
+    for row in stats.iter_rows(named=True):
+        pods = max(int(row["pods"] or 1), 1)
+        per_pod = math.ceil(row["peak"] / pods)
+        pool = max(2, math.ceil((row["busy_peak"] or 0) / pods * 1.5) + 1)
+        out.append(Finding(
+            kind="oversized_pool", severity="warning",
+            title=f"{row['group']}: {pods} pods x {per_pod} connections, {row['idle_share']:.0%} idle",
+            summary=(
+                f"{row['group']} holds up to {row['peak']} connections ({row['peak'] / ctx.maxclients:.0%} of "
+                f"maxclients {ctx.maxclients}) from {pods} source(s), and {row['idle_share']:.0%} of them were idle "
+                f"over 5 minutes; at most {row['busy_peak']} were busy at once."
+            ),
+            evidence={"peak": row["peak"], "pods": pods, "per_pod": per_pod, "idle_share": row["idle_share"],
+                      "busy_peak": row["busy_peak"], "share_of_maxclients": row["peak"] / ctx.maxclients},
+            remediation=(f"set the pool of {row['group']} to max_connections={pool} per pod ({pool * pods} in total)",
+                         "CONFIG SET timeout 300   # let the server close connections a pool never uses"),
+            group=row["group"], confidence=min(1.0, row["idle_share"]), instance=row["instance"],
+        ))  # fmt: skip
+    return out
+
+
+def _blocking(ctx: _Context) -> list[Finding]:
+    blocked = ctx.counts.filter(pl.col("role") == "blocked")
+    info_peak = ctx.ok.select(pl.col("blocked_clients").max()).item() or 0
+    if blocked.is_empty() and info_peak < 10:
+        return []
+    per_cap = blocked.group_by("capture_id").agg(pl.col("n").sum())
+    peak = max(int(per_cap["n"].max() or 0), int(info_peak))  # type: ignore[arg-type]
+    used = ctx.ok.select(pl.col("used").max()).item() or 1
+    if peak < 10 and peak < 0.1 * used:
+        return []
+    groups = (
+        blocked.group_by("group")
+        .agg(peak=pl.col("n").max(), pods=pl.col("pods").max())
+        .sort("peak", descending=True)
+    )
+    top: dict[str, Any] = (
+        groups.row(0, named=True) if groups.height else {"group": None, "peak": peak, "pods": 1}
+    )
+    size = max(2, math.ceil(int(top["peak"]) / max(int(top["pods"] or 1), 1)))
+    return [Finding(
+        kind="blocking", severity="warning",
+        title=f"{peak} connections parked in blocking commands",
+        summary=(
+            f"Up to {peak} clients sat in BLPOP/BRPOP/XREAD BLOCK-style commands (flags=b, blocked_clients), "
+            f"{peak / used:.0%} of the connections in use; the largest group is {top['group']} "
+            f"with {top['peak']}. Each blocked call holds a connection for as long as it waits."
+        ),
+        evidence={"blocked_peak": peak, "blocked_clients_info_peak": info_peak,
+                  "groups": groups.head(5).to_dicts(), "share_of_used": peak / used},
+        remediation=(
+            f"give blocking consumers in {top['group']} their own small pool "
+            f"(redis.ConnectionPool(max_connections={size}) per pod) apart from the request pool",
+            "pass a timeout to BLPOP/BRPOP/XREAD BLOCK (e.g. 10 s) instead of 0 (forever)",
+        ),
+        group=top["group"], confidence=0.9,
+    )]  # fmt: skip
+
+
+def _no_idle_timeout(ctx: _Context) -> list[Finding]:
+    if ctx.timeout is None or ctx.timeout != 0 or ctx.counts.is_empty():
+        return []
+    normal = ctx.counts.filter(pl.col("role") == "normal")
+    per_cap = normal.group_by("capture_id").agg(
+        pl.col("idle_over_600").sum(), pl.col("n").sum(), pl.col("idle_max").max()
+    )
+    worst = per_cap.sort("idle_over_600", descending=True).row(0, named=True)
+    if worst["idle_over_600"] < max(5, 0.01 * worst["n"]):
+        return []
+    timeout = suggest_timeout(ctx.reuse_gaps)
+    longest = float(ctx.reuse_gaps.max()) if ctx.reuse_gaps.size else None
+    return [Finding(
+        kind="no_idle_timeout", severity="warning",
+        title=f"timeout is 0: {worst['idle_over_600']} connections idle over 10 minutes stay open",
+        summary=(
+            f"The server never closes idle clients (timeout 0). Up to {worst['idle_over_600']} normal clients "
+            f"({worst['idle_over_600'] / worst['n']:.0%}) were idle over 600 s at one capture. The longest gap "
+            f"after which a client still reused its connection was {longest or 0:.0f} s, so timeout {timeout} "
+            "closes forgotten connections without hurting live ones."
+        ),
+        evidence={"timeout": 0, "idle_over_600_peak": worst["idle_over_600"], "idle_max_s": worst["idle_max"],
+                  "longest_reuse_gap_s": longest, "suggested_timeout": timeout},
+        remediation=(f"CONFIG SET timeout {timeout}", "CONFIG REWRITE   # keep it after a restart"),
+        confidence=0.9,
+    )]  # fmt: skip
+
+
+def _pubsub(ctx: _Context) -> list[Finding]:
+    groups = ctx.leaks.groups
+    if groups.is_empty():
+        return []
+    rising = groups.filter(
+        (pl.col("role") == "pubsub") & (pl.col("slope_theil_sen_per_h") >= ctx.leaks.min_rate_per_hour)
+        & (pl.col("mk_p") < ctx.leaks.alpha)
+    )  # fmt: skip
+    return [Finding(
+        kind="pubsub_pileup", severity="warning",
+        title=f"subscribers from {r['group']} pile up: +{r['slope_theil_sen_per_h'] / 60:.1f}/min",
+        summary=(
+            f"{r['group']} went from {r['first']:.0f} to {r['last']:.0f} subscriber connections; "
+            f"{r['survivors']} of {r['births']} new ones never unsubscribed. Each holds a connection "
+            "and an output buffer."
+        ),
+        evidence={"slope_per_hour": r["slope_theil_sen_per_h"], "mann_kendall_p": r["mk_p"],
+                  "first": r["first"], "last": r["last"], "births": r["births"], "source_ips": r.get("top_ips") or []},
+        remediation=(
+            f"reuse one subscriber connection per process in {r['group']} and UNSUBSCRIBE / close on shutdown",
+            "CONFIG SET client-output-buffer-limit \"pubsub 32mb 8mb 60\"",
+        ),
+        group=r["group"], first_seen=r.get("first_survivor_born"), confidence=float(min(1.0, abs(r["mk_z"]) / 5)),
+        instance=r["instance"],
+    ) for r in rising.iter_rows(named=True)]  # fmt: skip
+
+
+def _output_buffer(ctx: _Context) -> list[Finding]:
+    if ctx.counts.is_empty():
+        return []
+    top = ctx.counts.sort("omem_max", descending=True, nulls_last=True).row(0, named=True)
+    omem = top["omem_max"] or 0
+    if omem < MIB:
+        return []
+    return [Finding(
+        kind="output_buffer", severity="warning",
+        title=f"client output buffer up to {omem / MIB:.1f} MiB ({top['group']})",
+        summary=(
+            f"A {top['role']} client of {top['group']} had {omem / MIB:.1f} MiB queued in its output buffer "
+            "(omem): it reads slower than the server writes. Buffers count against memory and, "
+            "at client-output-buffer-limit, the server drops the client."
+        ),
+        evidence={"omem_max_bytes": omem, "group": top["group"], "role": top["role"]},
+        remediation=("fix or scale the slow consumer",
+                     "CONFIG SET client-output-buffer-limit \"pubsub 32mb 8mb 60\""),
+        group=top["group"], confidence=0.8,
+    )]  # fmt: skip
+
+
+def _keepalive(ctx: _Context) -> list[Finding]:
+    if ctx.keepalive is None or ctx.keepalive != 0:
+        return []
+    return [Finding(
+        kind="no_keepalive", severity="info", title="tcp-keepalive is 0",
+        summary="Without TCP keepalive, connections of crashed clients or dropped NAT entries hold their slot.",
+        evidence={"tcp_keepalive": 0}, remediation=("CONFIG SET tcp-keepalive 300",), confidence=1.0,
+    )]  # fmt: skip
+
+
+def _fd_limit(ctx: _Context) -> list[Finding]:
+    if not ctx.maxclients or not _looks_fd_limited(ctx.maxclients):
+        return []
+    return [Finding(
+        kind="fd_limit", severity="warning",
+        title=f"maxclients {ctx.maxclients} looks capped by the file-descriptor limit",
+        summary=(f"{ctx.maxclients} + 32 reserved = {ctx.maxclients + 32}: the server lowers maxclients to "
+                 "its open-files limit at start, whatever the configuration says."),
+        evidence={"maxclients": ctx.maxclients}, confidence=0.6,
+        remediation=("raise LimitNOFILE (systemd) / ulimit -n, restart, then check CONFIG GET maxclients",),
+    )]  # fmt: skip
+
+
+DETECTORS: tuple[Callable[[_Context], list[Finding]], ...] = (
+    _exhaustion, _saturation, _leaks, _no_pooling, _oversized, _blocking, _no_idle_timeout,
+    _pubsub, _output_buffer, _keepalive, _fd_limit,
+)  # fmt: skip

@@ -1,0 +1,163 @@
+"""`forecast`: when will connections reach maxclients (and the alert threshold)?
+
+A least-squares line through the server's *used* connections (clients + replicas +
+cluster links) over the window, with a 95% prediction interval for the crossing
+time, next to a Theil-Sen line and to what Prometheus `predict_linear` over the
+same window would say (it regresses `connected_clients` only, against
+maxclients, so it reads late when replicas hold slots).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from clientscope.analysis._common import (
+    DatasetLike,
+    ResultMixin,
+    as_tables,
+    parse_duration,
+    require_captures,
+    timeline,
+)
+from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
+
+Z95 = 1.96
+
+
+@dataclass(frozen=True)
+class Forecast(ResultMixin):
+    """Projected exhaustion for one instance."""
+
+    instance: str
+    now: datetime
+    window_s: float
+    samples: int
+    used_now: float
+    maxclients: int
+    threshold: float  # share of maxclients the alert fires at
+    slope_per_hour: float  # OLS, used connections / hour
+    r2: float
+    theil_sen_per_hour: float
+    eta_maxclients: datetime | None  # OLS line reaches maxclients
+    eta_maxclients_low: datetime | None  # 95% prediction interval of that time
+    eta_maxclients_high: datetime | None
+    eta_threshold: datetime | None
+    eta_theil_sen: datetime | None
+    prometheus_eta_maxclients: datetime | None  # predict_linear(connected_clients[window]) crossing
+    prometheus_predicted_1h: float  # predict_linear(redis_connected_clients[window], 3600)
+    exhausted_at: (
+        datetime | None
+    )  # first capture at maxclients, rejected connection or max_clients error
+    verdict: str  # exhausted | will_exhaust | growing | stable | falling
+
+
+def forecast(
+    ds: DatasetLike,
+    *,
+    instance: str | None = None,
+    window: str | float | None = None,
+    threshold: float = 0.8,
+) -> Forecast:
+    """Time until maxclients and until `threshold` x maxclients, from the last `window` (default
+    all captures of the current server run; e.g. "1h", "30m")."""
+    tables = as_tables(ds)
+    tl = timeline(tables, instance)
+    inst = instance or _busiest(tl)
+    tl = tl.filter(pl.col("instance") == inst)
+    ok = require_captures(tl, "forecast", minimum=3).filter(pl.col("used").is_not_null())
+    exhausted = _exhausted_at(tl)
+    last = ok.row(-1, named=True)
+    now = last["ts"]
+    ok = ok.filter(pl.col("run_id") == last["run_id"]) if last["run_id"] else ok
+    if window is not None:
+        span = parse_duration(window, "window")
+        ok = ok.filter(pl.col("ts") >= now - timedelta(seconds=span))
+    require_captures(ok, "forecast over this window", minimum=3)
+    return _project(inst, ok, now, int(last["maxclients"] or 0), threshold, exhausted)
+
+
+def _busiest(tl: pl.DataFrame) -> str:
+    ranked = (
+        tl.group_by("instance")
+        .agg(pl.col("utilization").max())
+        .sort("utilization", descending=True, nulls_last=True)
+    )
+    if ranked.is_empty():
+        require_captures(tl, "forecast")
+    return str(ranked["instance"][0])
+
+
+def _exhausted_at(tl: pl.DataFrame) -> datetime | None:
+    hit = tl.filter(
+        (pl.col("used") >= pl.col("maxclients"))
+        | (pl.col("error_kind") == "max_clients")
+        | (pl.col("rejected_connections").diff().over("run_id") > 0)
+    )
+    return hit.select(pl.col("ts").min()).item() if not hit.is_empty() else None
+
+
+def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, threshold: float,
+             exhausted: datetime | None) -> Forecast:  # fmt: skip
+    t = (ok["ts"] - now).dt.total_seconds(fractional=True).to_numpy()
+    used = ok["used"].cast(pl.Float64).to_numpy()
+    a, b, se_b, sigma = linear_fit(t, used)
+    ss_tot = float(((used - used.mean()) ** 2).sum())
+    r2 = 1 - (sigma**2 * max(t.size - 2, 1)) / ss_tot if ss_tot > 0 else 0.0
+    theil, _, _, p = theil_sen_mann_kendall(used[None, :], t, np.zeros(t.size))
+    conn = ok["connected_clients"].cast(pl.Float64).fill_null(strategy="forward").to_numpy()
+    pa, pb, _, _ = linear_fit(t, conn)
+    eta = _crossing(a, b, maxclients, now)
+    low, high = _interval(a, b, se_b, sigma, t, maxclients, now)
+    verdict = _verdict(exhausted, eta, b, float(p[0]), used[-1])
+    return Forecast(
+        instance=inst, now=now, window_s=float(-t[0]), samples=t.size, used_now=float(used[-1]),
+        maxclients=maxclients, threshold=threshold, slope_per_hour=b * 3600, r2=max(r2, 0.0),
+        theil_sen_per_hour=float(theil[0]) * 3600, eta_maxclients=eta,
+        eta_maxclients_low=low, eta_maxclients_high=high,
+        eta_threshold=_crossing(a, b, threshold * maxclients, now),
+        eta_theil_sen=_crossing(float(np.median(used - theil[0] * t)), float(theil[0]), maxclients, now),
+        prometheus_eta_maxclients=_crossing(pa, pb, maxclients, now),
+        prometheus_predicted_1h=pa + pb * 3600, exhausted_at=exhausted, verdict=verdict,
+    )  # fmt: skip
+
+
+def _crossing(a: float, b: float, level: float, now: datetime) -> datetime | None:
+    """When a + b*t reaches `level` (t seconds from now); now if already there; None if never."""
+    if a >= level:
+        return now
+    if b <= 0 or level <= 0:
+        return None
+    seconds = (level - a) / b
+    return now + timedelta(seconds=min(seconds, 3650 * 86400.0))
+
+
+def _interval(a: float, b: float, se_b: float, sigma: float, t: np.ndarray, level: float,
+              now: datetime) -> tuple[datetime | None, datetime | None]:  # fmt: skip
+    """Earliest / latest time the 95% prediction band of the line reaches `level`."""
+    if b <= 0 or not math.isfinite(se_b) or level <= 0:
+        return None, None
+    horizon = np.linspace(0, max((level - a) / b * 3, 3600.0), 4000)
+    n, tm = t.size, float(t.mean())
+    sxx = float(((t - tm) ** 2).sum()) or 1.0
+    half = Z95 * sigma * np.sqrt(1 + 1 / n + (horizon - tm) ** 2 / sxx)
+    mid = a + b * horizon
+    upper, lower = np.flatnonzero(mid + half >= level), np.flatnonzero(mid - half >= level)
+    early = now + timedelta(seconds=float(horizon[upper[0]])) if upper.size else None
+    late = now + timedelta(seconds=float(horizon[lower[0]])) if lower.size else None
+    return early, late
+
+
+def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, p: float,
+             used_now: float) -> str:  # fmt: skip
+    if exhausted is not None:
+        return "exhausted"
+    if p < 0.01 and slope > 0:
+        return "will_exhaust" if eta is not None else "growing"
+    if p < 0.01 and slope < 0:
+        return "falling"
+    return "stable"

@@ -1,0 +1,254 @@
+"""`top` (who holds the connections) and `idle` (how idle they are, what a timeout would close)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from clientscope.analysis._clients import lifecycles
+from clientscope.analysis._common import (
+    DatasetLike,
+    ResultMixin,
+    Tables,
+    as_tables,
+    group_key,
+    parse_time,
+    pick_captures,
+    require_captures,
+    role,
+    timeline,
+)
+from clientscope.errors import ConfigError
+
+# `by` names users type -> expression over the clients table
+DIMENSIONS: dict[str, pl.Expr] = {
+    "group": group_key(),
+    "ip": pl.coalesce(pl.col("ip"), pl.col("addr")),
+    "addr": pl.col("addr"),
+    "name": pl.col("name").fill_null("(no name)"),
+    "lib": pl.concat_str(
+        [pl.col("lib_name").fill_null("(no lib-name)"), pl.col("lib_ver").fill_null("")],
+        separator=" ",
+    ).str.strip_chars(),
+    "lib_name": pl.col("lib_name").fill_null("(no lib-name)"),
+    "lib_ver": pl.col("lib_ver").fill_null("(no lib-ver)"),
+    "user": pl.col("user").fill_null("default"),
+    "cmd": pl.col("cmd").fill_null("(none)"),
+    "db": pl.col("db"),
+    "flags": pl.col("flags"),
+    "role": role(),
+    "laddr": pl.col("laddr"),
+}
+IDLE_BINS = (1, 10, 60, 300, 600, 3600, 86400)  # right edges of log-spaced bins; last bin open
+SUGGESTED_TIMEOUTS = (300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+
+
+def _dimensions(by: str | Sequence[str]) -> list[str]:
+    names = [by] if isinstance(by, str) else list(by)
+    names = [n.strip().replace("-", "_") for part in names for n in part.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DIMENSIONS]
+    if unknown or not names:
+        raise ConfigError(
+            f"cannot group by {unknown or names}; choose from: {', '.join(DIMENSIONS)} "
+            "(combine with commas, e.g. --by ip,name)"
+        )
+    return names
+
+
+def top(
+    ds: DatasetLike,
+    by: str | Sequence[str] = "ip",
+    *,
+    at: datetime | str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    instance: str | None = None,
+    limit: int = 20,
+) -> pl.DataFrame:
+    """Clients grouped by `by` (ip, name, lib, user, cmd, db, flags, role, group, or a mix).
+
+    At one capture (latest, or the last at or before `at`): clients, share, share of
+    maxclients, idle stats. With `since`/`until`: over every capture in the window,
+    the mean and peak count per capture and when the peak was.
+    """
+    tables = as_tables(ds)
+    dims = _dimensions(by)
+    tl = timeline(tables, instance)
+    if since is None and until is None:
+        caps = pick_captures(tl, at)
+    else:
+        caps = require_captures(_window(tl, since, until), "top over a window")
+    rows = _rows(tables, caps, dims)
+    per_capture = rows.group_by("instance", "capture_id", *dims).agg(
+        clients=pl.len(),
+        idle_p50=pl.col("idle").median(),
+        idle_max=pl.col("idle").max(),
+        idle_over_300=(pl.col("idle") > 300).sum(),
+        idle_over_600=(pl.col("idle") > 600).sum(),
+        blocked=(pl.col("role") == "blocked").sum(),
+    )
+    per_capture = per_capture.join(
+        caps.select("capture_id", "ts", "maxclients", "used"), on="capture_id"
+    )
+    if caps.select(pl.col("capture_id").n_unique()).item() == caps["instance"].n_unique():
+        out = per_capture.with_columns(
+            share=pl.col("clients") / pl.col("clients").sum().over("instance"),
+            share_of_maxclients=pl.col("clients") / pl.col("maxclients"),
+        ).drop("capture_id", "used")
+    else:
+        out = per_capture.group_by("instance", *dims).agg(
+            mean_clients=pl.col("clients").mean(),
+            clients=pl.col("clients").max(),
+            peak_at=pl.col("ts").sort_by("clients").last(),
+            captures_seen=pl.len(),
+            idle_max=pl.col("idle_max").max(),
+            share_of_maxclients=(pl.col("clients") / pl.col("maxclients")).max(),
+        )
+    return (
+        out.sort(["instance", "clients", *dims], descending=[False, True, *[False] * len(dims)])
+        .group_by("instance", maintain_order=True)
+        .head(limit)
+    )
+
+
+def _window(
+    tl: pl.DataFrame, since: datetime | str | None, until: datetime | str | None
+) -> pl.DataFrame:
+    if since is not None:
+        tl = tl.filter(pl.col("ts") >= parse_time(since))
+    if until is not None:
+        tl = tl.filter(pl.col("ts") <= parse_time(until))
+    return tl
+
+
+def _rows(tables: Tables, caps: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
+    return (
+        tables.clients.filter(pl.col("capture_id").is_in(caps["capture_id"].to_list()))
+        .select(
+            "instance",
+            "capture_id",
+            "idle",
+            "age",
+            role(),
+            *[DIMENSIONS[d].alias(d) for d in dims if d != "role"],
+        )
+        .collect(engine="streaming")
+    )
+
+
+@dataclass(frozen=True)
+class IdleReport(ResultMixin):
+    """Idle-time distribution per group at one capture, and what a server `timeout` would close."""
+
+    groups: pl.DataFrame  # per group: quantiles, shares over 300 s / 600 s, never used
+    histogram: pl.DataFrame  # per group and log-spaced idle bin: clients
+    timeouts: (
+        pl.DataFrame
+    )  # timeout -> clients it would close now, connections it would have closed
+    excluded: pl.DataFrame  # replicas, pub/sub, blocked, monitor, collector: shown, never judged
+    suggested_timeout: int
+    longest_reuse_gap_s: float | None  # longest idle time after which a connection was used again
+    at: datetime | None
+
+
+def idle(
+    ds: DatasetLike,
+    by: str | Sequence[str] = "group",
+    *,
+    at: datetime | str | None = None,
+    instance: str | None = None,
+    timeouts: Sequence[int] = (300, 600),
+) -> IdleReport:
+    """Idle distribution per group (default: name, or lib@ip) at the latest capture (or `at`)."""
+    tables = as_tables(ds)
+    dims = _dimensions(by)
+    caps = pick_captures(timeline(tables, instance), at)
+    rows = _rows(tables, caps, dims)
+    normal = rows.filter(pl.col("role") == "normal")
+    life = lifecycles(tables, instance).filter(pl.col("role") == "normal")
+    gaps = life.filter(pl.col("idle_at_last") < pl.col("max_idle"))["max_idle"]
+    longest = float(gaps.max()) if gaps.len() else None  # type: ignore[arg-type]
+    suggested = suggest_timeout(gaps.to_numpy() if gaps.len() else np.zeros(0))
+    candidates = sorted({*timeouts, suggested})
+    return IdleReport(
+        groups=_idle_groups(normal, dims),
+        histogram=_histogram(normal, dims),
+        timeouts=_timeout_effect(normal, life, candidates),
+        excluded=rows.filter(pl.col("role") != "normal")
+        .group_by("instance", "role")
+        .agg(clients=pl.len(), idle_p50=pl.col("idle").median(), idle_max=pl.col("idle").max())
+        .sort("instance", "role"),
+        suggested_timeout=suggested,
+        longest_reuse_gap_s=longest,
+        at=caps.select(pl.col("ts").max()).item(),
+    )
+
+
+def suggest_timeout(reuse_gaps: np.ndarray) -> int:
+    """The smallest usual `timeout` above 1.5x the longest gap after which clients still reused
+    a connection (at least 300 s), so it closes forgotten connections and no live one."""
+    need = max(300.0, 1.5 * float(np.quantile(reuse_gaps, 0.999))) if reuse_gaps.size else 300.0
+    return next((t for t in SUGGESTED_TIMEOUTS if t >= need), SUGGESTED_TIMEOUTS[-1])
+
+
+def _idle_groups(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
+    never_used = (pl.col("age") >= 60) & (pl.col("idle") >= pl.col("age") - 1)
+    return (
+        rows.group_by("instance", *dims)
+        .agg(
+            clients=pl.len(),
+            idle_p50=pl.col("idle").quantile(0.5),
+            idle_p90=pl.col("idle").quantile(0.9),
+            idle_p99=pl.col("idle").quantile(0.99),
+            idle_max=pl.col("idle").max(),
+            over_300=(pl.col("idle") > 300).sum(),
+            over_600=(pl.col("idle") > 600).sum(),
+            never_used=never_used.sum(),
+        )
+        .with_columns(
+            share_over_300=pl.col("over_300") / pl.col("clients"),
+            share_over_600=pl.col("over_600") / pl.col("clients"),
+        )
+        .sort(["instance", "over_300", "clients"], descending=[False, True, True])
+    )
+
+
+def _bin_label() -> pl.Expr:
+    edges = (0, *IDLE_BINS)
+    labels = [f"{lo}-{hi}s" for lo, hi in itertools.pairwise(edges)]
+    return pl.col("idle").cut(
+        list(IDLE_BINS), labels=[*labels, f">={IDLE_BINS[-1]}s"], left_closed=True
+    )
+
+
+def _histogram(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
+    return (
+        rows.with_columns(bin=_bin_label())
+        .group_by("instance", *dims, "bin")
+        .agg(clients=pl.len())
+        .sort("instance", *dims, "bin")
+        .with_columns(pl.col("bin").cast(pl.String))
+    )
+
+
+def _timeout_effect(rows: pl.DataFrame, life: pl.DataFrame, candidates: list[int]) -> pl.DataFrame:
+    total = max(rows.height, 1)
+    return pl.DataFrame(
+        {
+            "timeout": candidates,
+            "would_close_now": [int((rows["idle"] > t).sum()) for t in candidates],
+            "share_now": [float((rows["idle"] > t).sum()) / total for t in candidates],
+            "connections_closed_over_window": [
+                int((life["max_idle"] > t).sum()) for t in candidates
+            ],
+            "live_connections_hit": [
+                int(((life["max_idle"] > t) & (life["idle_at_last"] < life["max_idle"])).sum())
+                for t in candidates
+            ],
+        }
+    )
