@@ -192,17 +192,10 @@ def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None
     from rich.table import Table
 
     table = Table(title=f"collected into {result.out} (stopped by {result.stopped_by})")
-    for col in (
-        "instance",
-        "captures",
-        "ok",
-        "failed",
-        "errors",
-        "missed",
-        "restarts",
-        "clients/max",
-    ):
-        table.add_column(col, justify="left" if col in ("instance", "errors") else "right")
+    widest = max((len(t.instance) for t in result.targets), default=8)
+    table.add_column("instance", no_wrap=True, min_width=widest)
+    for col in ("captures", "ok", "failed", "errors", "missed", "restarts", "clients/max"):
+        table.add_column(col, justify="left" if col == "errors" else "right")
     for t in result.targets:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())) or "-"
         table.add_row(
@@ -242,13 +235,24 @@ class _LiveDisplay:
         self.live: Any = None
 
     def running(self) -> Any:
-        from rich.live import Live
+        """A context that stops the display (started on the first capture, so start-up errors stay alone)."""
+        return self
 
-        self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
-        return self.live
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            if self.live is not None:
+                self.live.stop()
 
     def update(self, event: CaptureEvent) -> None:
         with self.lock:
+            if self.live is None:
+                from rich.live import Live
+
+                self.live = Live(self._table(), console=self.console, refresh_per_second=4)
+                self.live.start()
             row = self.rows.setdefault(event.instance, {"ok": 0, "errors": 0})
             row["last"] = event.ts.strftime("%H:%M:%S")
             if event.ok:
