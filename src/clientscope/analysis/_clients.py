@@ -160,3 +160,12 @@ def lifecycles(ds: Tables, instance: str | None = None) -> pl.DataFrame:
         )
         .collect(engine="streaming")
     )
+
+
+REUSE_MARGIN_S = 5
+
+
+def reused() -> pl.Expr:
+    """On a lifecycle row: the connection was used again after its longest idle stretch
+    (so `max_idle` is a gap a live client really had; a few seconds of rounding ignored)."""
+    return pl.col("idle_at_last") + REUSE_MARGIN_S < pl.col("max_idle")

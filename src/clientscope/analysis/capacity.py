@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._clients import group_counts, lifecycles, reused
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -156,7 +156,7 @@ def plan(
     obs_rec = nice_ceil(float(peak["used"] or 0) * (1 + room))
     recommended = max(obs_rec, spec_rec or 0)
     life = lifecycles(tables, inst).filter(pl.col("role") == "normal")
-    gaps = life.filter(pl.col("idle_at_last") < pl.col("max_idle"))["max_idle"].to_numpy()
+    gaps = life.filter(reused())["max_idle"].to_numpy()
     timeout = suggest_timeout(np.asarray(gaps, dtype=float))
     keepalive = (
         int(ok["tcp_keepalive"].drop_nulls().tail(1).item() or 0)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._clients import group_counts, lifecycles, reused
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -173,7 +173,7 @@ def _context(
         report = LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, ok.height, rate, alpha)
     last = ok.tail(1).row(0, named=True) if ok.height else {}
     normal = life.filter(pl.col("role") == "normal")
-    gaps = normal.filter(pl.col("idle_at_last") < pl.col("max_idle"))["max_idle"].to_numpy()
+    gaps = normal.filter(reused())["max_idle"].to_numpy()
     return _Context(
         tl=tl, ok=ok, counts=counts, life=life, leaks=report,
         maxclients=int(last.get("maxclients") or 0), timeout=last.get("timeout"),

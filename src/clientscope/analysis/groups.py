@@ -10,7 +10,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import lifecycles
+from clientscope.analysis._clients import lifecycles, reused
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -171,7 +171,7 @@ def idle(
     rows = _rows(tables, caps, dims)
     normal = rows.filter(pl.col("role") == "normal")
     life = lifecycles(tables, instance).filter(pl.col("role") == "normal")
-    gaps = life.filter(pl.col("idle_at_last") < pl.col("max_idle"))["max_idle"]
+    gaps = life.filter(reused())["max_idle"]
     longest = float(gaps.max()) if gaps.len() else None  # type: ignore[arg-type]
     suggested = suggest_timeout(gaps.to_numpy() if gaps.len() else np.zeros(0))
     candidates = sorted({*timeouts, suggested})
@@ -247,7 +247,7 @@ def _timeout_effect(rows: pl.DataFrame, life: pl.DataFrame, candidates: list[int
                 int((life["max_idle"] > t).sum()) for t in candidates
             ],
             "live_connections_hit": [
-                int(((life["max_idle"] > t) & (life["idle_at_last"] < life["max_idle"])).sum())
+                int(((life["max_idle"] > t) & life.select(reused()).to_series()).sum())
                 for t in candidates
             ],
         }

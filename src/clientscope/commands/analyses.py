@@ -1,9 +1,401 @@
-"""Command group placeholder: its owner replaces this module with real commands."""
+"""Analysis commands: summary, top, idle, leaks, forecast, plan, alerts, diagnose, kill-script.
+
+Each parses its options, calls the library function of the same name and renders
+the result: Rich tables for people, `--json` for machines. Nothing here decides
+anything the library does not.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+
+DATASET = typer.Argument(..., help="Dataset directory (from collect, import or simulate).")
+INSTANCE_HELP = "Only this instance (default: all, or the busiest where one is needed)."
+JSON_HELP = "Print JSON instead of tables."
+AT_HELP = "Use the last capture at or before this time (ISO 8601, UTC), not the latest."
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _json(value: Any) -> None:
+    import json
+
+    from clientscope.analysis._common import jsonable
+
+    payload = value.to_dict() if hasattr(value, "to_dict") else jsonable(value)
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+def _fmt(value: Any) -> str:
+    from datetime import datetime
+
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.1f}"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _table(
+    frame: pl.DataFrame, title: str, columns: list[str] | None = None, limit: int = 50
+) -> None:
+    from rich.table import Table
+
+    cols = [c for c in (columns or frame.columns) if c in frame.columns]
+    table = Table(title=title, title_justify="left")
+    for c in cols:
+        table.add_column(c, justify="right" if frame.schema[c].is_numeric() else "left")
+    for row in frame.head(limit).select(cols).iter_rows():
+        table.add_row(*(_fmt(v) for v in row))
+    _console().print(table)
+    if frame.height > limit:
+        _console().print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
 
 
 def register(app: typer.Typer) -> None:
-    """Adds no command yet."""
+    """Add the analysis commands."""
+    _register_views(app)
+    _register_trends(app)
+    _register_actions(app)
+
+
+# ------------------------------------------------------------------ summary, top, idle
+def _register_views(app: typer.Typer) -> None:
+    @app.command("summary")
+    def summary_command(
+        dataset: Path = DATASET,
+        at: str | None = typer.Option(None, help=AT_HELP),
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        limit: int = typer.Option(10, help="Rows per top table."),
+        per_capture: bool = typer.Option(False, "--per-capture", help="Also list every capture."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """First look: clients vs maxclients, top IPs / names / libraries / users / commands, idle, blocked."""
+        from clientscope.analysis import summary
+
+        result = summary(dataset, at=at, instance=instance, limit=limit)
+        if as_json:
+            _json(result)
+            return
+        console = _console()
+        console.print(
+            f"{result.captures} captures ({result.failed_captures} failed), {_fmt(result.first)} .. "
+            f"{_fmt(result.last)} UTC"
+        )
+        for row in result.snapshot.iter_rows(named=True):
+            util = row["utilization"]
+            color = "red" if util and util >= 0.8 else "green"
+            console.print(
+                f"[bold]{row['instance']}[/] at {_fmt(row['ts'])}: [{color}]{row['used']} / "
+                f"{row['maxclients']} connections ({_fmt(util and util * 100)}%)[/] = clients "
+                f"{row['connected_clients']} + replicas {row['connected_slaves'] or 0} + cluster links "
+                f"{row['cluster_connections'] or 0}; maxclients from {row['maxclients_source']}; "
+                f"blocked {row['blocked_clients']}; idle >300 s {row['idle_over_300']}, "
+                f">600 s {row['idle_over_600']}; timeout {row['timeout']}, tcp-keepalive {row['tcp_keepalive']}"
+            )
+        for dim, frame in result.tops.items():
+            _table(frame, f"top {dim}", ["instance", "value", "clients", "share", "share_of_maxclients",
+                                         "idle_over_300"])  # fmt: skip
+        if per_capture:
+            _table(result.timeline, "captures", limit=10_000)
+
+    @app.command("top")
+    def top_command(
+        dataset: Path = DATASET,
+        by: str = typer.Option(
+            "ip",
+            help="Group by: ip, name, lib, lib_name, lib_ver, user, cmd, db, flags, role, group, "
+            "addr, laddr; combine with commas (ip,name).",
+        ),
+        at: str | None = typer.Option(None, help=AT_HELP),
+        since: str | None = typer.Option(
+            None, help="Window start (ISO 8601): aggregate every capture."
+        ),
+        until: str | None = typer.Option(None, help="Window end (ISO 8601)."),
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        limit: int = typer.Option(20, help="Rows per instance."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Who holds the connections: counts, share of maxclients and idle stats per group."""
+        from clientscope.analysis import top
+
+        frame = top(dataset, by, at=at, since=since, until=until, instance=instance, limit=limit)
+        if as_json:
+            _json(frame)
+            return
+        _table(frame.drop("maxclients", strict=False), f"clients by {by}")
+
+    @app.command("idle")
+    def idle_command(
+        dataset: Path = DATASET,
+        by: str = typer.Option("group", help="Group by (as for `top`); group = name, or lib@ip."),
+        at: str | None = typer.Option(None, help=AT_HELP),
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        timeout: list[int] = typer.Option(
+            [300, 600], "--timeout", help="Server timeouts (s) to evaluate; repeat the option."
+        ),
+        histogram: bool = typer.Option(False, help="Also print the log-binned histogram."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Idle-time distribution per group and what `CONFIG SET timeout N` would close."""
+        from clientscope.analysis import idle
+
+        result = idle(dataset, by, at=at, instance=instance, timeouts=timeout)
+        if as_json:
+            _json(result)
+            return
+        _table(result.groups, f"idle time by {by} at {_fmt(result.at)} (normal clients)")
+        if histogram:
+            _table(result.histogram, "idle histogram", limit=500)
+        _table(result.timeouts, "what a server timeout would close")
+        _table(result.excluded, "not judged (replicas, pub/sub, blocked, monitor, collector)")
+        _console().print(
+            f"suggested: [bold]CONFIG SET timeout {result.suggested_timeout}[/] (longest gap after which "
+            f"a connection was still reused: {_fmt(result.longest_reuse_gap_s)} s)"
+        )
+
+
+# ------------------------------------------------------------------ leaks, forecast, alerts
+def _register_trends(app: typer.Typer) -> None:
+    @app.command("leaks")
+    def leaks_command(
+        dataset: Path = DATASET,
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        min_rate: float = typer.Option(
+            10.0, help="Smallest growth (connections/hour) to call a leak."
+        ),
+        alpha: float = typer.Option(
+            0.01, help="Significance level of the Mann-Kendall trend test."
+        ),
+        show_all: bool = typer.Option(
+            False, "--all", help="Show every group, not only growing ones."
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Find leaking groups: trend (OLS, Theil-Sen, Mann-Kendall) + connection lifecycles."""
+        import polars as pl
+
+        from clientscope.analysis import leaks
+
+        report = leaks(dataset, instance=instance, min_rate_per_hour=min_rate, alpha=alpha)
+        if as_json:
+            _json(report)
+            return
+        groups = report.groups
+        if not show_all:
+            groups = groups.filter(pl.col("verdict") != "stable")
+        _table(groups, f"groups over {report.captures} captures, {_fmt(report.window_start)} .. "
+               f"{_fmt(report.window_end)}", [
+                   "instance", "group", "role", "verdict", "confidence", "first", "last",
+                   "slope_theil_sen_per_h", "slope_ols_per_h", "r2", "mk_p", "births", "deaths",
+                   "survivors", "survivors_idle_share", "top_ips"])  # fmt: skip
+        n = report.leaking.height
+        _console().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
+
+    @app.command("forecast")
+    def forecast_command(
+        dataset: Path = DATASET,
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        window: str | None = typer.Option(None, help="Fit over the last WINDOW (e.g. 1h, 30m)."),
+        threshold: float = typer.Option(0.8, help="Alert threshold as a share of maxclients."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """When connections reach maxclients (and the alert threshold), next to predict_linear."""
+        from clientscope.analysis import forecast
+
+        f = forecast(dataset, instance=instance, window=window, threshold=threshold)
+        if as_json:
+            _json(f)
+            return
+        console = _console()
+        console.print(
+            f"[bold]{f.instance}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
+            f"trend {f.slope_per_hour:+.1f}/h (R² {f.r2:.2f}), Theil-Sen {f.theil_sen_per_hour:+.1f}/h "
+            f"over {f.samples} captures -> [bold]{f.verdict}[/]"
+        )
+        if f.exhausted_at:
+            console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
+        console.print(
+            f"maxclients at {_fmt(f.eta_maxclients)} (95%: {_fmt(f.eta_maxclients_low)} .. "
+            f"{_fmt(f.eta_maxclients_high)}); {f.threshold:.0%} at {_fmt(f.eta_threshold)}; "
+            f"Theil-Sen: {_fmt(f.eta_theil_sen)}"
+        )
+        console.print(
+            f"Prometheus predict_linear(connected_clients) would say: maxclients at "
+            f"{_fmt(f.prometheus_eta_maxclients)}, {f.prometheus_predicted_1h:.0f} in 1 h"
+        )
+
+    @app.command("alerts")
+    def alerts_command(
+        dataset: Path = DATASET,
+        rules: Path | None = typer.Option(
+            None, help="YAML file of rules (metric, op, threshold, for, severity)."
+        ),
+        defaults: bool = typer.Option(
+            False,
+            "--with-defaults",
+            help="Replay the three classic rules too when --rules is given.",
+        ),
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Replay alert rules over the captures: when each would have fired and resolved."""
+        from clientscope.analysis import alerts
+
+        frame = alerts(dataset, rules, instance=instance, include_defaults=defaults or None)
+        if as_json:
+            _json(frame)
+            return
+        _table(frame, "alert firings", ["rule", "severity", "instance", "expr", "pending_since",
+                                        "fired_at", "resolved_at", "peak"])  # fmt: skip
+        if frame.is_empty():
+            _console().print("[green]no rule would have fired[/]")
+
+
+# ------------------------------------------------------------------ plan, diagnose, kill-script
+def _register_actions(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_command(
+        dataset: Path = DATASET,
+        spec: Path | None = typer.Option(
+            None, help="Deployment spec YAML: apps, replicas, hpa_max, pool_size."
+        ),
+        what_if: list[str] = typer.Option(
+            [], "--what-if", help="Scale an app of the spec: APP=REPLICAS (repeat)."
+        ),
+        headroom: float | None = typer.Option(
+            None, help="Share on top of the peak (default 0.25)."
+        ),
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Capacity: recommended maxclients, per-pod pool sizes, timeout and tcp-keepalive."""
+        from clientscope.analysis import plan
+
+        scaled = _what_if(what_if)
+        p = plan(dataset, spec, instance=instance, headroom=headroom, what_if=scaled)
+        if as_json:
+            _json(p)
+            return
+        console = _console()
+        console.print(
+            f"[bold]{p.instance}[/]: peak {p.peak_used} connections at {_fmt(p.peak_at)}, maxclients "
+            f"{p.current_maxclients}; from the peak + {p.headroom:.0%}: {p.observed_recommended}"
+            + (f"; from the spec: {p.spec_recommended}" if p.spec_recommended else "")
+        )
+        if not p.apps.is_empty():
+            _table(p.apps, "deployment spec" + (" (what-if)" if scaled else ""))
+        _table(p.observed, "observed per group", limit=20)
+        if p.per_pod_pool_fit is not None:
+            console.print(
+                f"largest pool per pod that keeps HPA max under 80%: {p.per_pod_pool_fit}"
+            )
+        for w in p.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        console.print("[bold]apply:[/]\n  " + "\n  ".join(p.settings))
+
+    @app.command("diagnose")
+    def diagnose_command(
+        dataset: Path = DATASET,
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        markdown: bool = typer.Option(False, "--markdown", help="Print the findings as Markdown."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Every finding (leak, no pooling, oversized pools, blocking, timeout, exhaustion...) with remediation."""
+        from clientscope.analysis import diagnose
+
+        d = diagnose(dataset, instance=instance)
+        if as_json:
+            _json(d)
+            return
+        if markdown:
+            typer.echo(d.to_markdown())
+            return
+        _render_diagnosis(d)
+
+    @app.command("kill-script")
+    def kill_script_command(
+        dataset: Path = DATASET,
+        idle_over: int | None = typer.Option(600, help="Only clients idle longer than this (s)."),
+        group: str | None = typer.Option(None, help="Only this group (client name, or lib@ip)."),
+        ip: str | None = typer.Option(None, help="Only this source IP."),
+        name: str | None = typer.Option(None, help="Only this client name."),
+        lib: str | None = typer.Option(None, help="Only this lib-name."),
+        user: str | None = typer.Option(None, help="Only this ACL user."),
+        at: str | None = typer.Option(None, help=AT_HELP),
+        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        include_protected: bool = typer.Option(
+            False, help="Also list replicas, masters, MONITOR and the collector (normally skipped)."
+        ),
+        out: Path | None = typer.Option(
+            None, help="Write the script to this file instead of stdout."
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Emit CLIENT KILL ID commands for matching clients, for review. Never runs them."""
+        from clientscope.analysis import kill_script
+
+        ks = kill_script(
+            dataset, idle_over=idle_over, group=group, ip=ip, name=name, lib=lib, user=user,
+            at=at, instance=instance, include_protected=include_protected,
+        )  # fmt: skip
+        if as_json:
+            _json(ks)
+            return
+        if out is not None:
+            out.write_text(ks.text())
+            typer.echo(
+                f"wrote {len(ks.commands)} command(s) to {out} (review before running)", err=True
+            )
+            return
+        typer.echo(ks.text(), nl=False)
+
+
+def _what_if(items: list[str]) -> dict[str, int]:
+    from clientscope.errors import ConfigError
+
+    out = {}
+    for item in items:
+        app, _, value = item.partition("=")
+        if not app or not value.strip().isdigit():
+            raise ConfigError(
+                f"--what-if {item!r}: write it as APP=REPLICAS, e.g. --what-if api=12"
+            )
+        out[app.strip()] = int(value)
+    return out
+
+
+def _render_diagnosis(d: Any) -> None:
+    console = _console()
+    util = d.peak_utilization
+    console.print(
+        f"{d.captures} captures ({d.failed_captures} failed) of {', '.join(d.instances)}, "
+        f"{_fmt(d.window_start)} .. {_fmt(d.window_end)} UTC; peak {d.peak_used} / {d.maxclients} "
+        f"({_fmt(util and util * 100)}%)"
+    )
+    if not d.findings:
+        console.print("[green]no findings: connections look healthy[/]")
+    colors = {"critical": "red", "warning": "yellow", "info": "cyan"}
+    for f in d.findings:
+        console.print(f"\n[bold {colors.get(f.severity, 'white')}][{f.severity}][/] [bold]{f.title}[/]"
+                      f"  [dim]({f.kind}, confidence {f.confidence:.2f})[/]")  # fmt: skip
+        console.print(f"  {f.summary}", highlight=False)
+        for r in f.remediation:
+            console.print(f"  -> {r}", highlight=False, markup=False)
