@@ -55,7 +55,7 @@ COLLECTOR = "clientscope-collector"
 NO_LIB = DriverInfo(name=None, lib_version=None)  # send no CLIENT SETINFO
 # redis-py as used under django-redis: LIB-NAME becomes "redis-py(django-redis_v5.4.0)"
 DJANGO = DriverInfo(lib_version="5.3.1").add_upstream_driver("django-redis", "5.4.0")
-RESP_PREFIX = re.compile(rb"^id=(\d+) ")
+ID_PREFIX = re.compile(rb"^id=(\d+) ")
 
 
 # ------------------------------------------------------------------ servers
@@ -78,11 +78,11 @@ def started(kind: str, config: dict[str, Any]) -> Iterator[Server]:
 
 
 def version_of(srv: Server) -> str:
+    """valkey_version for Valkey (its redis_version is a compatibility 7.2.4), else redis_version."""
     info = raw_command(srv, "INFO", "server").decode()
-    found = re.search(r"^(?:valkey_version|redis_version):(\S+)", info, re.M)
     key = "valkey_version" if srv.kind == "valkey" else "redis_version"
-    found = re.search(rf"^{key}:(\S+)", info, re.M) or found
-    assert found, "no version in INFO server"
+    found = re.search(rf"^{key}:(\S+)", info, re.M)
+    assert found, f"no {key} in INFO server"
     return found.group(1)
 
 
@@ -340,7 +340,7 @@ class Mix:
 def line_numbers(reply: bytes) -> dict[int, int]:
     found: dict[int, int] = {}
     for no, line in enumerate(reply.split(b"\n"), start=1):
-        match = RESP_PREFIX.match(line)
+        match = ID_PREFIX.match(line)
         if match:
             found[int(match.group(1))] = no
     return found
@@ -424,7 +424,7 @@ def name_counts(known: list[Known]) -> dict[str, dict[str, int]]:
 
 def replica_line_id(srv: Server, client_type: str) -> int:
     reply = raw_command(srv, "CLIENT", "LIST", "TYPE", client_type)
-    match = RESP_PREFIX.match(reply)
+    match = ID_PREFIX.match(reply)
     assert match, reply
     return int(match.group(1))
 
