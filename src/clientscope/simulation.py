@@ -236,14 +236,14 @@ class _Builder:
         """Per-request connections: `per_second` opened, each lives `life` seconds."""
         self.churn_rate += per_second
         counts = self.rng.poisson(per_second * life, self.times.size)
-        ts = np.repeat(self.times - self.times[0], counts)
+        ts = np.repeat(self.times, counts)
         born = ts - self.rng.uniform(0, life, ts.size)
         ip = self.rng.choice(pods, ts.size)
         self.conns.add(born, born + life, gid, ip, np.array(0.05))
 
     def cycle(self, gid: int, pods: np.ndarray, per_pod: int, day: float = 86400.0) -> None:
         """Pool connections alive while load (a daily sine) is above each slot's threshold."""
-        rel = self.times - self.times[0]
+        rel = self.times
         load = 0.55 + 0.4 * np.sin(2 * np.pi * rel / day + self.rng.uniform(0, 2 * np.pi))
         slots = pods.size * per_pod
         thresholds = np.linspace(0.1, 0.95, slots)[:, None]
