@@ -64,15 +64,12 @@ def files_per_table(root: Path) -> dict[str, int]:
 def test_compact_merges_each_partition_and_keeps_every_row(source: Path, tmp_path: Path) -> None:
     ds = copy_of(source, tmp_path)
     before = snapshot(ds)
-    assert files_per_table(ds) == dict.fromkeys(TABLES, 8)  # 2 instances x 4 captures
+    files = files_per_table(ds)["raw"]  # one per capture, fewer when captures queued during a write
+    assert 4 <= files <= 8 and files_per_table(ds) == dict.fromkeys(TABLES, files)
     result = compact(ds)
     assert files_per_table(ds) == dict.fromkeys(TABLES, 2)  # one per instance (and day)
-    assert (result.partitions, result.batches_merged, result.files_before, result.files_after) == (
-        2,
-        8,
-        48,
-        12,
-    )
+    assert (result.partitions, result.batches_merged) == (2, files)
+    assert (result.files_before, result.files_after) == (6 * files, 12)
     after = snapshot(ds)
     for table in TABLES:
         assert after[table].equals(before[table]), table

@@ -11,8 +11,9 @@ import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from clientscope.capture.resp import RespConnection, RespError
 from clientscope.capture.targets import Target
 from clientscope.errors import CaptureError
 from clientscope.schema import COLLECTOR_CLIENT_NAME
@@ -89,7 +90,7 @@ def open_channel(target: Target, timeouts: Timeouts) -> Channel:
 
 
 class DirectChannel:
-    """One redis-py connection (RESP2, raw bytes), opened on first use and reused.
+    """One connection (RESP2, raw bytes), opened on first use and reused.
 
     It names itself `clientscope-collector` so analyses can leave it out. A
     failed request other than a refused command drops the connection; the next
@@ -100,25 +101,24 @@ class DirectChannel:
         self.target = target
         self.timeouts = timeouts
         self.notes: dict[str, str] = {}
-        self._conn: Any = None
+        self._conn: RespConnection | None = None
         self._multi_config = True
 
     def command(self, *args: str) -> bytes | list[bytes]:
-        import redis
-
         conn = self._connection()
         try:
-            conn.send_command(*args)
-            reply: bytes | list[bytes] = conn.read_response()
-            return reply
-        except redis.ResponseError as exc:
+            reply = conn.call(*args)
+        except RespError as exc:
             error = _error(exc)
             if error.kind not in ("denied", "other"):
                 self.close()
             raise error from exc
-        except (redis.RedisError, OSError) as exc:
+        except (OSError, ValueError) as exc:
             self.close()
             raise _error(exc) from exc
+        if isinstance(reply, int) or reply is None:
+            return str(reply if reply is not None else "").encode()
+        return reply  # type: ignore[return-value]  # bulk, status or a flat array of bulks
 
     def config_get(self, names: Sequence[str]) -> dict[str, str]:
         if self._multi_config:
@@ -136,69 +136,38 @@ class DirectChannel:
     def close(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.disconnect()
+                self._conn.close()
             finally:
                 self._conn = None
 
-    def _connection(self) -> Any:
+    def _connection(self) -> RespConnection:
         if self._conn is None:
-            conn = _new_connection(self.target, self.timeouts)
+            conn = RespConnection(self.target, self.timeouts.connect, self.timeouts.read)
             try:
                 conn.connect()
                 self._introduce(conn)
-            except Exception as exc:
-                conn.disconnect()
-                raise _error(exc) from exc
+            except (RespError, OSError, ValueError) as exc:
+                conn.close()
+                error = _error(exc)
+                raise CommandError(
+                    f"{error} (connecting to {self.target.address})", kind=error.kind
+                ) from exc
             self._conn = conn
         return self._conn
 
-    def _introduce(self, conn: Any) -> None:
+    def _introduce(self, conn: RespConnection) -> None:
         """CLIENT SETNAME / SETINFO; a server that refuses them is still collected."""
-        import redis
-
         for args, note in (
             (("CLIENT", "SETNAME", COLLECTOR_CLIENT_NAME), "client_setname"),
             (("CLIENT", "SETINFO", "LIB-NAME", "clientscope"), "client_setinfo"),
         ):
             try:
-                conn.send_command(*args)
-                conn.read_response()
-            except redis.ResponseError as exc:
+                conn.call(*args)
+            except RespError as exc:
                 if _error(exc).kind not in ("denied", "other"):
                     raise
                 if note == "client_setname":
                     self.notes[note] = f"could not name the collector connection: {exc}"
-
-
-def _new_connection(target: Target, timeouts: Timeouts) -> Any:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    common: dict[str, Any] = {
-        "username": target.username,
-        "password": target.password,
-        "db": target.db,
-        "socket_timeout": timeouts.read,
-        "protocol": 2,
-        "driver_info": None,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if target.scheme == "unix":
-        return redis.UnixDomainSocketConnection(path=target.path, **common)  # type: ignore[no-untyped-call,abstract]
-    common.update(host=target.host, port=target.port, socket_connect_timeout=timeouts.connect)
-    if target.scheme == "rediss":
-        tls = target.tls
-        assert tls is not None
-        return redis.SSLConnection(
-            ssl_ca_certs=str(tls.ca_cert) if tls.ca_cert else None,
-            ssl_certfile=str(tls.cert) if tls.cert else None,
-            ssl_keyfile=str(tls.key) if tls.key else None,
-            ssl_cert_reqs="none" if tls.insecure else "required",
-            ssl_check_hostname=not tls.insecure,
-            **common,
-        )
-    return redis.Connection(**common)  # type: ignore[no-untyped-call]
 
 
 def _error(exc: BaseException) -> CommandError:
@@ -206,19 +175,17 @@ def _error(exc: BaseException) -> CommandError:
         return exc
     message = str(exc) or type(exc).__name__
     kind = classify(message)
-    if kind == "other":
-        import redis
-
-        if isinstance(exc, redis.exceptions.NoPermissionError):
-            kind = "denied"
-        elif isinstance(exc, redis.BusyLoadingError):
-            kind = "loading"
-        elif isinstance(exc, redis.TimeoutError | TimeoutError):
+    if kind == "other" and not isinstance(exc, RespError):
+        if isinstance(exc, TimeoutError):
             kind = "timeout"
-        elif isinstance(exc, redis.AuthenticationError):
-            kind = "auth"
-        elif isinstance(exc, redis.ConnectionError | OSError):
+        elif isinstance(exc, ConnectionRefusedError):
+            kind = "connection_refused"
+        elif isinstance(exc, OSError):
             kind = "io"
+        elif isinstance(exc, ValueError):
+            kind = "protocol"
+    if isinstance(exc, TimeoutError):
+        message = f"timed out: {message}"
     return CommandError(message, kind=kind)
 
 
