@@ -21,7 +21,9 @@ libraries the script set, flags implied by what each client did. Line numbers ar
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import re
 import shutil
 import socket
@@ -32,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -561,7 +564,8 @@ def named_conn(srv: Server, stack: ExitStack, name: str) -> None:
 def dumps(srv: Server, out: Path, stack: ExitStack) -> None:
     """The shell loop users run during an incident, run for real while connections leak."""
     loop = f"for i in 1 2 3; do date -u; redis-cli -p {srv.port} client list; sleep 2; done"
-    proc = subprocess.Popen(["bash", "-c", loop], stdout=subprocess.PIPE)
+    env = {**os.environ, "LC_ALL": "C"}  # `date -u` in the C locale, as parsed below
+    proc = subprocess.Popen(["bash", "-c", loop], stdout=subprocess.PIPE, env=env)
     for step in range(2):  # the loop lists at about t=0, 2 and 4 s
         time.sleep(1.0 if step == 0 else 2.0)
         for _ in range(2 + step):
@@ -577,6 +581,20 @@ def dumps(srv: Server, out: Path, stack: ExitStack) -> None:
         elif " name=leaky-worker " in line:
             per_block[-1] += 1
     assert per_block == [0, 2, 5], per_block
+    # each listing: 3 api-pool + 4 worker-pool + the leaky ones + that redis-cli itself
+    text_lines = text.splitlines()
+    captures = [
+        {
+            "date_line": no,
+            "date": text_lines[no - 1],
+            "at": datetime.strptime(text_lines[no - 1], "%a %b %d %H:%M:%S UTC %Y").isoformat()
+            + "Z",
+            "clients": 7 + leaky + 1,
+        }
+        for no, leaky in zip(dates, per_block, strict=True)
+    ]
+    starts = [*dates, count_lines(data) + 1]
+    assert [b - a - 1 for a, b in itertools.pairwise(starts)] == [c["clients"] for c in captures]
     write_json(
         out / "loop-valkey.expected.json",
         {
@@ -586,6 +604,7 @@ def dumps(srv: Server, out: Path, stack: ExitStack) -> None:
             "rejects": len(dates),
             "reject_lines": dates,
             "leaky_worker_per_iteration": per_block,
+            "captures": captures,
             "counts": pool_counts(3, {"leaky-worker": sum(per_block)}, go_lib=True),
             "clients": [],
         },
