@@ -219,11 +219,16 @@ def _idle_groups(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
 
 
 def _bin_label() -> pl.Expr:
+    """Log-spaced idle bins: 0-1s, 1-10s, ... , >=86400s (left-closed)."""
     edges = (0, *IDLE_BINS)
-    labels = [f"{lo}-{hi}s" for lo, hi in itertools.pairwise(edges)]
-    return pl.col("idle").cut(
-        list(IDLE_BINS), labels=[*labels, f">={IDLE_BINS[-1]}s"], left_closed=True
-    )
+    expr = pl.when(pl.col("idle") >= IDLE_BINS[-1]).then(pl.lit(f">={IDLE_BINS[-1]}s"))
+    for lo, hi in itertools.pairwise(edges):
+        expr = expr.when(pl.col("idle") < hi).then(pl.lit(f"{lo}-{hi}s"))
+    return expr.otherwise(pl.lit(None, pl.String))
+
+
+def _bin_order() -> pl.Expr:
+    return pl.col("bin").str.extract(r"(\d+)").cast(pl.Int64)
 
 
 def _histogram(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
@@ -231,8 +236,7 @@ def _histogram(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
         rows.with_columns(bin=_bin_label())
         .group_by("instance", *dims, "bin")
         .agg(clients=pl.len())
-        .sort("instance", *dims, "bin")
-        .with_columns(pl.col("bin").cast(pl.String))
+        .sort([pl.col("instance"), *[pl.col(d) for d in dims], _bin_order()])
     )
 
 

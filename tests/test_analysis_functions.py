@@ -1,0 +1,263 @@
+"""top, idle, forecast, plan, alerts, kill_script and their commands, on simulated datasets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from clientscope.analysis import (
+    alerts,
+    forecast,
+    idle,
+    kill_script,
+    leaks,
+    load_rules,
+    plan,
+    top,
+)
+from clientscope.analysis.capacity import nice_ceil
+from clientscope.cli import app
+from clientscope.dataset import open_dataset
+from clientscope.errors import AnalysisError, ConfigError
+from clientscope.simulation import SimulationResult, simulate, simulate_tables
+
+SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SimulationResult]:
+    root = tmp_path_factory.mktemp("sims")
+    return {
+        sc: simulate(sc, root / sc, seed=4, captures=100, clients=120)
+        for sc in ("healthy", "leak", "incident", "blocking")
+    }
+
+
+def last_rows(result: SimulationResult) -> pl.DataFrame:
+    clients = open_dataset(result.path).clients.collect()
+    return clients.filter(pl.col("ts") == pl.col("ts").max())
+
+
+# ------------------------------------------------------------------ top / idle
+def test_top_by_combination_adds_up(datasets: dict[str, SimulationResult]) -> None:
+    frame = top(datasets["leak"].path, "ip,name", limit=1000)
+    rows = last_rows(datasets["leak"])
+    assert frame["clients"].sum() == rows.height
+    assert frame["share"].sum() == pytest.approx(1.0)
+    first = frame.row(0, named=True)
+    assert first["clients"] == rows.group_by("ip", "name").len()["len"].max()
+
+
+def test_top_over_a_window_reports_peaks(datasets: dict[str, SimulationResult]) -> None:
+    r = datasets["leak"]
+    frame = top(r.path, "name", since=r.start, until=r.end)
+    orders = frame.filter(pl.col("name") == "orders-svc").row(0, named=True)
+    assert orders["clients"] > orders["mean_clients"]  # it grew: the peak is above the mean
+    assert orders["captures_seen"] == r.captures
+
+
+def test_top_refuses_unknown_dimension(datasets: dict[str, SimulationResult]) -> None:
+    with pytest.raises(ConfigError, match=r"cannot group by.*'colour'.*choose from"):
+        top(datasets["leak"].path, "colour")
+
+
+def test_idle_distribution_and_timeout_effect(datasets: dict[str, SimulationResult]) -> None:
+    report = idle(datasets["leak"].path, timeouts=(300, 600))
+    groups = {r["group"]: r for r in report.groups.iter_rows(named=True)}
+    assert groups["orders-svc"]["never_used"] > 10
+    assert groups["orders-svc"]["share_over_300"] > 0.5
+    assert groups["api-pool"]["over_300"] == 0
+    rows = last_rows(datasets["leak"]).filter(
+        ~pl.col("is_replica") & (pl.col("name") != "clientscope-collector")
+    )
+    effect = dict(report.timeouts.select("timeout", "would_close_now").iter_rows())
+    assert effect[300] == rows.filter(pl.col("idle") > 300).height
+    assert set(report.excluded["role"]) == {"collector", "replica"}
+    # healthy pools reuse every connection within a minute: the shortest usual timeout is safe
+    assert idle(datasets["healthy"].path).suggested_timeout == 300
+
+
+# ------------------------------------------------------------------ forecast
+def test_forecast_matches_the_leak_rate(datasets: dict[str, SimulationResult]) -> None:
+    r = datasets["leak"]
+    f = forecast(r.path)
+    assert f.verdict == "will_exhaust"
+    assert f.slope_per_hour == pytest.approx(r.leaking[0].rate_per_min * 60, rel=0.4)
+    assert f.eta_maxclients is not None and f.eta_maxclients_low is not None
+    assert f.eta_maxclients_low <= f.eta_maxclients <= (f.eta_maxclients_high or f.eta_maxclients)
+    expected = f.now + timedelta(hours=(f.maxclients - f.used_now) / f.slope_per_hour)
+    assert (
+        abs((f.eta_maxclients - expected).total_seconds())
+        < 0.1 * (expected - f.now).total_seconds()
+    )
+    # predict_linear sees connected_clients only (no replica): it reaches maxclients later
+    assert (
+        f.prometheus_eta_maxclients is not None and f.prometheus_eta_maxclients >= f.eta_maxclients
+    )
+
+
+def test_forecast_healthy_and_exhausted(datasets: dict[str, SimulationResult]) -> None:
+    assert forecast(datasets["healthy"].path).verdict == "stable"
+    f = forecast(datasets["incident"].path)
+    assert f.verdict == "exhausted" and f.exhausted_at is not None
+    assert f.exhausted_at > datasets["incident"].start
+
+
+# ------------------------------------------------------------------ alerts
+@dataclass(frozen=True)
+class MemoryTables:
+    captures: pl.LazyFrame
+    clients: pl.LazyFrame
+    info: pl.LazyFrame
+
+
+def designed_timeline(blocked: list[int]) -> MemoryTables:
+    """A healthy capture series whose INFO blocked_clients follows `blocked`."""
+    _, batches = simulate_tables("healthy", seed=1, captures=len(blocked), clients=20, interval=15)
+    caps, clients, info = (
+        pl.concat([b[n] for b in batches]) for n in ("captures", "clients", "info")
+    )
+    info = info.sort("ts").with_columns(blocked_clients=pl.Series(blocked, dtype=pl.Int64))
+    return MemoryTables(caps.lazy(), clients.lazy(), info.lazy())
+
+
+def test_alert_fires_after_for_and_resolves() -> None:
+    blocked = [0, 0] + [20] * 24 + [0] * 10  # true from capture 2 to 25 (345 s)
+    tables = designed_timeline(blocked)
+    fired = alerts(tables).filter(pl.col("rule") == "RedisBlockedClients")
+    ts = tables.info.sort("ts").collect()["ts"]
+    assert fired.height == 1
+    row = fired.row(0, named=True)
+    assert row["pending_since"] == ts[2]
+    assert row["fired_at"] == ts[22]  # first capture >= 300 s after pending started
+    assert row["resolved_at"] == ts[26]
+    assert row["peak"] == 20
+
+
+def test_alert_shorter_than_for_never_fires() -> None:
+    tables = designed_timeline([0] + [20] * 15 + [0] * 10)  # 210 s < 5m
+    assert alerts(tables).filter(pl.col("rule") == "RedisBlockedClients").is_empty()
+
+
+def test_default_and_user_rules_on_the_incident(datasets: dict[str, SimulationResult]) -> None:
+    r = datasets["incident"]
+    fired = alerts(r.path, SPECS / "alerts.yaml", include_defaults=True)
+    rules = set(fired["rule"])
+    assert {"RedisConnectionPoolExhausted", "RealSaturation", "ConnectionsRejected"} <= rules
+    assert "RedisHighConnections" not in rules  # never over 1000 connections
+    assert fired.filter(pl.col("rule") == "ConnectionsRejected")["fired_at"].min() > r.start
+    assert alerts(datasets["healthy"].path).is_empty()
+
+
+def test_bad_rules_name_file_rule_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - metric: connected_clients\n    threshold: lots\n")
+    with pytest.raises(ConfigError, match=r"rules.yaml: rule 1: field 'threshold' is 'lots'"):
+        load_rules(path)
+    path.write_text("rules:\n  - metric: colour\n    threshold: 1\n")
+    with pytest.raises(ConfigError, match="alert metric 'colour' is not known"):
+        load_rules(path)
+
+
+# ------------------------------------------------------------------ plan
+def test_plan_from_spec_and_what_if(datasets: dict[str, SimulationResult]) -> None:
+    r = datasets["leak"]
+    p = plan(r.path, SPECS / "deployment.yaml")
+    apps = {row["app"]: row for row in p.apps.iter_rows(named=True)}
+    assert apps["api"]["worst_case"] == 8 * 20
+    assert (
+        apps["api"]["observed_peak"] == p.observed.filter(pl.col("group") == "api-pool")["peak"][0]
+    )
+    others = p.observed.filter(~pl.col("group").is_in(["api-pool", "worker", "orders-svc"]))[
+        "peak"
+    ].sum()
+    assert p.spec_recommended == nice_ceil((160 + 120 + 30 + 50 + others) * 1.25)
+    assert p.recommended_maxclients >= p.spec_recommended
+    assert (
+        any("file-descriptor" in w for w in p.warnings)
+        or p.recommended_maxclients <= p.current_maxclients
+    )
+    bigger = plan(r.path, SPECS / "deployment.yaml", what_if={"api": 12})
+    assert bigger.apps.filter(pl.col("app") == "api")["worst_case"][0] == 12 * 20
+    assert bigger.spec_recommended is not None and bigger.spec_recommended > p.spec_recommended
+    assert f"CONFIG SET maxclients {p.recommended_maxclients}" in p.settings
+    with pytest.raises(ConfigError, match="what-if names apps not in the spec"):
+        plan(r.path, SPECS / "deployment.yaml", what_if={"nope": 2})
+
+
+def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> None:
+    r = datasets["incident"]
+    p = plan(r.path, SPECS / "deployment.yaml")
+    assert p.current_maxclients == r.maxclients
+    assert p.per_pod_pool_fit is not None and p.per_pod_pool_fit * (8 + 6 + 3) <= r.maxclients * 0.8
+    assert any("HPA max" in w for w in p.warnings)
+
+
+def test_bad_spec_names_the_field(tmp_path: Path, datasets: dict[str, SimulationResult]) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("apps:\n  - name: api\n    replicas: three\n    pool_size: 10\n")
+    with pytest.raises(ConfigError, match=r"app 1 \(api\): field 'replicas' is 'three'"):
+        plan(datasets["leak"].path, spec)
+
+
+# ------------------------------------------------------------------ leaks / kill-script
+def test_leaks_on_a_dataset(datasets: dict[str, SimulationResult]) -> None:
+    report = leaks(datasets["leak"].path)
+    assert report.leaking["group"].to_list() == ["orders-svc"]
+    assert leaks(datasets["healthy"].path).leaking.is_empty()
+    d = report.to_dict()
+    assert "series" not in d and d["groups"][0]["group"] == "orders-svc"
+    assert "<table" in report._repr_html_()
+
+
+def test_leaks_needs_captures(tmp_path: Path) -> None:
+    r = simulate("healthy", tmp_path / "two", captures=2, clients=10)
+    with pytest.raises(AnalysisError, match="at least 3 successful capture"):
+        leaks(r.path)
+
+
+def test_kill_script_targets_only_matching_clients(datasets: dict[str, SimulationResult]) -> None:
+    r = datasets["incident"]
+    ks = kill_script(r.path, group="orders-svc", idle_over=600)
+    rows = last_rows(r).filter((pl.col("name") == "orders-svc") & (pl.col("idle") > 600))
+    assert sorted(ks.clients["id"].to_list()) == sorted(rows["id"].to_list())
+    assert ks.commands == tuple(f"CLIENT KILL ID {i}" for i in ks.clients["id"])
+    assert "REVIEW BEFORE RUNNING" in ks.text() and str(ks.run_id) in ks.text()
+    everything = kill_script(r.path, idle_over=None)
+    assert not everything.clients.filter(pl.col("role").is_in(["replica", "collector"])).height
+    assert everything.protected_skipped == 2
+
+
+# ------------------------------------------------------------------ commands
+COMMANDS = [
+    ["top", "--by", "lib"], ["idle"], ["leaks"], ["forecast"], ["plan"], ["alerts"], ["diagnose"],
+    ["kill-script", "--idle-over", "600"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_command_json_and_tables(datasets: dict[str, SimulationResult], command: list[str]) -> None:
+    runner = CliRunner()
+    path = str(datasets["incident"].path)
+    human = runner.invoke(app, [command[0], path, *command[1:]], env={"COLUMNS": "200"})
+    assert human.exit_code == 0, human.output
+    if command[0] == "kill-script":
+        assert "CLIENT KILL ID" in human.output
+        return
+    data = json.loads(runner.invoke(app, [command[0], path, *command[1:], "--json"]).output)
+    assert data
+
+
+def test_diagnose_command_names_the_leak(datasets: dict[str, SimulationResult]) -> None:
+    out = CliRunner().invoke(app, ["diagnose", str(datasets["leak"].path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0
+    assert "connection leak from orders-svc" in out.output
+    assert "CONFIG SET timeout" in out.output
+    md = CliRunner().invoke(app, ["diagnose", str(datasets["leak"].path), "--markdown"]).output
+    assert md.startswith("## Findings")
