@@ -221,10 +221,11 @@ def _idle_groups(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
 def _bin_label() -> pl.Expr:
     """Log-spaced idle bins: 0-1s, 1-10s, ... , >=86400s (left-closed)."""
     edges = (0, *IDLE_BINS)
-    expr = pl.when(pl.col("idle") >= IDLE_BINS[-1]).then(pl.lit(f">={IDLE_BINS[-1]}s"))
-    for lo, hi in itertools.pairwise(edges):
-        expr = expr.when(pl.col("idle") < hi).then(pl.lit(f"{lo}-{hi}s"))
-    return expr.otherwise(pl.lit(None, pl.String))
+    labels = [
+        pl.when(pl.col("idle") < hi).then(pl.lit(f"{lo}-{hi}s"))
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    return pl.coalesce(*labels, pl.lit(f">={IDLE_BINS[-1]}s"))
 
 
 def _bin_order() -> pl.Expr:
