@@ -376,7 +376,10 @@ def client_sidecar(
     }
 
 
-def info_sidecar(info: bytes, config: dict[str, str], source: str, kind: str) -> dict[str, Any]:
+def info_sidecar(
+    info: bytes, reply: bytes, config: dict[str, str], source: str, srv: Server
+) -> dict[str, Any]:
+    """What INFO must say, from what the script opened (checked against the text as well)."""
     text = info.decode()
 
     def value(key: str) -> str:
@@ -385,17 +388,24 @@ def info_sidecar(info: bytes, config: dict[str, str], source: str, kind: str) ->
         return found.group(1)
 
     fields: dict[str, Any] = {
-        "connected_clients": int(value("connected_clients")),
-        "blocked_clients": int(value("blocked_clients")),
-        "pubsub_clients": int(value("pubsub_clients")) if "pubsub_clients:" in text else None,
-        "tracking_clients": int(value("tracking_clients")),
+        # every CLIENT LIST line but the replica link: INFO does not count replicas as clients
+        "connected_clients": count_lines(reply) - 1,
+        "blocked_clients": 1,  # the BLPOP client
+        "tracking_clients": 1,
+        "connected_slaves": 1,
+        "cluster_connections": 0,
         "maxclients": int(config["maxclients"]),
-        "tcp_port": int(value("tcp_port")),
-        "connected_slaves": int(value("connected_slaves")),
-        "redis_version": value("redis_version"),
+        "tcp_port": srv.port,
         "role": "master",
+        "redis_version": value("redis_version"),
         "run_id": value("run_id"),
     }
+    if "pubsub_clients:" in text:  # Valkey 8+ / Redis 7.4+
+        fields["pubsub_clients"] = 3  # SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE
+    for key, expected in fields.items():
+        assert value(key) == str(expected), (key, value(key), expected)
+    fields.setdefault("pubsub_clients", None)  # Redis 7.0 does not report it: null
+    kind = srv.kind
     if kind == "valkey":
         fields["valkey_version"] = value("valkey_version")
         fields["server_name"] = "valkey"
@@ -500,7 +510,11 @@ def capture_server(kind: str, out: Path) -> None:
         write_json(
             out / "info" / f"{stem}.expected.json",
             info_sidecar(
-                info, config_values, source.replace("CLIENT LIST", "INFO everything"), kind
+                info,
+                reply,
+                config_values,
+                source.replace("CLIENT LIST", "INFO everything"),
+                primary,
             ),
         )
         write_json(out / "config" / f"{stem}.json", config_values)
