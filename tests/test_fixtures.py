@@ -10,11 +10,14 @@ CLIENT LIST sidecar: {"source", "lines", "rejects", ["reject_lines"], "clients":
 <value>, ["extra": {key: value}]}], ["counts": {column: {value: n}}]}. A value of null means the
 field is absent or empty on that line.
 INFO sidecar: {"source", "fields": {wide column: value}, "long_keys": ["section.key", ...]}.
+Each `fixtures/config/<server>-<version>.json` is parsed together with that server's real CLIENT
+LIST and INFO as one raw capture (`parse_raw`).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import polars as pl
 import pytest
 
 import clientscope
+from clientscope.schema import RAW_SCHEMA
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -36,6 +40,7 @@ def _fixture_files() -> list[Path]:
 
 
 CLIENT_FILES = [p for p in _fixture_files() if not _is_info(p)]
+CONFIG_FILES = sorted((FIXTURES / "config").glob("*.json"))
 INFO_FILES = [p for p in _fixture_files() if _is_info(p)]
 
 
@@ -147,9 +152,53 @@ def test_info_fixture(path: Path) -> None:
     assert not problems, f"{_label(path)}:\n  " + "\n  ".join(problems)
 
 
+def _raw_capture(stem: str) -> pl.DataFrame:
+    """One raw capture row (schema.RAW_SCHEMA) made of a real server's three fixture files."""
+    config = (FIXTURES / "config" / f"{stem}.json").read_text()
+    row: dict[str, object] = dict.fromkeys(RAW_SCHEMA)
+    row.update(
+        capture_id=f"fixture-{stem}",
+        instance=stem,
+        ts=datetime(2026, 11, 26, 9, 30, tzinfo=UTC),
+        ts_source="explicit",
+        source="import",
+        origin=f"fixtures/*/{stem}",
+        ok=True,
+        client_list=(FIXTURES / "client_list" / f"{stem}-mix.txt").read_bytes(),
+        info=(FIXTURES / "info" / f"{stem}.txt").read_bytes(),
+        config=config,
+    )
+    return pl.DataFrame([row], schema=RAW_SCHEMA)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=_label)
+def test_config_fixture_through_parse_raw(path: Path) -> None:
+    """A real server's CLIENT LIST + INFO + CONFIG GET fixtures, as one capture, parse end to end."""
+    stem = path.name.removesuffix(".json")
+    config = json.loads(path.read_text())
+    clients = _sidecar(FIXTURES / "client_list" / f"{stem}-mix.txt")
+    info = _sidecar(FIXTURES / "info" / f"{stem}.txt")["fields"]
+    tables = clientscope.parse_raw(_raw_capture(stem))
+    capture = tables["captures"].row(0, named=True)
+    assert capture["n_clients"] == clients["lines"]
+    assert capture["n_rejects"] == 0
+    assert capture["maxclients"] == int(config["maxclients"]) == info["maxclients"]
+    assert capture["maxclients_source"] == "config"
+    assert capture["timeout"] == int(config["timeout"])
+    assert capture["tcp_keepalive"] == int(config["tcp-keepalive"])
+    assert capture["tcp_backlog"] == int(config["tcp-backlog"])
+    assert capture["client_output_buffer_limit"] == config["client-output-buffer-limit"]
+    assert capture["run_id"] == info["run_id"]
+    assert tables["clients"].height == clients["lines"]
+    assert tables["info"]["connected_clients"].to_list() == [info["connected_clients"]]
+
+
 def test_every_fixture_is_collected() -> None:
     """The folders are globbed: a misplaced or misnamed fixture would silently drop its test."""
     sidecars = sorted(FIXTURES.glob("*/*.expected.json"))
     texts = {p.with_name(p.name.removesuffix(".expected.json") + ".txt") for p in sidecars}
     assert texts == set(CLIENT_FILES) | set(INFO_FILES)
     assert len(CLIENT_FILES) >= 20 and len(INFO_FILES) >= 4
+    assert {p.name.removesuffix(".json") for p in CONFIG_FILES} == {
+        p.name.removesuffix(".txt") for p in (FIXTURES / "info").glob("*.txt")
+    }
