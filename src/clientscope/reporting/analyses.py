@@ -8,6 +8,7 @@ the report's method section instead of stopping the report.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from clientscope.errors import AnalysisError, ConfigError
 from clientscope.reporting.facts import Event, Summary
 from clientscope.reporting.render import FindingView, Setting
 
-__all__ = ["alert_events", "finding_events", "findings", "settings"]
+__all__ = ["alert_events", "capacity", "cause", "exhaustion", "finding_events", "findings"]
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -41,6 +42,7 @@ def finding_view(f: Any) -> FindingView:
     return FindingView(
         severity=str(f.severity), title=str(f.title), summary=str(f.summary), kind=str(getattr(f, "kind", "")),
         group=getattr(f, "group", None), first_seen=getattr(f, "first_seen", None),
+        instance=getattr(f, "instance", None),
         confidence=getattr(f, "confidence", None),
         evidence=tuple((str(k), show(v)) for k, v in evidence.items()),
         remediation=tuple(str(r) for r in getattr(f, "remediation", ()) or ()),
@@ -64,14 +66,25 @@ def show(value: Any) -> str:
 def finding_events(found: list[FindingView], instance: str | None) -> list[Event]:
     """A finding's first sign, on the timeline."""
     return [
-        Event(f.first_seen, "finding", instance or "", f"first sign of: {f.title}")
+        Event(f.first_seen, "finding", f.instance or instance or "", f"first sign of: {f.title}")
         for f in found
         if isinstance(f.first_seen, datetime)
     ]
 
 
+SYMPTOMS = ("exhaustion", "saturation")
+"""Finding kinds that say *that* the server ran out, not *why*."""
+
+
+def cause(found: list[FindingView]) -> str:
+    """The first finding that explains the exhaustion (else the first finding)."""
+    causes = [f for f in found if f.kind not in SYMPTOMS and f.severity != "info"]
+    chosen = causes or found
+    return chosen[0].title if chosen else "no cause found"
+
+
 def alert_events(ds: Any, notes: list[str]) -> list[Event]:
-    """Alert rules replayed over the captures: when each fired and resolved."""
+    """The default alert rules replayed over the captures: when each fired and resolved."""
     from clientscope.analysis import alerts
 
     try:
@@ -79,51 +92,73 @@ def alert_events(ds: Any, notes: list[str]) -> list[Event]:
     except (AnalysisError, ConfigError) as exc:
         notes.append(f"alert replay could not run on this window: {exc}")
         return []
-    frame = fired if isinstance(fired, pl.DataFrame) else getattr(fired, "firings", None)
-    if not isinstance(frame, pl.DataFrame) or frame.is_empty():
-        return []
     events = []
-    for row in frame.iter_rows(named=True):
-        peak = f" (peak {show(row['peak'])})" if row.get("peak") is not None else ""
+    for row in fired.iter_rows(named=True):
+        inst, rule = str(row["instance"] or ""), f"{row['rule']} ({row['severity']})"
+        peak = f", peak {show(row['peak'])}" if row.get("peak") is not None else ""
         events.append(
-            Event(
-                row["fired_at"],
-                "alert",
-                str(row.get("instance") or ""),
-                f"alert {row['rule']} fired{peak}",
-            )
+            Event(row["fired_at"], "alert", inst, f"alert {rule} fired: {row['expr']}{peak}")
         )
-        if row.get("resolved_at") is not None:
-            events.append(
-                Event(
-                    row["resolved_at"],
-                    "alert",
-                    str(row.get("instance") or ""),
-                    f"alert {row['rule']} resolved",
-                )
-            )
+        if row["resolved_at"] is not None:
+            events.append(Event(row["resolved_at"], "alert", inst, f"alert {rule} resolved"))
     return events
 
 
-def settings(ds: Any, series: pl.DataFrame, summary: Summary, notes: list[str]) -> list[Setting]:
-    """Concrete settings: from `plan` (maxclients, pool sizes, timeout, keepalive)."""
+def exhaustion(ds: Any, summary: Summary, notes: list[str]) -> Summary:
+    """The card's time to exhaustion, as `clientscope forecast` computes it."""
+    from clientscope.analysis import forecast
+
+    try:
+        f = forecast(ds, instance=summary.instance)
+    except (AnalysisError, ConfigError) as exc:
+        notes.append(f"forecast could not run on this window: {exc}")
+        return summary
+    eta = f.eta_maxclients if f.verdict == "will_exhaust" else None
+    return replace(
+        summary, verdict=f.verdict, growth_per_hour=f.slope_per_hour, exhaustion_at=eta,
+        exhaustion_low=f.eta_maxclients_low if eta else None,
+        exhaustion_high=f.eta_maxclients_high if eta else None,
+        limit_reached_at=f.exhausted_at or summary.limit_reached_at,
+    )  # fmt: skip
+
+
+def capacity(ds: Any, instance: str | None, notes: list[str]) -> tuple[list[Setting], pl.DataFrame]:
+    """Concrete settings from `plan` (maxclients, timeout, tcp-keepalive, pool per pod) and the
+    per-group peaks behind pool sizes."""
     from clientscope.analysis import plan
 
     try:
-        result = plan(ds)
+        p = plan(ds, instance=instance)
     except (AnalysisError, ConfigError) as exc:
         notes.append(f"plan could not run on this window: {exc}")
-        return []
-    return plan_settings(result)
+        return [], pl.DataFrame()
+    notes.extend(f"plan: {w}" for w in p.warnings)
+    current = _current_config(ds, p.instance)
+    rows = [
+        Setting("maxclients", str(p.recommended_maxclients),
+                f"peak {p.peak_used} used at {show(p.peak_at)} with {p.headroom:.0%} headroom"
+                + (f"; the deployment spec needs {p.spec_recommended}" if p.spec_recommended else ""),
+                str(p.current_maxclients)),
+        Setting("timeout", str(p.suggested_timeout),
+                "closes connections idle longer than any healthy pool left them, leaked ones included",
+                current.get("timeout", "")),
+        Setting("tcp-keepalive", str(p.suggested_tcp_keepalive),
+                "detects dead peers so their connections are freed", current.get("tcp_keepalive", "")),
+    ]  # fmt: skip
+    if p.per_pod_pool_fit is not None:
+        rows.append(Setting("pool size per pod (max_connections)", str(p.per_pod_pool_fit),
+                            "largest uniform pool that keeps every app at its HPA maximum under 80 % of maxclients"))  # fmt: skip
+    return rows, p.observed
 
 
-def plan_settings(result: Any) -> list[Setting]:
-    """Settings from a plan result's `to_dict()`: every key with a `recommended` value."""
-    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    rows = data.get("settings") or data.get("recommendations") or []
-    out = []
-    for row in rows:
-        if isinstance(row, Mapping) and "name" in row:
-            out.append(Setting(name=str(row["name"]), value=show(row.get("recommended", row.get("value", ""))),
-                               why=str(row.get("why", row.get("reason", ""))), current=show(row.get("current", ""))))  # fmt: skip
-    return out
+def _current_config(ds: Any, instance: str) -> dict[str, str]:
+    last = (
+        ds.captures.filter(pl.col("instance") == instance)
+        .select(pl.col("timeout", "tcp_keepalive").drop_nulls().last())
+        .collect()
+    )
+    return (
+        {k: ("" if v is None else str(v)) for k, v in last.row(0, named=True).items()}
+        if last.height
+        else {}
+    )

@@ -22,6 +22,7 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from clientscope.reporting import series as S
 from clientscope.reporting.style import COLORS, PALETTE, figure, no_data, style, time_axis
@@ -236,7 +237,7 @@ def clients_by_source(
             alpha=0.88,
             lw=0,
         )
-        frame, _ = _pick(series, inst)
+        frame = _downsample(_pick(series, inst)[0])
         if not frame.is_empty() and frame["maxclients"].max() is not None:
             ax.step(_t(frame), _v(frame, "maxclients"), where="post", color=COLORS["limit"], ls="--",
                     lw=1.3, label="maxclients")  # fmt: skip
@@ -545,6 +546,8 @@ def age_vs_idle(
             lw=1,
             label="idle = age (never used since connect)",
         )
+        ax.xaxis.set_minor_locator(NullLocator())  # decades are enough; minor ticks cost seconds
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("connection age (s, log scale)")
         ax.set_ylabel("idle (s, log scale)")
         _title(
@@ -579,6 +582,9 @@ def blocked_clients(ds: S.Tables, *, instance: str | None = None, alert_at: int 
         ax.fill_between(t, blocked, step="post", color=COLORS["blocked"], alpha=0.25, lw=0)
         ax.step(t, blocked, where="post", color=COLORS["blocked"], label="blocked clients")
         peak = float(np.nanmax(blocked))
+        if peak == 0:
+            ax.text(0.5, 0.55, "no client was blocked in this window", transform=ax.transAxes,
+                    ha="center", color="#777777")  # fmt: skip
         if peak >= alert_at / 2:
             ax.axhline(
                 alert_at,

@@ -38,6 +38,9 @@ class Summary:
     exhaustion_at: datetime | None  # forecast, only when still growing and not yet full
     last_capture_at: datetime | None
     cause: str = "no cause found"
+    verdict: str = ""  # from `forecast`: exhausted | will_exhaust | growing | stable | falling
+    exhaustion_low: datetime | None = None  # 95 % interval of exhaustion_at
+    exhaustion_high: datetime | None = None
 
     @property
     def time_to_exhaustion(self) -> timedelta | None:
@@ -95,9 +98,7 @@ def summary_card(
         peak_clients=_int(peak, "connected"),
         maxclients=_int(peak, "maxclients"),
         peak_at=peak["ts"] if peak else None,  # type: ignore[arg-type]
-        utilization=float(peak["utilization"])
-        if peak and peak["utilization"] is not None
-        else None,  # type: ignore[arg-type]
+        utilization=_float(peak["utilization"]) if peak else None,
         first_rejection_at=rejected["ts"][0] if rejected.height else None,
         rejected_connections=int(frame["new_rejections"].fill_null(0).sum()),
         refused_captures=int(frame["rejected_error"].sum()),

@@ -35,6 +35,7 @@ class FindingView:
     summary: str
     kind: str = ""
     group: str | None = None
+    instance: str | None = None
     first_seen: datetime | None = None
     confidence: float | None = None
     evidence: tuple[tuple[str, str], ...] = ()
@@ -65,6 +66,9 @@ class Content:
     settings: tuple[Setting, ...]
     figures: tuple[FigureFile, ...]
     coverage: Coverage
+    pools: tuple[
+        tuple[str, ...], ...
+    ] = ()  # group, role, peak, pods, peak/pod, busy peak, idle>300 s
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -120,10 +124,34 @@ def card_values(s: Summary) -> list[tuple[str, str, str, str]]:
 def _exhaustion(s: Summary) -> tuple[str, str, str]:
     if s.limit_reached_at is not None:
         return "reached", f"the limit was hit at {when(s.limit_reached_at)}", "crit"
+    rate = f"{s.growth_per_hour:+.1f} clients/h" if s.growth_per_hour is not None else ""
     if s.exhaustion_at is not None:
-        rate = f"{s.growth_per_hour:+.1f} clients/h" if s.growth_per_hour is not None else ""
-        return duration(s.time_to_exhaustion), f"≈ {when(s.exhaustion_at)} at {rate}", "warn"
-    return "not growing", "no upward trend since the last restart", "ok"
+        spread = ""
+        if s.exhaustion_low and s.exhaustion_high:
+            spread = f" (95 %: {when(s.exhaustion_low, date=False)}–{when(s.exhaustion_high, date=False)})"
+        return (
+            duration(s.time_to_exhaustion),
+            f"≈ {when(s.exhaustion_at)}{spread} at {rate}",
+            "warn",
+        )
+    if s.verdict == "growing":
+        return "growing", f"{rate}, but no crossing of maxclients is in sight", "warn"
+    return "not growing", "no significant upward trend in the current server run", "ok"
+
+
+POOL_HEAD = (
+    "group",
+    "role",
+    "peak",
+    "pods",
+    "peak per pod",
+    "busy at peak",
+    "idle > 300 s at peak",
+)
+POOL_NOTE = (
+    "Connections per group at their peak, from `plan`. A pool needs about its busy connections "
+    "per pod; keep replicas × max_connections of every app under maxclients with headroom."
+)
 
 
 # ------------------------------------------------------------------ HTML
@@ -180,6 +208,14 @@ def _finding_html(f: FindingView) -> str:
         + (f'<strong>What to do</strong><ol class="fix">{fixes}</ol>' if fixes else "")
         + "</div>"
     )
+
+
+def _pools_html(pools: tuple[tuple[str, ...], ...]) -> str:
+    if not pools:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in POOL_HEAD)
+    rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in pools)
+    return f'<h3 style="margin-top:18px">Pools</h3><p>{_e(POOL_NOTE)}</p><table><tr>{head}</tr>{rows}</table>'
 
 
 def _settings_html(settings: tuple[Setting, ...]) -> str:
@@ -258,7 +294,7 @@ def render_html(content: Content) -> str:
     return template.substitute(
         title=_e(content.title), subtitle=_e(content.subtitle), version=_e(content.version), css=css,
         dataset=_e(content.dataset), cards=_cards_html(content.summary), main_figure=_img(main) if main else "",
-        timeline=_timeline_html(content.events), findings=findings, settings=_settings_html(content.settings),
+        timeline=_timeline_html(content.events), findings=findings, settings=_settings_html(content.settings) + _pools_html(content.pools),
         figures="".join(_img(f) for f in rest if f is not None), coverage=_coverage_html(content.coverage, content.notes),
     )  # fmt: skip
 
@@ -298,6 +334,10 @@ def render_markdown(content: Content, base: Path) -> str:
         ]
     else:
         out += ["No change recommended."]
+    if content.pools:
+        out += ["", "### Pools", "", POOL_NOTE, "", "| " + " | ".join(POOL_HEAD) + " |"]
+        out += ["| " + " | ".join("---" for _ in POOL_HEAD) + " |"]
+        out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in content.pools]
     out += ["", "## Charts", ""] + [_md_figure(f, base) for f in content.figures[1:]]
     out += ["## Method and data coverage", "", METHOD, ""]
     out += [f"- **{k}:** {v}" for k, v in coverage_rows(content.coverage)] + [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -23,9 +23,17 @@ from clientscope.dataset import Dataset
 from clientscope.errors import DatasetError, DatasetWriteError
 from clientscope.reporting import facts as F
 from clientscope.reporting import series as S
-from clientscope.reporting.analyses import alert_events, finding_events, findings, settings
+from clientscope.reporting.analyses import (
+    alert_events,
+    capacity,
+    cause,
+    exhaustion,
+    finding_events,
+    findings,
+)
 from clientscope.reporting.charts import CHARTS
 from clientscope.reporting.render import Content, FigureFile, render_html, render_markdown, when
+from clientscope.reporting.style import style
 from clientscope.reporting.view import select
 
 __all__ = ["ReportResult", "report", "write_figures"]
@@ -124,31 +132,35 @@ def _content(
 
     summary, fit = F.summary_card(series, instance)
     found, notes = findings(ds)
-    if found:
-        summary = _with_cause(summary, found[0].title)
+    summary = replace(exhaustion(ds, summary, notes), cause=cause(found))
     events = [
         *F.timeline(series, fit),
         *alert_events(ds, notes),
         *finding_events(found, summary.instance),
     ]
+    settings, pools = capacity(ds, summary.instance, notes)
     rejected_lines = int(ds.rejects.select(pl.len()).collect().item())
     coverage = F.coverage(ds, series, rejected_lines)
-    inst = summary.instance or "?"
     return Content(
-        title=title or f"Connection exhaustion review: {inst}",
+        title=title or f"Connection exhaustion review: {summary.instance or '?'}",
         subtitle=_subtitle(coverage, summary),
         dataset=str(ds.root), version=__version__, summary=summary,
         events=tuple(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
-        findings=tuple(found), settings=tuple(settings(ds, series, summary, notes)),
+        findings=tuple(found), settings=tuple(settings), pools=_pool_rows(pools),
         figures=write_figures(ds, out / "figures", instance=summary.instance),
         coverage=coverage, notes=tuple(notes),
     )  # fmt: skip
 
 
-def _with_cause(summary: F.Summary, cause: str) -> F.Summary:
-    from dataclasses import replace
+POOL_COLUMNS = ("group", "role", "peak", "pods", "peak_per_pod", "busy_peak", "idle_over_300_peak")
 
-    return replace(summary, cause=cause)
+
+def _pool_rows(observed: pl.DataFrame) -> tuple[tuple[str, ...], ...]:
+    """Per-group peaks from `plan` (for pool sizes), as text cells."""
+    if observed.is_empty() or not set(POOL_COLUMNS) <= set(observed.columns):
+        return ()
+    top = observed.select(POOL_COLUMNS).head(12)
+    return tuple(tuple("" if v is None else str(v) for v in row) for row in top.iter_rows())
 
 
 def _subtitle(c: F.Coverage, s: F.Summary) -> str:
@@ -165,8 +177,9 @@ def write_figures(
     for chart in CHARTS:
         fig = chart.draw(ds, instance=instance)
         png, svg = folder / f"{chart.name}.png", folder / f"{chart.name}.svg"
-        fig.savefig(png, format="png", metadata={"Software": None})
-        fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+        with style():  # the SVG ids are salted by rcParams at save time
+            fig.savefig(png, format="png", metadata={"Software": None})
+            fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
         written.append(
             FigureFile(
                 chart.name, CHART_TITLES.get(chart.name, chart.name), chart.caption, png, svg

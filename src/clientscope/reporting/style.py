@@ -86,7 +86,7 @@ def figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Axes]:
 
 def time_axis(ax: Axes) -> None:
     """UTC dates on the x axis, concise labels, named with the zone."""
-    locator = mdates.AutoDateLocator(minticks=4, maxticks=9, tz="UTC")  # type: ignore[no-untyped-call]
+    locator = mdates.AutoDateLocator(minticks=5, maxticks=10, tz="UTC")  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))  # type: ignore[no-untyped-call]
     ax.set_xlabel("time (UTC)")

@@ -1,0 +1,47 @@
+"""`clientscope demo`: real embedded Valkey, a real leaking worker, findings that name it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _valkey_servers() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "valkey-server"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.mark.slow
+def test_demo_finds_the_leaking_worker_and_cleans_up(tmp_path: Path) -> None:
+    before = _valkey_servers()
+    run = subprocess.run(
+        [sys.executable, "-m", "clientscope.cli", "demo", "--seconds", "12", "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    leak = [f for f in result["findings"] if f["group"] == "leaky-worker"]
+    assert leak and leak[0]["severity"] in ("critical", "warning"), result["findings"]
+    assert not any(
+        f["group"] in ("api", "queue-consumer") and f["severity"] == "critical"
+        for f in result["findings"]
+    )
+    report = Path(result["report"])
+    assert report.is_file() and "leaky-worker" in report.read_text()
+    assert result["captures"] >= 5
+    assert result["load"]["leaked"] >= 8 and result["load"]["jobs_consumed"] > 0
+    time.sleep(0.5)
+    assert _valkey_servers() <= before  # the embedded server is gone
+
+
+def test_demo_refuses_a_too_short_run(tmp_path: Path) -> None:
+    from clientscope.demo import run_demo
+    from clientscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="too short"):
+        run_demo(seconds=3, out=tmp_path)

@@ -1,0 +1,157 @@
+"""`report`: report.html (self-contained), report.md, figures/; what it states is what the data says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import clientscope as cs
+from clientscope.cli import app
+from clientscope.errors import ConfigError, DatasetError
+from clientscope.reporting import ReportResult
+
+FIGURES = ("clients", "by-name", "leak-trend", "idle", "age-idle", "blocked", "churn")
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory: pytest.TempPathFactory) -> cs.Dataset:
+    path = tmp_path_factory.mktemp("report") / "incident.cs"
+    cs.simulate("incident", path, seed=5, captures=120, clients=150)
+    return cs.open_dataset(path)
+
+
+@pytest.fixture(scope="module")
+def written(incident: cs.Dataset, tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
+    return cs.report(incident, tmp_path_factory.mktemp("out") / "incident")
+
+
+def test_writes_html_markdown_and_figures(written: ReportResult) -> None:
+    assert written.html.name == "report.html" and written.markdown.name == "report.md"
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            path = written.out / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 1000, path
+    assert written.html_bytes == written.html.stat().st_size < 3_000_000
+
+
+def test_html_is_self_contained(written: ReportResult) -> None:
+    page = written.html.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:|//)""", page)
+    assert "<link" not in page and "<script" not in page and "@import" not in page
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == len(FIGURES)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert "@media print" in page
+
+
+def test_markdown_links_the_png_files_beside_it(written: ReportResult) -> None:
+    text = written.markdown.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert sorted(links) == sorted(f"figures/{n}.png" for n in FIGURES)
+    assert all((written.out / link).is_file() for link in links)
+
+
+def test_summary_card_states_the_peak_and_the_first_rejection(
+    incident: cs.Dataset, written: ReportResult
+) -> None:
+    info = incident.info.select(
+        (pl.col("connected_clients") + pl.col("connected_slaves").fill_null(0)).alias("used"),
+        "ts",
+        "maxclients",
+    ).collect()
+    peak = info.sort(["used", "ts"], descending=[True, False]).row(0, named=True)
+    page = written.html.read_text()
+    assert f"{peak['used']} / {peak['maxclients']}" in page
+    assert peak["ts"].strftime("%Y-%m-%d %H:%M:%S UTC") in page
+    refused = (
+        incident.captures.filter(pl.col("error_kind") == "max_clients")
+        .select(pl.col("ts").min())
+        .collect()
+        .item()
+    )
+    grew = (
+        incident.info.sort("ts")
+        .filter(pl.col("rejected_connections").diff() > 0)
+        .select(pl.col("ts").min())
+        .collect()
+        .item()
+    )
+    first = min(t for t in (refused, grew) if t is not None)
+    assert "First rejected connection" in page
+    assert first.strftime("%Y-%m-%d %H:%M:%S UTC") in page
+
+
+def test_findings_and_cause_come_from_the_diagnosis(
+    incident: cs.Dataset, written: ReportResult
+) -> None:
+    diagnosis = cs.diagnose(incident)
+    page = written.html.read_text()
+    assert diagnosis.findings, "the incident scenario has findings"
+    for finding in diagnosis.findings:
+        assert _escaped(finding.title) in page
+        for step in finding.remediation:
+            assert _escaped(step) in page
+    assert written.findings == len(diagnosis.findings)
+    assert "orders-svc" in written.cause
+
+
+def test_timeline_has_threshold_rejections_and_growth(written: ReportResult) -> None:
+    page = written.html.read_text()
+    timeline = page[page.index('id="timeline"') : page.index('id="findings"')]
+    for kind in ("threshold", "rejection", "growth", "data"):
+        assert f'class="kind {kind}"' in timeline, kind
+
+
+def test_coverage_counts_captures_and_failures(incident: cs.Dataset, written: ReportResult) -> None:
+    caps = incident.captures.collect()
+    failed = caps.filter(~pl.col("ok")).height
+    md = written.markdown.read_text()
+    assert f"{caps.height} ({caps.height - failed} ok, {failed} failed)" in md
+    assert f"max_clients: {failed}" in md
+
+
+def test_window_narrows_every_section(incident: cs.Dataset, tmp_path: Path) -> None:
+    ts = incident.captures.select("ts").sort("ts").collect()["ts"]
+    start, end = ts[10], ts[39]
+    result = cs.report(incident, tmp_path / "w", start=start, end=end)
+    md = result.markdown.read_text()
+    assert "30 (30 ok, 0 failed)" in md
+    assert start.strftime("%Y-%m-%d %H:%M:%S UTC") in md
+
+
+def test_unknown_instance_and_empty_window_are_clear_errors(
+    incident: cs.Dataset, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"instance .nope. is not in .*it has: redis-master-0"):
+        cs.report(incident, tmp_path / "x", instance="nope")
+    with pytest.raises(ConfigError, match="is before --from"):
+        cs.report(incident, tmp_path / "x", start="2026-11-25T09:00:00", end="2026-11-25T08:00:00")
+    with pytest.raises(DatasetError, match="no captures in the chosen window"):
+        cs.report(incident, tmp_path / "x", start="2031-01-01")
+
+
+def test_figures_are_reproducible(
+    incident: cs.Dataset, written: ReportResult, tmp_path: Path
+) -> None:
+    again = cs.report(incident, tmp_path / "again")
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            path = f"figures/{name}.{ext}"
+            assert (again.out / path).read_bytes() == (written.out / path).read_bytes(), path
+
+
+def test_cli_report(incident: cs.Dataset, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["report", str(incident.root), "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    assert "report.html" in res.output and "Cause:" in res.output
+    assert (tmp_path / "cli" / "report.html").is_file()
+
+
+def _escaped(text: str) -> str:
+    import html
+
+    return html.escape(text)
