@@ -705,6 +705,81 @@ def pool_counts(listings: int, names: dict[str, int], go_lib: bool) -> dict[str,
     return counts
 
 
+EXHAUSTED_MAXCLIENTS = 12
+EXHAUSTED_REJECTED = 3
+
+
+def fill_to_maxclients(srv: Server, stack: ExitStack) -> list[Raw]:
+    """Open connections named `leaky-pool` until the server refuses one; return the accepted ones."""
+    accepted: list[Raw] = []
+    rejected = 0
+    while rejected < EXHAUSTED_REJECTED:
+        sock = Raw(srv)
+        reply = sock.call("CLIENT", "SETNAME", "leaky-pool")
+        if reply.startswith(b"-ERR max number of clients reached"):
+            rejected += 1
+            sock.close()
+            continue
+        assert reply == b"+OK\r\n", reply
+        assert rejected == 0, "a connection was accepted after one was refused"
+        stack.callback(sock.close)
+        accepted.append(sock)
+    return accepted
+
+
+def capture_exhausted(kind: str, out: Path) -> None:
+    """The incident itself: every slot taken, 3 connections refused, captured from inside."""
+    with ExitStack() as stack:
+        srv = stack.enter_context(started(kind, {"maxclients": EXHAUSTED_MAXCLIENTS}))
+        stem = f"{kind}-{version_of(srv)}-exhausted"
+        collector = Connection(host=srv.host, port=srv.port, client_name=COLLECTOR, protocol=2)
+        stack.callback(collector.disconnect)
+        collector.connect()  # first, so that it still has a slot when the pool is full
+        leaky = fill_to_maxclients(srv, stack)
+        replies = {}
+        for name, args in (("list", ("CLIENT", "LIST")), ("info", ("INFO", "everything"))):
+            collector.send_command(*args)
+            replies[name] = collector.read_response()
+        collector.send_command("CONFIG", "GET", "*")
+        flat = collector.read_response()
+        config = {k.decode(): v.decode() for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        config = {key: config[key] for key in CONFIG_KEYS}
+        reply, info = replies["list"], replies["info"]
+        assert isinstance(reply, bytes) and isinstance(info, bytes)
+        assert 1 + len(leaky) == count_lines(reply) == EXHAUSTED_MAXCLIENTS
+        source = (
+            f"scripts/capture_fixtures.py: real {kind}-server with maxclients "
+            f"{EXHAUSTED_MAXCLIENTS}: the collector connected first, then raw sockets named "
+            f"leaky-pool until the server refused {EXHAUSTED_REJECTED} connections with "
+            "'ERR max number of clients reached'; CLIENT LIST / INFO everything from the collector"
+        )
+        (out / "client_list" / f"{stem}.txt").write_bytes(reply)
+        names = {"leaky-pool": len(leaky), COLLECTOR: 1}
+        write_json(
+            out / "client_list" / f"{stem}.expected.json",
+            {"source": source, "lines": count_lines(reply), "rejects": 0, "clients": [],
+             "counts": {"name": names}},
+        )  # fmt: skip
+        (out / "info" / f"{stem}.txt").write_bytes(info)
+        fields = {
+            "connected_clients": EXHAUSTED_MAXCLIENTS,
+            "maxclients": EXHAUSTED_MAXCLIENTS,
+            "rejected_connections": EXHAUSTED_REJECTED,
+            "blocked_clients": 0,
+            "connected_slaves": 0,
+        }
+        text = info.decode()
+        for key, value in fields.items():
+            assert f"\r\n{key}:{value}\r\n" in text, (key, value)
+        write_json(
+            out / "info" / f"{stem}.expected.json",
+            {"source": source.replace("CLIENT LIST / ", ""), "fields": fields,
+             "long_keys": ["clients.maxclients", "stats.rejected_connections"]},
+        )  # fmt: skip
+        write_json(out / "config" / f"{stem}.json", config)
+        print(f"{stem}: {count_lines(reply)} clients, {EXHAUSTED_REJECTED} refused")
+
+
 def capture_dumps(kind: str, out: Path) -> None:
     """Text dumps from a smaller server (two pools), so the files stay a few KB."""
     with ExitStack() as stack:
@@ -726,6 +801,7 @@ def main() -> None:
     for kind in ("valkey", "redis"):
         if args.only in (None, kind):
             capture_server(kind, args.out)
+            capture_exhausted(kind, args.out)
             capture_dumps(kind, args.out)
 
 

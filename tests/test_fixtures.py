@@ -152,6 +152,12 @@ def test_info_fixture(path: Path) -> None:
     assert not problems, f"{_label(path)}:\n  " + "\n  ".join(problems)
 
 
+def _client_list_of(stem: str) -> Path:
+    """`<stem>-mix.txt` for a server's main capture, `<stem>.txt` for a scenario's own."""
+    mix = FIXTURES / "client_list" / f"{stem}-mix.txt"
+    return mix if mix.exists() else FIXTURES / "client_list" / f"{stem}.txt"
+
+
 def _raw_capture(stem: str) -> pl.DataFrame:
     """One raw capture row (schema.RAW_SCHEMA) made of a real server's three fixture files."""
     config = (FIXTURES / "config" / f"{stem}.json").read_text()
@@ -164,7 +170,7 @@ def _raw_capture(stem: str) -> pl.DataFrame:
         source="import",
         origin=f"fixtures/*/{stem}",
         ok=True,
-        client_list=(FIXTURES / "client_list" / f"{stem}-mix.txt").read_bytes(),
+        client_list=_client_list_of(stem).read_bytes(),
         info=(FIXTURES / "info" / f"{stem}.txt").read_bytes(),
         config=config,
     )
@@ -176,7 +182,7 @@ def test_config_fixture_through_parse_raw(path: Path) -> None:
     """A real server's CLIENT LIST + INFO + CONFIG GET fixtures, as one capture, parse end to end."""
     stem = path.name.removesuffix(".json")
     config = json.loads(path.read_text())
-    clients = _sidecar(FIXTURES / "client_list" / f"{stem}-mix.txt")
+    clients = _sidecar(_client_list_of(stem))
     info = _sidecar(FIXTURES / "info" / f"{stem}.txt")["fields"]
     tables = clientscope.parse_raw(_raw_capture(stem))
     capture = tables["captures"].row(0, named=True)
@@ -188,7 +194,8 @@ def test_config_fixture_through_parse_raw(path: Path) -> None:
     assert capture["tcp_keepalive"] == int(config["tcp-keepalive"])
     assert capture["tcp_backlog"] == int(config["tcp-backlog"])
     assert capture["client_output_buffer_limit"] == config["client-output-buffer-limit"]
-    assert capture["run_id"] == info["run_id"]
+    if "run_id" in info:
+        assert capture["run_id"] == info["run_id"]
     assert tables["clients"].height == clients["lines"]
     assert tables["info"]["connected_clients"].to_list() == [info["connected_clients"]]
 
