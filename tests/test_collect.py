@@ -201,6 +201,32 @@ def test_a_leak_is_seen_growing_capture_by_capture(valkey: Server, tmp_path: Pat
     assert n_clients == [1, 2, 3, 4, 5, 6]
 
 
+def test_duration_stops_the_run(valkey: Server, tmp_path: Path) -> None:
+    result = collect([valkey.url], tmp_path / "ds", interval=0.2, duration=0.7)
+    assert result.stopped_by == "duration"
+    assert 3 <= result.captures <= 4  # slots at 0, 0.2, 0.4, 0.6 s
+    assert raw_rows(tmp_path / "ds").height == result.captures
+
+
+def test_stop_event_ends_collection_after_the_capture_in_flight(
+    valkey: Server, tmp_path: Path
+) -> None:
+    import threading
+
+    stop = threading.Event()
+    seen: list[CaptureEvent] = []
+
+    def stop_after_two(event: CaptureEvent) -> None:
+        seen.append(event)
+        if len(seen) == 2:
+            stop.set()
+
+    result = collect(
+        [valkey.url], tmp_path / "ds", interval=0.2, on_event=stop_after_two, stop=stop
+    )
+    assert (result.stopped_by, result.captures, result.captures_written) == ("stop", 2, 2)
+
+
 def test_info_sections_are_configurable(valkey: Server, tmp_path: Path) -> None:
     collect([valkey.url], tmp_path / "ds", interval=0.2, count=1, info_sections=["clients"])
     info = raw_rows(tmp_path / "ds")["info"][0]
