@@ -14,105 +14,92 @@ import polars as pl
 from clientscope.analysis._common import Tables, blocking_command, group_key
 from clientscope.schema import COLLECTOR_CLIENT_NAME
 
-_ROLE_CODE = {0: "normal", 1: "collector", 2: "replica", 3: "master", 4: "monitor", 5: "pubsub",
-              6: "blocked"}  # fmt: skip
+_FLAGS = ("is_replica", "is_master", "is_monitor", "is_pubsub", "is_blocked")
 
 
-def _role_code() -> pl.Expr:
-    subs = pl.col("sub").fill_null(0) + pl.col("psub").fill_null(0) + pl.col("ssub").fill_null(0)
+def _role_after() -> pl.Expr:
+    """Role from columns kept as aggregation keys (name, cmd, flag booleans): computed on the
+    aggregated rows, not per client row, which keeps the 10M-row passes cheap."""
     return (
         pl.when(pl.col("name") == COLLECTOR_CLIENT_NAME)
-        .then(1)
+        .then(pl.lit("collector"))
         .when(pl.col("is_replica").fill_null(False))
-        .then(2)
+        .then(pl.lit("replica"))
         .when(pl.col("is_master").fill_null(False))
-        .then(3)
+        .then(pl.lit("master"))
         .when(pl.col("is_monitor").fill_null(False))
-        .then(4)
-        .when(pl.col("is_pubsub").fill_null(False) | (subs > 0))
-        .then(5)
+        .then(pl.lit("monitor"))
+        .when(pl.col("is_pubsub").fill_null(False))
+        .then(pl.lit("pubsub"))
         .when(pl.col("is_blocked").fill_null(False) | blocking_command())
-        .then(6)
-        .otherwise(0)
-        .cast(pl.Int8)
-        .alias("role_code")
+        .then(pl.lit("blocked"))
+        .otherwise(pl.lit("normal"))
+        .alias("role")
     )
 
 
-def _decode(frame: pl.LazyFrame) -> pl.LazyFrame:
-    return frame.with_columns(
-        group_key(),
-        pl.col("role_code").replace_strict(_ROLE_CODE, return_dtype=pl.String).alias("role"),
-    ).drop("role_code")
+def _source() -> pl.Expr:
+    # `addr` only matters when `ip` is missing (odd formats)
+    return pl.when(pl.col("ip").is_null()).then(pl.col("addr")).otherwise(pl.col("ip")).alias("ip")
 
 
-_KEYS = ("name", "lib_name", "ip", "addr_if_no_ip")
+def group_counts(ds: Tables, caps: pl.DataFrame) -> pl.DataFrame:
+    """Per (instance, capture_id, group, role) of the captures `caps` (instance, ts, capture_id):
+    clients, idle over 300 / 600 s, busy (idle <= 10 s), max idle, max omem, source pods."""
+    frames = []
+    for inst, part in (
+        caps.select("instance", "ts", "capture_id").partition_by("instance", as_dict=True).items()
+    ):
+        frames.append(_group_counts_one(ds, str(inst[0]), part))
+    if not frames:
+        return _empty_counts()
+    return pl.concat(frames)
 
 
-def _source_columns() -> list[pl.Expr]:
-    # `addr` only matters when `ip` is missing (odd formats); keep the key small otherwise
-    return [
-        pl.col("name"),
-        pl.col("lib_name"),
-        pl.col("ip"),
-        pl.when(pl.col("ip").is_null()).then(pl.col("addr")).alias("addr_if_no_ip"),
-    ]
-
-
-def group_counts(ds: Tables, capture_ids: list[str] | None = None) -> pl.DataFrame:
-    """Per (instance, capture_id, group, role): clients, idle counts, buffers, young connections."""
-    clients = ds.clients
-    if capture_ids is not None:
-        clients = clients.filter(pl.col("capture_id").is_in(capture_ids))
-    per_source = (
-        clients.select(
-            "instance",
-            "capture_id",
-            *_source_columns(),
-            _role_code(),
-            "idle",
-            "age",
-            "omem",
-            "tot_mem",
-            "is_blocked",
-        )
-        .group_by("instance", "capture_id", *_KEYS, "role_code")
+def _group_counts_one(ds: Tables, instance: str, caps: pl.DataFrame) -> pl.DataFrame:
+    keys = ("ts", "name", "lib_name", "ip", "cmd", *_FLAGS)
+    clients = ds.clients.filter(pl.col("instance") == instance)
+    lo, hi = caps.select(lo=pl.col("ts").min(), hi=pl.col("ts").max()).row(0)
+    clients = clients.filter(pl.col("ts").is_between(lo, hi))
+    if caps.height < 50:
+        clients = clients.filter(pl.col("ts").is_in(caps["ts"].implode()))
+    raw = (
+        clients.select(*keys[:3], _source(), *keys[4:], "idle", "omem")
+        .group_by(keys)
         .agg(
             n=pl.len(),
             idle_over_300=(pl.col("idle") > 300).sum(),
             idle_over_600=(pl.col("idle") > 600).sum(),
             busy=(pl.col("idle") <= 10).sum(),
-            young=(pl.col("age") <= 2).sum(),
             idle_max=pl.col("idle").max(),
-            idle_sum=pl.col("idle").sum(),
             omem_max=pl.col("omem").max(),
-            omem_sum=pl.col("omem").sum(),
-            tot_mem_sum=pl.col("tot_mem").sum(),
-            flagged_blocked=pl.col("is_blocked").fill_null(False).sum(),
         )
-        .rename({"addr_if_no_ip": "addr"})
+        .collect(engine="streaming")
     )
     return (
-        _decode(per_source)
+        raw.join(caps, on="ts")
+        .with_columns(
+            group_key(pl.col("ip").fill_null("?")), _role_after(), instance=pl.lit(instance)
+        )
         .group_by("instance", "capture_id", "group", "role")
         .agg(
-            pl.col(
-                "n",
-                "idle_over_300",
-                "idle_over_600",
-                "busy",
-                "young",
-                "idle_sum",
-                "omem_sum",
-                "tot_mem_sum",
-                "flagged_blocked",
-            ).sum(),
+            pl.col("n", "idle_over_300", "idle_over_600", "busy").sum(),
             pl.col("idle_max", "omem_max").max(),
             pods=pl.col("ip").n_unique(),
             lib_name=pl.col("lib_name").drop_nulls().first(),
         )
-        .collect(engine="streaming")
     )
+
+
+def _empty_counts() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "instance": pl.String, "capture_id": pl.String, "group": pl.String, "role": pl.String,
+            "n": pl.UInt32, "idle_over_300": pl.UInt32, "idle_over_600": pl.UInt32,
+            "busy": pl.UInt32, "idle_max": pl.Int64, "omem_max": pl.Int64, "pods": pl.UInt32,
+            "lib_name": pl.String,
+        }
+    )  # fmt: skip
 
 
 def lifecycles(ds: Tables, instance: str | None = None) -> pl.DataFrame:
@@ -125,18 +112,7 @@ def lifecycles(ds: Tables, instance: str | None = None) -> pl.DataFrame:
     if instance is not None:
         clients = clients.filter(pl.col("instance") == instance)
     per_conn = (
-        clients.select(
-            "instance",
-            "run_id",
-            "id",
-            "ts",
-            "created_at",
-            "last_active",
-            "idle",
-            *_source_columns(),
-            _role_code(),
-        )
-        .filter(pl.col("id").is_not_null())
+        clients.filter(pl.col("id").is_not_null())
         .group_by("instance", "run_id", "id")
         .agg(
             first_seen=pl.col("ts").min(),
@@ -148,18 +124,19 @@ def lifecycles(ds: Tables, instance: str | None = None) -> pl.DataFrame:
             name=pl.col("name").first(),
             lib_name=pl.col("lib_name").first(),
             ip=pl.col("ip").first(),
-            addr=pl.col("addr_if_no_ip").first(),
-            role_code=pl.col("role_code").max(),
-        )
-    )
-    return (
-        _decode(per_conn)
-        .with_columns(
-            idle_at_last=(pl.col("last_seen") - pl.col("last_active")).dt.total_seconds(),
-            age_at_last=(pl.col("last_seen") - pl.col("created_at")).dt.total_seconds(),
+            addr=pl.col("addr").first(),
+            cmd=pl.col("cmd").first(),
+            **{flag: pl.col(flag).any() for flag in _FLAGS},
         )
         .collect(engine="streaming")
+        .with_columns(_source())
     )
+    return per_conn.with_columns(
+        group_key(pl.col("ip").fill_null("?")),
+        _role_after(),
+        idle_at_last=(pl.col("last_seen") - pl.col("last_active")).dt.total_seconds(),
+        age_at_last=(pl.col("last_seen") - pl.col("created_at")).dt.total_seconds(),
+    ).drop("cmd", "addr", *_FLAGS)
 
 
 REUSE_MARGIN_S = 5

@@ -58,10 +58,14 @@ def as_tables(ds: DatasetLike) -> Tables:
 
 
 # ------------------------------------------------------------------ per-client expressions
-def group_key() -> pl.Expr:
-    """`name` when the client set one, else `lib@ip` so unnamed clients stay attributable."""
+def group_key(source: pl.Expr | None = None) -> pl.Expr:
+    """`name` when the client set one, else `lib@ip` so unnamed clients stay attributable.
+
+    `source` defaults to ip, else addr (unix sockets and odd formats).
+    """
     named = pl.col("name").is_not_null() & (pl.col("name") != "")
-    source = pl.coalesce(pl.col("ip"), pl.col("addr"), pl.lit("?"))
+    if source is None:
+        source = pl.coalesce(pl.col("ip"), pl.col("addr"), pl.lit("?"))
     return (
         pl.when(named)
         .then(pl.col("name"))

@@ -150,7 +150,7 @@ def plan(
         if ok["maxclients"].drop_nulls().len()
         else 0
     )
-    observed = _observed(group_counts(tables, ok["capture_id"].to_list()))
+    observed = _observed(group_counts(tables, ok))
     apps, spec_total = _apps(spec, observed, what_if) if spec else (pl.DataFrame(), None)
     spec_rec = nice_ceil(spec_total * (1 + room)) if spec_total is not None else None
     obs_rec = nice_ceil(float(peak["used"] or 0) * (1 + room))

@@ -165,7 +165,7 @@ def _context(
     tables: Tables, tl: pl.DataFrame, instance: str | None, rate: float, alpha: float
 ) -> _Context:
     ok = tl.filter(pl.col("ok"))
-    counts = group_counts(tables, ok["capture_id"].to_list()) if ok.height else _no_counts()
+    counts = group_counts(tables, ok)
     life = lifecycles(tables, instance)
     if ok.height >= 3:
         report = _analyse(tables, ok, instance, rate, alpha, counts=counts, life=life)
@@ -179,23 +179,6 @@ def _context(
         maxclients=int(last.get("maxclients") or 0), timeout=last.get("timeout"),
         keepalive=last.get("tcp_keepalive"), reuse_gaps=np.asarray(gaps, dtype=float),
     )  # fmt: skip
-
-
-def _no_counts() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "instance": pl.String,
-            "capture_id": pl.String,
-            "group": pl.String,
-            "role": pl.String,
-            "n": pl.UInt32,
-            "idle_over_600": pl.UInt32,
-            "omem_max": pl.Int64,
-            "busy": pl.UInt32,
-            "idle_over_300": pl.UInt32,
-            "pods": pl.UInt32,
-        }
-    )
 
 
 # ------------------------------------------------------------------ detectors

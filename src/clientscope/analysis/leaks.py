@@ -98,7 +98,7 @@ def _analyse(
         settled = ok
     ids = settled["capture_id"]
     if counts is None:
-        counts = group_counts(tables, ids.to_list())
+        counts = group_counts(tables, settled)
     else:
         counts = counts.filter(pl.col("capture_id").is_in(ids.implode()))
     if life is None:
