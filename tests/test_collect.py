@@ -23,7 +23,7 @@ from clientscope.capture.collector import backoff
 from clientscope.dataset import open_dataset
 from clientscope.errors import ConfigError, DatasetWriteError
 from clientscope.schema import COLLECTOR_CLIENT_NAME, RAW_SCHEMA
-from servers import Server, redis_server, valkey_server
+from servers import Server, free_port, redis_server, valkey_server
 
 
 def raw_rows(out: Path) -> pl.DataFrame:
@@ -274,6 +274,33 @@ def test_acl_user_without_config_and_client(redis7: Server, tmp_path: Path) -> N
     captures = open_dataset(tmp_path / "ds").captures.collect()
     assert captures["maxclients"].to_list() == [10000] * 3
     assert captures["maxclients_source"].to_list() == ["info"] * 3
+
+
+def test_renamed_config_command_like_a_managed_service(tmp_path: Path) -> None:
+    import shutil
+
+    wrapper = tmp_path / "redis-server-renamed"  # as ElastiCache does: CONFIG is not there
+    wrapper.write_text(
+        f'#!/bin/sh\nexec {shutil.which("redis-server")} "$@" --rename-command CONFIG ""\n'
+    )
+    wrapper.chmod(0o755)
+    (tmp_path / "srv").mkdir()
+    srv = Server("redis", str(wrapper), free_port(), tmp_path / "srv")
+    srv.start()
+    try:
+        result = collect([srv.url], tmp_path / "ds", interval=0.2, count=2)
+    finally:
+        srv.stop()
+    rows = raw_rows(tmp_path / "ds")
+    assert (
+        rows["ok"].all()
+        and rows["config"].is_null().all()
+        and rows["client_list"].is_not_null().all()
+    )
+    denied = json.loads(rows["notes"][0])["denied"]
+    assert list(denied) == ["CONFIG GET"] and "unknown command" in denied["CONFIG GET"]
+    assert result.targets[0].maxclients == 10000  # from INFO
+    assert len([w for w in result.targets[0].warnings if "CONFIG GET refused" in w]) == 1
 
 
 def test_unwritable_out_is_a_clear_error_at_start(valkey: Server, tmp_path: Path) -> None:
