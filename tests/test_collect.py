@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def test_each_capture_is_one_complete_raw_row(any_server: Server, tmp_path: Path
         for c in ("time_ms", "client_list_ms", "info_ms", "config_ms")
     )
     assert row["total_ms"] >= row["client_list_ms"]
-    assert row["content_sha256"] and row["collector_version"]
+    assert row["content_sha256"] == hashlib.sha256(row["client_list"] + row["info"]).hexdigest()
+    assert row["collector_version"]
     assert rows["capture_id"].n_unique() == 3
 
 

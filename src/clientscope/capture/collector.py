@@ -32,6 +32,7 @@ from clientscope.capture.snapshot import (
     CONFIG_NAMES,
     CaptureOptions,
     CaptureState,
+    add_content_hash,
     announce_once,
     clients_in,
     maxclients_seen,
@@ -464,7 +465,8 @@ class _Writer(threading.Thread):
         from clientscope.schema import RAW_SCHEMA
 
         try:
-            append_raw(self.root, pl.DataFrame(rows, schema=RAW_SCHEMA))
+            hashed = [add_content_hash(row) for row in rows]
+            append_raw(self.root, pl.DataFrame(hashed, schema=RAW_SCHEMA))
             self.written += len(rows)
         except DatasetWriteError as exc:
             self.error = DatasetWriteError(

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from clientscope.capture.channel import Channel, CommandError
 from clientscope.capture.targets import Target
 
-__all__ = ["CONFIG_NAMES", "CaptureOptions", "CaptureState", "take_capture"]
+__all__ = ["CONFIG_NAMES", "CaptureOptions", "CaptureState", "add_content_hash", "take_capture"]
 
 CONFIG_NAMES = (
     "maxclients",
@@ -140,7 +140,6 @@ def _row(
     collector_time: datetime,
     total_ms: float,
 ) -> dict[str, Any]:
-    payload = (taken.client_list or b"") + (taken.info or b"")
     return {
         "capture_id": uuid.uuid4().hex,
         "instance": target.instance,
@@ -161,7 +160,7 @@ def _row(
         "info_ms": taken.ms.get("INFO"),
         "config_ms": taken.ms.get("CONFIG GET"),
         "total_ms": total_ms,
-        "content_sha256": hashlib.sha256(payload).hexdigest() if payload else None,
+        "content_sha256": None,  # filled by `add_content_hash`, off the capture thread
         "notes": json.dumps(notes, sort_keys=True) if notes else None,
         "collector_version": options.collector_version,
     }
@@ -196,6 +195,21 @@ def _notes(
     if warnings:
         notes["warnings"] = warnings
     return notes
+
+
+def add_content_hash(row: dict[str, Any]) -> dict[str, Any]:
+    """Set `content_sha256`: the SHA-256 of the CLIENT LIST bytes followed by the INFO bytes.
+
+    The collector's writer thread does this, so hashing a large reply (about 4 ms
+    for 10,000 clients) never delays the next capture.
+    """
+    if row["content_sha256"] is None and (
+        row["client_list"] is not None or row["info"] is not None
+    ):
+        digest = hashlib.sha256(row["client_list"] or b"")
+        digest.update(row["info"] or b"")
+        row["content_sha256"] = digest.hexdigest()
+    return row
 
 
 def maxclients_seen(
