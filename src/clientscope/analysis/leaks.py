@@ -38,7 +38,7 @@ from clientscope.analysis.trend import trends
 
 WARMUP_AFTER_START_S = 120.0  # captures this soon after a server (re)start are left out
 IDLE_AGE_RATIO = 0.75  # a connection "went idle" when idle >= this share of its age ...
-IDLE_MIN_AGE_S = 120.0  # ... and it is at least this old
+IDLE_MIN_AGE_S = 120.0  # ... and it is at least this old (or a sixth of a shorter window, >= 3 s)
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,13 @@ def _trend_stats(counts: pl.DataFrame, ok: pl.DataFrame, inst: str) -> pl.DataFr
 
 def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
     """Births, deaths, survivors and how many survivors went idle, per group."""
+    span = ok.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_seconds()).item() or 0
+    min_age = min(IDLE_MIN_AGE_S, max(3.0, span / 6))
     runs = ok.group_by("instance", "run_id").agg(
         run_first=pl.col("ts").min(), run_last=pl.col("ts").max()
     )
     went_idle = (pl.col("idle_at_last") >= IDLE_AGE_RATIO * pl.col("age_at_last")) & (
-        pl.col("age_at_last") >= IDLE_MIN_AGE_S
+        pl.col("age_at_last") >= min_age
     )
     frame = life.join(runs, on=["instance", "run_id"], how="inner").with_columns(
         born=pl.col("created_at") > pl.col("run_first"),
@@ -186,7 +188,7 @@ def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
         deaths=(born & ~pl.col("alive")).sum(),
         survivors=survivor.sum(),
         survivors_idle=(survivor & went_idle).sum(),
-        survivors_old_enough=(survivor & (pl.col("age_at_last") >= IDLE_MIN_AGE_S)).sum(),
+        survivors_old_enough=(survivor & (pl.col("age_at_last") >= min_age)).sum(),
         median_survivor_age_s=pl.col("age_at_last").filter(survivor).median(),
         first_survivor_born=pl.col("created_at").filter(survivor).min(),
         short_lived=(born & (pl.col("sightings") == 1) & (pl.col("age_at_last") <= 2)).sum(),
