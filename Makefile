@@ -39,5 +39,10 @@ lab: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,lab]'
 	$(BIN)/jupyter lab notebooks/
 
+## make example: regenerate reports/example/ from the committed fixture dataset
+example: $(STAMP)
+	rm -rf reports/example
+	$(BIN)/clientscope report fixtures/datasets/example --out reports/example --title "Example postmortem: a leaking service exhausts maxclients"
+
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
 def findings(ds: Any) -> tuple[list[FindingView], list[str]]:
-    """The diagnosis, most severe first, and notes on anything that could not run."""
+    """The diagnosis (causes before symptoms) and notes on anything that could not run."""
     from clientscope.analysis import diagnose
 
     try:
@@ -32,7 +32,8 @@ def findings(ds: Any) -> tuple[list[FindingView], list[str]]:
     except (AnalysisError, ConfigError) as exc:
         return [], [f"diagnose could not run on this window: {exc}"]
     views = [finding_view(f) for f in diagnosis.findings]
-    views.sort(key=lambda v: (SEVERITY_ORDER.get(v.severity, 9), -(v.confidence or 0.0)))
+    # most severe first; within a severity, the causes before the symptoms (exhaustion, saturation)
+    views.sort(key=lambda v: (SEVERITY_ORDER.get(v.severity, 9), v.kind in SYMPTOMS))
     return views, []
 
 

@@ -416,12 +416,21 @@ def _draw_growing_groups(ax: Axes, ds: S.Tables, instance: str | None, n: int) -
     groups = S.group_series(ds, "name", instance=instance, top=12)
     if groups.is_empty():
         return
-    x = pl.col("ts").dt.epoch("us").cast(pl.Float64) / 3.6e9
+    x = pl.col("ts").dt.epoch("us").cast(pl.Float64) / 3.6e9  # hours
+    hours = (x.max() - x.min()).clip(lower_bound=1e-9)
+    slope = pl.cov(x, pl.col("clients")) / x.var()
     slopes = (
         groups.filter(pl.col("group") != S.OTHER)
         .group_by("group")
-        .agg((pl.cov(x, pl.col("clients")) / x.var()).alias("slope"))
-        .filter(pl.col("slope") > 0)
+        .agg(
+            slope.alias("slope"),
+            (slope * hours).alias("growth"),
+            pl.col("clients").mean().alias("mean"),
+        )
+        .filter(
+            (pl.col("slope") > 0)
+            & (pl.col("growth") >= pl.max_horizontal(pl.lit(2.0), 0.1 * pl.col("mean")))
+        )
         .sort(["slope", "group"], descending=[True, False])
         .head(n)
     )
@@ -585,6 +594,7 @@ def blocked_clients(ds: S.Tables, *, instance: str | None = None, alert_at: int 
         if peak == 0:
             ax.text(0.5, 0.55, "no client was blocked in this window", transform=ax.transAxes,
                     ha="center", color="#777777")  # fmt: skip
+            ax.set_yticks([0, 1])
         if peak >= alert_at / 2:
             ax.axhline(
                 alert_at,

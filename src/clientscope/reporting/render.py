@@ -82,7 +82,7 @@ def when(ts: datetime | None, *, date: bool = True) -> str:
 def duration(delta: timedelta | float | None) -> str:
     if delta is None:
         return "—"
-    seconds = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
+    seconds = round(delta.total_seconds() if isinstance(delta, timedelta) else delta)
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -149,7 +149,7 @@ POOL_HEAD = (
     "idle > 300 s at peak",
 )
 POOL_NOTE = (
-    "Connections per group at their peak, from `plan`. A pool needs about its busy connections "
+    "Connections per group at their peak (from plan). A pool needs about its busy connections "
     "per pod; keep replicas × max_connections of every app under maxclients with headroom."
 )
 
@@ -169,7 +169,8 @@ def _img(fig: FigureFile) -> str:
 
 def _cards_html(s: Summary) -> str:
     cards = "".join(
-        f'<div class="card {tone}"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'
+        f'<div class="card {tone}"><div class="label">{_e(label)}</div>'
+        f'<div class="value{" long" if len(value) > 22 else ""}">{_e(value)}</div>'
         f'<div class="note">{_e(note)}</div></div>'
         for label, value, note, tone in card_values(s)
     )
@@ -186,7 +187,7 @@ def _timeline_html(events: tuple[Event, ...]) -> str:
         + "<th>what happened</th></tr>"
     )
     rows = "".join(
-        f'<tr><td class="time">{_e(when(e.at))}</td><td><span class="kind {_e(e.kind)}">{_e(e.kind)}</span></td>'
+        f'<tr><td class="time">{_e(when(e.at))}</td><td><span class="ev ev-{_e(e.kind)}">{_e(e.kind)}</span></td>'
         + (f"<td>{_e(e.instance)}</td>" if multi else "")
         + f"<td>{_e(e.text)}</td></tr>"
         for e in events
@@ -198,13 +199,13 @@ def _finding_html(f: FindingView) -> str:
     meta = [f"kind <code>{_e(f.kind)}</code>" if f.kind else "", f"group <code>{_e(f.group)}</code>" if f.group else "",
             f"first seen {_e(when(f.first_seen))}" if f.first_seen else "",
             f"confidence {f.confidence:.0%}" if f.confidence is not None else ""]  # fmt: skip
-    evidence = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in f.evidence)
-    fixes = "".join(f"<li>{_e(r)}</li>" for r in f.remediation)
+    evidence = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in f.evidence)
+    fixes = "".join(f"<li>{_step(r)}</li>" for r in f.remediation)
     return (
         f'<div class="finding {_e(f.severity)}"><div class="sev {_e(f.severity)}">{_e(f.severity)}</div>'
         f"<h3>{_e(f.title)}</h3><p>{_e(f.summary)}</p>"
         f'<p class="meta">{" · ".join(m for m in meta if m)}</p>'
-        + (f'<table class="evidence">{evidence}</table>' if evidence else "")
+        + (f'<dl class="evidence">{evidence}</dl>' if evidence else "")
         + (f'<strong>What to do</strong><ol class="fix">{fixes}</ol>' if fixes else "")
         + "</div>"
     )
@@ -216,6 +217,18 @@ def _pools_html(pools: tuple[tuple[str, ...], ...]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in POOL_HEAD)
     rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in pools)
     return f'<h3 style="margin-top:18px">Pools</h3><p>{_e(POOL_NOTE)}</p><table><tr>{head}</tr>{rows}</table>'
+
+
+COMMAND_WORDS = ("CONFIG ", "CLIENT ", "clientscope ", "redis-cli ", "kubectl ", "valkey-cli ")
+
+
+def _step(text: str) -> str:
+    """A remediation step; a command is shown as code, its comment as text."""
+    if not text.startswith(COMMAND_WORDS):
+        return _e(text)
+    command, _, comment = text.partition("#")
+    note = f' <span class="meta">— {_e(comment.strip())}</span>' if comment.strip() else ""
+    return f"<code>{_e(command.strip())}</code>{note}"
 
 
 def _settings_html(settings: tuple[Setting, ...]) -> str:
