@@ -1,164 +1,146 @@
-"""CLIENT LIST replies -> the typed `clients` table, with vectorized Polars expressions.
+"""CLIENT LIST replies -> the typed `clients` table.
 
 A CLIENT LIST line is `key=value` tokens separated by single spaces. Values never
 hold spaces, except the unix-socket path in `addr` / `laddr`; a value may hold `=`
-(`name=a=b`, split on the first `=` only). Which keys appear, and in which order,
-depends on the server and its version, so every key is looked up by name.
+(`name=a=b`: split on the first `=` only). Which keys appear, and in which order,
+depends on the server and its version. Reading happens in two stages:
+
+1. fields: `_client_fast` reads the lines that share their reply's layout,
+   `_client_generic` every other line (and says why a line is not a client line);
+2. derived columns (this module): addr / laddr split, one boolean per flag
+   letter, `created_at` / `last_active` from `ts`, `raw_line` for rejects.
+
+A LazyFrame stays lazy: replies are parsed batch by batch as the (streaming)
+engine pulls them, so a dataset larger than memory streams to Parquet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
-from clientscope.parse._text import CUT, FIRST_COUNT, LINE, TextInput, finish, to_lines
-from clientscope.schema import (
-    CLIENT_EXTRA_DTYPE,
-    CLIENT_FLAGS,
-    CLIENT_INT_FIELDS,
-    CLIENT_STR_FIELDS,
-    client_fields_schema,
-)
+from clientscope.errors import InputError
+from clientscope.parse._client_fast import Reply, read_replies
+from clientscope.parse._text import TextInput, decode_utf8
+from clientscope.schema import CLIENT_FLAGS, TS, client_fields_schema
 
-__all__ = ["parse_client_list", "split_rejects"]
-
-KEY = r"[A-Za-z][A-Za-z0-9_-]*"
-KNOWN_FIELDS = (*CLIENT_INT_FIELDS, *CLIENT_STR_FIELDS)
-# both spellings of every known key: the wire form (`qbuf-free`) and snake_case
-KNOWN_KEYS = tuple(sorted({*KNOWN_FIELDS, *(f.replace("_", "-") for f in KNOWN_FIELDS)}))
-_GARBAGE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x{FFFD}]"
-_TOKENS = rf"^{KEY}=\S*(?: (?:{KEY}=\S*|[^ =]+))*$"
-_UNIX_ADDR = r"(?:^| )l?addr=\[?/"
-_BARE_TOKEN = r"(?:^| )[^ =]+(?: |$)"
-_KEY_START = rf"(?:^| ){KEY}="
+__all__ = ["clients_schema", "parse_client_list", "split_rejects"]
 
 
-def _wire_pattern(field: str) -> str:
-    return field.replace("_", "[-_]")
+def clients_schema(carried: pl.Schema | dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The output schema of `parse_client_list` for input with these carried columns."""
+    schema = dict(carried)
+    schema.update(client_fields_schema(with_ts="ts" in carried))
+    schema.update({"parse_error": pl.String(), "raw_line": pl.String()})
+    return schema
 
 
-def _value(field: str) -> pl.Expr:
-    """The raw text after `field=` (null when the key is absent, '' when empty)."""
-    key = _wire_pattern(field)
-    text = pl.col("_text")
-    if field in ("addr", "laddr"):  # a unix path may hold spaces: up to the next ` key=`
-        return text.str.extract(rf"(?:^| ){key}=(.*?)(?: {KEY}=|$)", 1)
-    return text.str.extract(rf"(?:^| ){key}=([^ ]*)", 1)
+def _address(prefix: str, column: str) -> list[list[pl.Expr]]:
+    """Steps that split `host:port`, `[v6]:port`, bare `v6:port` or a unix path.
 
-
-def _non_empty(expr: pl.Expr) -> pl.Expr:
-    return pl.when(expr != "").then(expr)
-
-
-def _address(prefix: str, addr: pl.Expr, unix_flag: pl.Expr) -> list[pl.Expr]:
-    """ip / port / family of `host:port`, `[v6]:port`, bare `v6:port` or a unix path."""
-    bracketed = addr.str.extract(r"^\[(.*)\]:(\d+)$", 1)
-    plain_ip = addr.str.extract(r"^(.*?):(\d+)$", 1)
-    port = pl.coalesce(addr.str.extract(r":(\d+)$", 1)).str.to_integer(strict=False)
-    ip = pl.coalesce(bracketed, plain_ip, addr)
-    is_unix = ip.str.starts_with("/") | unix_flag
-    # valkey writes a unix socket as `[/path/to.sock:0]:0`
-    ip = pl.when(is_unix & bracketed.is_not_null()).then(ip.str.replace(r":\d+$", "")).otherwise(ip)
-    family = (
-        pl.when(addr.is_null())
-        .then(None)
-        .when(is_unix)
-        .then(pl.lit("unix"))
-        .when(ip.str.contains(":", literal=True))
-        .then(pl.lit("ipv6"))
-        .when(ip.str.contains(r"^\d{1,3}(?:\.\d{1,3}){3}$"))
-        .then(pl.lit("ipv4"))
-    )
-    return [ip.alias(f"{prefix}ip"), port.alias(f"{prefix}port"), family.alias(f"{prefix}family")]
-
-
-def _extra() -> pl.Expr:
-    """Every `key=value` token whose key the parser does not know, keys in snake_case."""
-    token = pl.element()
-    key = token.str.extract(r"^([^=]*)=", 1)
-    unknown = token.str.contains("=", literal=True) & ~key.is_in(KNOWN_KEYS)
-    pair = pl.struct(
-        key.str.replace_all("-", "_", literal=True).alias("key"),
-        token.str.splitn("=", 2).struct.field("field_1").alias("value"),
-    )
-    return (
-        pl.col("_text")
-        .str.split(" ")
-        .list.eval(pair.filter(unknown))
-        .cast(CLIENT_EXTRA_DTYPE)
-        .alias("extra")
-    )
-
-
-def _line_error(ints: dict[str, pl.Expr]) -> pl.Expr:
-    """Why a line is not a client line, or null when it is one."""
-    text = pl.col("_text")
-    grammar_ok = text.str.contains(_TOKENS) & (
-        ~text.str.contains(_BARE_TOKEN) | text.str.contains(_UNIX_ADDR)
-    )
-    n_keys = text.str.count_matches(_KEY_START)
-    reply_keys = pl.col(FIRST_COUNT)
-    bad_int = [
-        pl.when(raw.is_not_null() & (raw != "") & value.is_null()).then(
-            pl.format("field {} is not an integer: {}", pl.lit(name.replace("_", "-")), raw)
-        )
-        for name, (raw, value) in _int_pairs(ints).items()
+    Each step is one `with_columns`, so no part is computed twice.
+    """
+    addr = pl.col(column)
+    port, host, ip = pl.col("_port"), pl.col("_host"), pl.col(f"{prefix}ip")
+    bracketed = host.str.starts_with("[") & host.str.ends_with("]")
+    is_unix = ip.str.starts_with("/") | pl.col("flags").str.contains("U", literal=True)
+    return [
+        [addr.str.extract(r":(\d+)$", 1).alias("_port")],
+        [
+            pl.when(port.is_null())
+            .then(addr)
+            .otherwise(addr.str.head(-1 - port.str.len_bytes().cast(pl.Int64)))
+            .alias("_host")
+        ],
+        [
+            pl.when(bracketed)
+            .then(host.str.slice(1, host.str.len_bytes().cast(pl.Int64) - 2))
+            .otherwise(host)
+            .alias(f"{prefix}ip"),
+            bracketed.alias("_bracketed"),
+        ],
+        [
+            # valkey writes a unix socket as `[/path/to.sock:0]:0`
+            pl.when(is_unix & pl.col("_bracketed"))
+            .then(ip.str.strip_suffix(":0"))
+            .otherwise(ip)
+            .alias(f"{prefix}ip"),
+            port.str.to_integer(strict=False).alias(f"{prefix}port"),
+            pl.when(addr.is_null())
+            .then(None)
+            .when(is_unix.fill_null(False))
+            .then(pl.lit("unix"))
+            .when(ip.str.contains(":", literal=True))
+            .then(pl.lit("ipv6"))
+            .when(ip.str.contains(".", literal=True))
+            .then(pl.lit("ipv4"))
+            .alias(f"{prefix}family"),
+        ],
     ]
-    return (
-        pl.when(text.str.strip_chars() == "")
-        .then(pl.lit("blank line"))
-        .when(text.str.contains(_GARBAGE))
-        .then(pl.lit("binary garbage: bytes that are not text"))
-        .when(~grammar_ok & pl.col(CUT))
-        .then(pl.lit("truncated line: the reply ends in the middle of this line"))
-        .when(~grammar_ok)
-        .then(pl.lit("not a CLIENT LIST line: expected space-separated key=value fields"))
-        .when(~text.str.contains(r"(?:^| )addr="))
-        .then(pl.lit("not a CLIENT LIST line: no addr= field"))
-        .when(pl.col(CUT) & (n_keys < reply_keys))
-        .then(
-            pl.lit("truncated line: fewer fields than the reply's first line and no final newline")
-        )
-        .otherwise(pl.coalesce(bad_int) if bad_int else None)
-    )
 
 
-def _int_pairs(ints: dict[str, pl.Expr]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
-    return {name: (_value(name), value) for name, value in ints.items()}
-
-
-def _parse_lines(lines: pl.LazyFrame, carried: tuple[str, ...], with_ts: bool) -> pl.LazyFrame:
-    text = pl.col(LINE).str.strip_suffix("\r")
-    frame = lines.with_columns(text.alias("_text"))
-    ints = {name: _value(name).str.to_integer(strict=False) for name in CLIENT_INT_FIELDS}
-    strs = {name: _non_empty(_value(name)) for name in CLIENT_STR_FIELDS}
-    parsed = frame.with_columns(
-        *(expr.alias(name) for name, expr in ints.items()),
-        *(expr.alias(name) for name, expr in strs.items()),
-        _extra(),
-        _line_error(ints).alias("parse_error"),
-    )
-    unix_flag = pl.col("flags").str.contains("U", literal=True).fill_null(False)
-    flags = [
-        pl.col("flags").str.contains(letter, literal=True).alias(column)
-        for letter, column in CLIENT_FLAGS.items()
-    ]
-    derived: list[pl.Expr] = []
+def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.DataFrame:
+    """Stage 2: addresses, flag booleans, times; columns in the output order."""
+    flags = pl.col("flags")
+    for prefix, column in (("", "addr"), ("laddr_", "laddr")):
+        for step in _address(prefix, column):
+            frame = frame.with_columns(step)
+    derived = [flags.str.contains(letter, literal=True).alias(col) for letter, col in CLIENT_FLAGS.items()]
     if with_ts:
-        derived = [
-            (pl.col("ts") - pl.duration(seconds=pl.col("age"))).alias("created_at"),
-            (pl.col("ts") - pl.duration(seconds=pl.col("idle"))).alias("last_active"),
+        ts = pl.col("ts").cast(TS)
+        derived += [
+            (ts - pl.duration(seconds=pl.col("age"))).alias("created_at"),
+            (ts - pl.duration(seconds=pl.col("idle"))).alias("last_active"),
         ]
-    out = parsed.with_columns(
-        *_address("", pl.col("addr"), unix_flag),
-        *_address("laddr_", pl.col("laddr"), unix_flag),
-        *flags,
-        *derived,
-        pl.when(pl.col("parse_error").is_not_null()).then(pl.col(LINE)).alias("raw_line"),
-    )
     schema = client_fields_schema(with_ts=with_ts)
-    return out.select(
+    return frame.with_columns(derived).select(
         *carried, *(pl.col(c).cast(t) for c, t in schema.items()), "parse_error", "raw_line"
     )
+
+
+def _parse_replies(replies: Sequence[Reply | None], carried: pl.DataFrame) -> pl.DataFrame:
+    """Parse replies[i] with carried row i repeated on each of its lines."""
+    fields = read_replies(replies)
+    names = tuple(carried.columns)
+    if names:
+        context = carried.select(pl.all().gather(fields["_rid"]))
+        fields = pl.concat([context, fields], how="horizontal")
+    return _derive(fields, names, with_ts="ts" in names)
+
+
+def _reply_values(column: pl.Series) -> list[Reply | None]:
+    if column.dtype == pl.Binary:
+        return list(column.to_list())
+    if column.dtype in (pl.String, pl.Null):
+        return list(column.cast(pl.String).to_list())
+    raise InputError(
+        f"column {column.name!r} holds {column.dtype}, not text: give the CLIENT LIST replies "
+        "as String or Binary."
+    )
+
+
+def _parse_frame(frame: pl.DataFrame, text_column: str) -> pl.DataFrame:
+    replies = _reply_values(frame.get_column(text_column))
+    return _parse_replies(replies, frame.drop(text_column))
+
+
+def _check_column(schema: pl.Schema, text_column: str) -> None:
+    if text_column not in schema:
+        raise InputError(
+            f"the frame has no column {text_column!r} (it has {', '.join(schema.names())}); "
+            "pass text_column= to name the column that holds the CLIENT LIST replies."
+        )
+
+
+def _series_text(lines: pl.Series) -> str:
+    values = decode_utf8(lines) if lines.dtype == pl.Binary else lines
+    if values.dtype not in (pl.String, pl.Null):
+        raise InputError(f"a Series of CLIENT LIST lines must hold strings, not {values.dtype}")
+    if values.is_empty():
+        return ""
+    joined = values.cast(pl.String).fill_null("").str.join("\n").item()
+    return str(joined) + "\n"
 
 
 def parse_client_list(
@@ -167,13 +149,34 @@ def parse_client_list(
     """Parse CLIENT LIST replies into one typed row per line.
 
     `data` is one reply (`str` / `bytes`), a `pl.Series` of lines, or a DataFrame /
-    LazyFrame whose `text_column` holds whole replies (its other columns are carried
-    onto every client row; a LazyFrame gives a LazyFrame back). Lines that are not
-    client lines are kept, with `parse_error` saying why and `raw_line` the line.
+    LazyFrame whose `text_column` holds whole replies (String or Binary); its other
+    columns are carried onto every client row, and a LazyFrame gives a LazyFrame
+    back. Lines that are not client lines are kept, with `parse_error` saying why
+    and `raw_line` the line as it was. The columns are always the same
+    (`clients_schema`), whatever the input.
     """
-    lines = to_lines(data, text_column, count_first=_KEY_START)
-    with_ts = "ts" in lines.carried
-    return finish(_parse_lines(lines.frame, lines.carried, with_ts), lines.lazy)
+    if isinstance(data, bytes | bytearray | memoryview):
+        return _parse_replies([bytes(data)], pl.DataFrame())
+    if isinstance(data, str):
+        return _parse_replies([data], pl.DataFrame())
+    if isinstance(data, pl.Series):
+        return _parse_replies([_series_text(data)], pl.DataFrame())
+    if isinstance(data, pl.DataFrame):
+        _check_column(data.schema, text_column)
+        return _parse_frame(data, text_column)
+    if isinstance(data, pl.LazyFrame):
+        schema = data.collect_schema()
+        _check_column(schema, text_column)
+        carried = {c: t for c, t in schema.items() if c != text_column}
+        return data.map_batches(
+            lambda batch: _parse_frame(batch, text_column),
+            schema=clients_schema(carried),
+            streamable=True,
+        )
+    raise InputError(
+        f"cannot parse a {type(data).__name__} as CLIENT LIST: give text, bytes, a Series of "
+        "lines or a DataFrame / LazyFrame with a column of replies."
+    )
 
 
 def split_rejects(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -1,0 +1,293 @@
+"""The fast CLIENT LIST reader: lines grouped by field layout, cut by Polars' CSV tokenizer.
+
+Within one reply nearly every line has the same keys in the same order (the
+server's layout), and no value holds a space. So a reply is read as a
+space-separated table with one column per token (Polars' multi-threaded CSV
+reader, quoting off); a line belongs to the layout when it has exactly the
+layout's tokens and token *i* starts with `key_i=`. Its values are then sliced at
+the known offset and typed, column by column; no per-field regex, no key/value
+explosion. Lines that do not fit (unix paths with spaces, a second layout, blank
+lines, garbage, a truncated last line) go to `_client_generic`, and come back in
+their place. Python only runs per reply or per chunk of replies, never per line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from clientscope.parse._client_generic import FIELD_SCHEMA, KEY, KEY_START, KNOWN_FIELDS, read_lines
+from clientscope.parse._text import CUT, FIRST_COUNT, LINE
+from clientscope.schema import CLIENT_EXTRA_DTYPE, CLIENT_INT_FIELDS
+
+CHUNK_BYTES = 96 << 20  # replies are read in pieces of about this size (bounds memory)
+MAX_LAYOUTS = 4  # layouts tried per chunk before the rest goes to the general reader
+_KEY_RE = re.compile(KEY)
+_KEY_START_RE = re.compile(KEY_START)
+_LINE_SEPARATORS = (b"\x1f", b"\x1e", b"\x1d", b"\x1c", b"\x01")
+_REPLACEMENT = "\ufffd".encode()
+_INTS = frozenset(CLIENT_INT_FIELDS)
+Reply = str | bytes
+STAGE1_SCHEMA: dict[str, pl.DataType] = {"_rid": pl.Int64(), **FIELD_SCHEMA}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The keys of a line in order; `fields[i]` is the column of key i, None if unknown."""
+
+    keys: tuple[str, ...]
+    fields: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of whole lines of one reply (`data` ends with a newline)."""
+
+    rid: int
+    data: bytes
+    first_line_no: int
+    cut_last: bool  # its last line is the reply's last and had no newline
+    first_count: int  # keys in the reply's first line (for truncation)
+    n_lines: int
+
+
+def layout_of(line: str) -> Layout | None:
+    """The layout of a plain `k=v k=v` line, or None if it is not one."""
+    keys = tuple(token.partition("=")[0] for token in line.split(" "))
+    if not all(_KEY_RE.fullmatch(k) for k in keys) or "=" not in line:
+        return None
+    if any("=" not in token for token in line.split(" ")):
+        return None
+    fields = tuple(_field_of(k) for k in keys)
+    known = [f for f in fields if f is not None]
+    if len(set(keys)) != len(keys) or len(set(known)) != len(known) or "addr" not in fields:
+        return None
+    return Layout(keys, fields)
+
+
+def _field_of(key: str) -> str | None:
+    snake = key.replace("-", "_")
+    return snake if snake in KNOWN_FIELDS else None
+
+
+def _first_layout(data: Reply, probe: int = 5) -> Layout | None:
+    head = data[: 64 * 1024]
+    text = head if isinstance(head, str) else head.decode("utf-8", "replace")
+    for line in text.split("\n")[:probe]:
+        layout = layout_of(line)
+        if layout is not None:
+            return layout
+    return None
+
+
+# ------------------------------------------------------------------ pieces
+def _pieces(rid: int, data: Reply, chunk_bytes: int) -> Iterator[Piece]:
+    """Cut one reply into newline-terminated pieces of about `chunk_bytes` (as UTF-8)."""
+    text = isinstance(data, str)
+    nl: str | bytes = "\n" if text else b"\n"
+    cut = not data.endswith(nl)  # type: ignore[arg-type]
+    first = data[: data.find(nl)] if nl in data else data  # type: ignore[arg-type,operator]
+    first_text = first if isinstance(first, str) else first.decode("utf-8", "replace")
+    first_count = len(_KEY_START_RE.findall(first_text))
+    start, line_no = 0, 1
+    while start < len(data):
+        end = data.find(nl, min(start + chunk_bytes, len(data)) - 1)  # type: ignore[arg-type]
+        end = len(data) if end < 0 else end + 1
+        part = data[start:end] if (start, end) != (0, len(data)) else data
+        piece = part.encode("utf-8", "replace") if isinstance(part, str) else part
+        last = end >= len(data)
+        if last and cut:
+            piece += b"\n"
+        n_lines = piece.count(b"\n")
+        yield Piece(rid, piece, line_no, last and cut, first_count, n_lines)
+        line_no += n_lines
+        start = end
+
+
+def chunks(replies: Sequence[Reply], rids: Sequence[int], chunk_bytes: int) -> Iterator[list[Piece]]:
+    """Pieces of the given replies, packed into chunks of about `chunk_bytes`."""
+    batch: list[Piece] = []
+    size = 0
+    for rid in rids:
+        for piece in _pieces(rid, replies[rid], chunk_bytes):
+            if batch and size + len(piece.data) > chunk_bytes:
+                yield batch
+                batch, size = [], 0
+            batch.append(piece)
+            size += len(piece.data)
+    if batch:
+        yield batch
+
+
+def _index(pieces: list[Piece]) -> pl.DataFrame:
+    """One row per line of the pieces: `_rid`, `line_no`, `_cut`, `_first_count`."""
+    reps = pl.DataFrame(
+        {
+            "_rid": [p.rid for p in pieces],
+            "_start": [p.first_line_no for p in pieces],
+            "_n": [p.n_lines for p in pieces],
+            CUT: [p.cut_last for p in pieces],
+            FIRST_COUNT: [p.first_count for p in pieces],
+        },
+        schema={"_rid": pl.Int64, "_start": pl.Int64, "_n": pl.Int64, CUT: pl.Boolean, FIRST_COUNT: pl.UInt32},
+    )
+    last = pl.col("_start") + pl.col("_n") - 1
+    return (
+        reps.lazy()
+        .with_columns(pl.int_ranges(pl.col("_start"), last + 1, dtype=pl.Int64).alias("line_no"))
+        .explode("line_no")
+        .select("_rid", "line_no", (pl.col(CUT) & (pl.col("line_no") == last)).alias(CUT), FIRST_COUNT)
+        .collect()
+    )
+
+
+# ------------------------------------------------------------------ readers
+def _csv(buf: bytes, schema: dict[str, pl.DataType], separator: str) -> pl.DataFrame:
+    return pl.read_csv(
+        buf,
+        has_header=False,
+        separator=separator,
+        quote_char=None,
+        schema=schema,
+        truncate_ragged_lines=True,
+        missing_columns="insert",
+        extra_columns="ignore",
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+    )
+
+
+def _lines(buf: bytes, height: int) -> pl.Series | None:
+    """The lines of `buf` (newline-terminated) as a String column, or None if unsure."""
+    for sep in _LINE_SEPARATORS:
+        if sep not in buf:
+            lines = _csv(buf, {LINE: pl.String()}, sep.decode()).to_series().fill_null("")
+            return lines if len(lines) == height else None
+    return None
+
+
+def _general(index: pl.DataFrame, lines: pl.Series) -> pl.DataFrame:
+    frame = index.with_columns(lines.alias(LINE)).lazy()
+    return read_lines(frame, keep=("_rid",)).collect()
+
+
+def _columns(layout: Layout) -> list[pl.Expr]:
+    """The stage-1 columns of lines that fit the layout, from the token columns."""
+    columns: list[pl.Expr] = []
+    extra: list[pl.Expr] = []
+    for i, (key, field) in enumerate(zip(layout.keys, layout.fields, strict=True)):
+        value = pl.col(f"_t{i}").str.slice(len(key) + 1)
+        if field is None:
+            extra.append(pl.struct(pl.lit(key.replace("-", "_")).alias("key"), value.alias("value")))
+        elif field in _INTS:
+            columns.append(value.str.to_integer(strict=False).alias(field))
+        else:
+            columns.append(pl.when(value != "").then(value).alias(field))
+    present = {f for f in layout.fields if f is not None}
+    for name, dtype in FIELD_SCHEMA.items():
+        if name not in present and name not in ("line_no", "extra", "parse_error", "raw_line"):
+            columns.append(pl.lit(None, dtype=dtype).alias(name))
+    extra_col = pl.concat_list(extra) if extra else pl.lit([], dtype=CLIENT_EXTRA_DTYPE)
+    columns.append(extra_col.cast(CLIENT_EXTRA_DTYPE).alias("extra"))
+    columns.append(pl.lit(None, dtype=pl.String).alias("parse_error"))
+    columns.append(pl.lit(None, dtype=pl.String).alias("raw_line"))
+    return columns
+
+
+def _fits(layout: Layout) -> pl.Expr:
+    """A line fits the layout: exactly its tokens, token i starting with `key_i=`."""
+    width = len(layout.keys)
+    prefixes = [pl.col(f"_t{i}").str.starts_with(f"{k}=") for i, k in enumerate(layout.keys)]
+    fits = pl.all_horizontal(prefixes) & pl.col(f"_t{width}").is_null() & ~pl.col(CUT)
+    return fits.fill_null(False)
+
+
+def _bad_numbers(frame: pl.DataFrame, typed: pl.DataFrame, layout: Layout) -> pl.Series | None:
+    """Rows whose number fields are not numbers (checked per column, cheaply, first)."""
+    ints = [(i, k, f) for i, (k, f) in enumerate(zip(layout.keys, layout.fields, strict=True))]
+    ints = [(i, k, f) for i, k, f in ints if f in _INTS]
+    empty = frame.select(
+        (pl.col(f"_t{i}").str.len_bytes() <= len(k) + 1).sum().alias(str(f)) for i, k, f in ints
+    ).row(0, named=True)
+    suspects = [(i, k, f) for i, k, f in ints if typed[str(f)].null_count() > empty[str(f)]]
+    if not suspects:
+        return None
+    checks = [
+        pl.col(f"_t{i}").str.len_bytes().gt(len(k) + 1) & typed[str(f)].is_null()
+        for i, k, f in suspects
+    ]
+    return frame.select(pl.any_horizontal(checks).fill_null(False)).to_series()
+
+
+def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) -> pl.DataFrame:
+    """Stage-1 rows of the lines in `buf` (one `index` row per line), in index order."""
+    if layout is None or depth >= MAX_LAYOUTS or b"\r" in buf or _REPLACEMENT in buf:
+        lines = _lines(buf, index.height)
+        return _general(index, lines) if lines is not None else _general_split(buf, index)
+    width = len(layout.keys)
+    try:
+        tokens = _csv(buf, {f"_t{i}": pl.String() for i in range(width + 1)}, " ")
+    except pl.exceptions.PolarsError:
+        return _read(buf, index, None, depth)
+    if tokens.height != index.height:
+        return _read(buf, index, None, depth)
+    frame = pl.concat([index, tokens], how="horizontal")
+    del tokens
+    typed = frame.select("_rid", "line_no", *_columns(layout))
+    fits = frame.select(_fits(layout)).to_series()
+    bad_numbers = _bad_numbers(frame, typed, layout)
+    del frame
+    if bad_numbers is not None:
+        fits = fits & ~bad_numbers
+    if fits.all():
+        return typed.select(STAGE1_SCHEMA.keys())
+    good = typed.filter(fits).select(STAGE1_SCHEMA.keys())
+    del typed
+    lines = _lines(buf, index.height)
+    if lines is None:
+        return _read(buf, index, None, depth)
+    rest = _read_misfits(lines.filter(~fits), index.filter(~fits), depth)
+    return pl.concat([good, rest]).sort("_rid", "line_no")
+
+
+def _read_misfits(lines: pl.Series, index: pl.DataFrame, depth: int) -> pl.DataFrame:
+    """Lines that did not fit: try their own layout, else the general reader."""
+    layout = None
+    probe = lines.filter(~index[CUT]).head(5).to_list()
+    for line in probe:
+        layout = layout_of(line)
+        if layout is not None:
+            break
+    if layout is None or len(lines) < 2:
+        return _general(index, lines)
+    buf = (lines.str.join("\n").item() + "\n").encode()
+    return _read(buf, index, layout, depth + 1)
+
+
+def _general_split(buf: bytes, index: pl.DataFrame) -> pl.DataFrame:
+    text = buf.decode("utf-8", "replace")
+    lines = pl.Series([text]).str.strip_suffix("\n").str.split("\n").explode()
+    return _general(index, lines)
+
+
+def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
+    """Stage-1 rows (`_rid` = position in `replies`) of every line of every reply, in order."""
+    groups: dict[Layout | None, list[int]] = {}
+    present: list[Reply] = []
+    for rid, data in enumerate(replies):
+        present.append(data or b"")
+        if data:
+            groups.setdefault(_first_layout(data), []).append(rid)
+    parts = []
+    for layout, rids in groups.items():
+        for pieces in chunks(present, rids, chunk_bytes):
+            index = _index(pieces)
+            buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
+            parts.append(_read(buf, index, layout, 0))
+    if not parts:
+        return pl.DataFrame(schema=STAGE1_SCHEMA)
+    out = pl.concat(parts, rechunk=False)
+    return out.sort("_rid", "line_no") if len(groups) > 1 else out
