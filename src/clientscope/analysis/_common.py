@@ -112,9 +112,10 @@ def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
     """One row per capture attempt with the server-level numbers, sorted by instance and time.
 
     `used` = connected_clients + connected_slaves + cluster_connections (what the
-    server compares with maxclients); `utilization` = used / maxclients (effective,
-    carried forward over failed captures); `connected_ratio` is the naive
-    connected_clients / maxclients that dashboards show.
+    server compares with maxclients; the number of listed clients when there was no
+    INFO); `utilization` = used / maxclients (effective, carried over captures that
+    lack it); `connected_ratio` is the naive connected_clients / maxclients that
+    dashboards show; `has_clients` marks captures that listed clients.
     """
     caps = ds.captures
     info = ds.info.select(
@@ -151,9 +152,11 @@ def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
         )
         .sort("instance", "ts")
         .with_columns(
-            pl.col("maxclients", "maxclients_source", "timeout", "tcp_keepalive", "run_id")
+            pl.col("maxclients", "maxclients_source", "timeout", "tcp_keepalive")
             .forward_fill()
-            .over("instance")
+            .backward_fill()
+            .over("instance"),
+            has_clients=pl.col("ok") & (pl.col("n_clients").fill_null(0) > 0),
         )
         .with_columns(
             used=pl.when(pl.col("connected_clients").is_not_null())
@@ -184,9 +187,17 @@ def require_captures(tl: pl.DataFrame, what: str, minimum: int = 1) -> pl.DataFr
     return ok
 
 
+def with_clients(tl: pl.DataFrame) -> pl.DataFrame:
+    """Successful captures that listed clients (an imported INFO-only dump lists none)."""
+    return tl.filter(pl.col("has_clients"))
+
+
 def pick_captures(tl: pl.DataFrame, at: datetime | str | None) -> pl.DataFrame:
-    """Per instance, the last successful capture at or before `at` (default: the latest)."""
+    """Per instance, the last successful capture with client rows at or before `at`
+    (default: the latest)."""
     ok = require_captures(tl, "this analysis")
+    if ok.select(pl.col("has_clients").any()).item():
+        ok = with_clients(ok)
     if at is not None:
         when = parse_time(at)
         before = ok.filter(pl.col("ts") <= when)

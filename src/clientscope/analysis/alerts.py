@@ -181,16 +181,23 @@ def _empty() -> pl.DataFrame:
 
 
 def _replay(tl: pl.DataFrame, rule: Rule, max_gap: float) -> pl.DataFrame:
-    gap = pl.col("ts").diff().dt.total_seconds(fractional=True).over("instance") > max_gap
-    frame = tl.select(
-        "instance", "ts", value=metric_expr(rule.metric), cond=rule.condition()
-    ).with_columns(
-        episode=((pl.col("cond") != pl.col("cond").shift(1)) | gap)
-        .fill_null(True)
-        .cum_sum()
-        .over("instance"),
-        next_ts=pl.col("ts").shift(-1).over("instance"),
-        next_gap=gap.shift(-1).fill_null(False),
+    frame = (
+        tl.select("instance", "ts", value=metric_expr(rule.metric), cond=rule.condition())
+        .filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
+        .sort("instance", "ts")
+        .with_columns(
+            gap=(pl.col("ts").diff().dt.total_seconds(fractional=True) > max_gap)
+            .fill_null(False)
+            .over("instance")
+        )
+        .with_columns(
+            episode=((pl.col("cond") != pl.col("cond").shift(1)) | pl.col("gap"))
+            .fill_null(True)
+            .cum_sum()
+            .over("instance"),
+            next_ts=pl.col("ts").shift(-1).over("instance"),
+            next_gap=pl.col("gap").shift(-1).fill_null(False).over("instance"),
+        )
     )
     episodes = (
         frame.filter(pl.col("cond"))

@@ -37,6 +37,7 @@ from clientscope.analysis._common import (
     jsonable,
     no_data,
     timeline,
+    with_clients,
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
 from clientscope.analysis.groups import suggest_timeout
@@ -165,12 +166,13 @@ def _context(
     tables: Tables, tl: pl.DataFrame, instance: str | None, rate: float, alpha: float
 ) -> _Context:
     ok = tl.filter(pl.col("ok"))
-    counts = group_counts(tables, ok)
+    listed = with_clients(tl)
+    counts = group_counts(tables, listed)
     life = lifecycles(tables, instance)
-    if ok.height >= 3:
-        report = _analyse(tables, ok, instance, rate, alpha, counts=counts, life=life)
+    if listed.height >= 3:
+        report = _analyse(tables, listed, instance, rate, alpha, counts=counts, life=life)
     else:
-        report = LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, ok.height, rate, alpha)
+        report = LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, listed.height, rate, alpha)
     last = ok.tail(1).row(0, named=True) if ok.height else {}
     normal = life.filter(pl.col("role") == "normal")
     gaps = normal.filter(reused())["max_idle"].to_numpy()

@@ -33,6 +33,7 @@ from clientscope.analysis._common import (
     as_tables,
     require_captures,
     timeline,
+    with_clients,
 )
 from clientscope.analysis.trend import trends
 
@@ -76,7 +77,7 @@ def leaks(
     tl = timeline(tables, instance)
     if since is not None:
         tl = tl.filter(pl.col("ts") >= since)
-    ok = require_captures(tl, "leak detection", minimum=3)
+    ok = require_captures(with_clients(tl), "leak detection", minimum=3)
     return _analyse(tables, ok, instance, min_rate_per_hour, alpha)
 
 
