@@ -225,7 +225,8 @@ def bench_schedule(servers: int, seconds: float) -> None:
     late = sum(t.late for t in result.targets)
     print(f"(b) {servers} servers x 1 s interval for {seconds:g} s (ran {elapsed:.1f} s incl. compaction): "
           f"captures per server min {min(attempts)} max {max(attempts)}, "
-          f"failed {result.failed}, missed {missed}, late {late}, written {result.captures_written}")  # fmt: skip
+          f"failed {result.failed}, missed {missed}, late {late}, written {result.captures_written}, "
+          f"most captures per write {result.most_per_write}")  # fmt: skip
     if result.compacted:
         print(
             f"    compaction at exit: {result.compacted.files_before} -> {result.compacted.files_after} files"

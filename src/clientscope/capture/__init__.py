@@ -5,8 +5,9 @@
 
 Modules: `targets` (URLs, `--via` commands, durations), `channel` (one reused
 connection, or a command per request), `snapshot` (one capture -> one raw row),
-`cluster` (CLUSTER NODES discovery), `collector` (threads, schedule, backoff,
-writer), `compaction` (journaled merge of small files).
+`cluster` (CLUSTER NODES discovery), `collector` (threads, schedule, backoff),
+`writer` (flushes each capture), `resp` (the small RESP2 client), `compaction`
+(journaled merge of small files).
 """
 
 from __future__ import annotations

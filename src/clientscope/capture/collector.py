@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import queue
 import random
 import signal
 import threading
@@ -32,14 +31,14 @@ from clientscope.capture.snapshot import (
     CONFIG_NAMES,
     CaptureOptions,
     CaptureState,
-    add_content_hash,
     announce_once,
     clients_in,
     maxclients_seen,
     take_capture,
 )
 from clientscope.capture.targets import Target, parse_target
-from clientscope.errors import ConfigError, DatasetWriteError
+from clientscope.capture.writer import Writer
+from clientscope.errors import ConfigError
 
 __all__ = ["MIN_INTERVAL", "CaptureEvent", "CollectResult", "TargetSummary", "collect"]
 
@@ -92,6 +91,7 @@ class CollectResult:
     captures_written: int
     targets: tuple[TargetSummary, ...]
     compacted: CompactResult | None = None
+    most_per_write: int = 0  # most captures flushed in one write (queued while the last one ran)
 
     @property
     def captures(self) -> int:
@@ -110,6 +110,7 @@ class CollectResult:
             "captures": self.captures,
             "failed": self.failed,
             "captures_written": self.captures_written,
+            "most_per_write": self.most_per_write,
             "targets": [
                 {**t.__dict__, "denied": list(t.denied), "warnings": list(t.warnings)}
                 for t in self.targets
@@ -183,7 +184,7 @@ def collect(
     stop = stop or threading.Event()
     plan = _Plan(interval, count, time.monotonic() + duration if duration else None)
     started = datetime.now(UTC)
-    writer = _Writer(root, stop)
+    writer = Writer(root, stop)
     workers = [_Worker(t, plan, options, timeouts, writer.put, on_event, stop) for t in resolved]
     reason = "stop"
     with _stop_on_signals(stop, handle_signals) as signalled:
@@ -204,6 +205,7 @@ def collect(
         captures_written=writer.written,
         targets=tuple(w.summary() for w in workers),
         compacted=compacted,
+        most_per_write=writer.most_queued,
     )
 
 
@@ -353,39 +355,48 @@ class _Worker(threading.Thread):
             self.tally.late += 1
 
     def _record(self, row: dict[str, Any]) -> None:
+        notes = _json(row["notes"])
+        self._count(row, notes)
+        fresh = self._announce(notes)
+        if self.on_event is not None:
+            self.on_event(self._event(row, fresh))
+
+    def _count(self, row: dict[str, Any], notes: dict[str, Any]) -> None:
         tally = self.tally
         tally.attempts += 1
-        notes = _json(row["notes"])
         if row["ok"]:
             tally.ok += 1
             tally.last_clients = clients_in(row["client_list"])
         else:
             tally.errors[str(row["error_kind"])] += 1
-        if "restart" in notes:
-            tally.restarts += 1
+        tally.restarts += "restart" in notes
         seen = maxclients_seen(_json(row["config"]) or None, row["info"], self.options.maxclients)
-        tally.maxclients = seen["effective"] if seen["effective"] is not None else tally.maxclients
+        if seen["effective"] is not None:
+            tally.maxclients = seen["effective"]
+
+    def _announce(self, notes: dict[str, Any]) -> tuple[str, ...]:
+        """Warnings and refused commands not said before for this target."""
         said = [
             f"{cmd} refused by the server ({why}); collecting without it"
             for cmd, why in notes.get("denied", {}).items()
         ]
         said += [str(w) for w in notes.get("warnings", [])]
         fresh = announce_once(self.state, said)
-        tally.warnings.extend(fresh)
-        if self.on_event is not None:
-            self.on_event(
-                CaptureEvent(
-                    instance=self.target.instance,
-                    ok=bool(row["ok"]),
-                    ts=row["ts"],
-                    clients=tally.last_clients if row["ok"] else None,
-                    maxclients=tally.maxclients,
-                    total_ms=float(row["total_ms"]),
-                    error_kind=row["error_kind"],
-                    error_message=row["error_message"],
-                    new_warnings=tuple(fresh),
-                )
-            )
+        self.tally.warnings.extend(fresh)
+        return tuple(fresh)
+
+    def _event(self, row: dict[str, Any], fresh: tuple[str, ...]) -> CaptureEvent:
+        return CaptureEvent(
+            instance=self.target.instance,
+            ok=bool(row["ok"]),
+            ts=row["ts"],
+            clients=self.tally.last_clients if row["ok"] else None,
+            maxclients=self.tally.maxclients,
+            total_ms=float(row["total_ms"]),
+            error_kind=row["error_kind"],
+            error_message=row["error_message"],
+            new_warnings=fresh,
+        )
 
     def summary(self) -> TargetSummary:
         t = self.tally
@@ -418,61 +429,3 @@ def _json(text: str | None) -> dict[str, Any]:
 
     value = json.loads(text) if text else {}
     return value if isinstance(value, dict) else {}
-
-
-_FINISH = object()
-
-
-class _Writer(threading.Thread):
-    """Appends captures to the dataset as they come (whatever queued during the last write)."""
-
-    def __init__(self, root: Path, stop: threading.Event) -> None:
-        super().__init__(name="collect-writer", daemon=True)
-        self.root = root
-        self.stop = stop
-        self.queue: queue.Queue[object] = queue.Queue()
-        self.written = 0
-        self.error: Exception | None = None
-
-    def put(self, row: dict[str, Any]) -> None:
-        self.queue.put(row)
-
-    def finish(self) -> None:
-        self.queue.put(_FINISH)
-        self.join()
-
-    def run(self) -> None:
-        finishing = False
-        while not finishing:
-            batch: list[dict[str, Any]] = []
-            item = self.queue.get()
-            while True:
-                if item is _FINISH:
-                    finishing = True
-                elif isinstance(item, dict):
-                    batch.append(item)
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch and self.error is None:
-                self._write(batch)
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        import polars as pl
-
-        from clientscope.dataset import append_raw
-        from clientscope.schema import RAW_SCHEMA
-
-        try:
-            hashed = [add_content_hash(row) for row in rows]
-            append_raw(self.root, pl.DataFrame(hashed, schema=RAW_SCHEMA))
-            self.written += len(rows)
-        except DatasetWriteError as exc:
-            self.error = DatasetWriteError(
-                f"{exc} Collection stopped; the {self.written} captures written before are kept."
-            )
-            self.stop.set()
-        except Exception as exc:
-            self.error = exc
-            self.stop.set()
