@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from clientscope.analysis import (
     alerts,
+    diagnose,
     forecast,
     idle,
     kill_script,
@@ -261,3 +262,54 @@ def test_diagnose_command_names_the_leak(datasets: dict[str, SimulationResult]) 
     assert "CONFIG SET timeout" in out.output
     md = CliRunner().invoke(app, ["diagnose", str(datasets["leak"].path), "--markdown"]).output
     assert md.startswith("## Findings")
+
+
+# ------------------------------------------------------------------ several instances, results
+def test_two_instances_are_judged_apart(tmp_path: Path) -> None:
+    path = tmp_path / "fleet"
+    leaking = simulate("leak", path, seed=1, captures=80, clients=60, instance="cache-a")
+    simulate("healthy", path, seed=2, captures=80, clients=60, instance="cache-b")
+    report = leaks(path)
+    assert report.leaking.select("instance", "group").rows() == [("cache-a", "orders-svc")]
+    assert set(report.groups["instance"]) == {"cache-a", "cache-b"}
+    assert leaks(path, instance="cache-b").leaking.is_empty()
+    d = diagnose(path)
+    assert [(f.instance, f.group) for f in d.findings if f.kind == "leak"] == [
+        ("cache-a", "orders-svc")
+    ]
+    assert d.instances == ("cache-a", "cache-b")
+    assert top(path, "name")["instance"].unique().sort().to_list() == ["cache-a", "cache-b"]
+    assert forecast(path, instance="cache-a").slope_per_hour == pytest.approx(
+        leaking.leaking[0].rate_per_min * 60, rel=0.4
+    )
+
+
+def test_idle_histogram_bins_add_up(datasets: dict[str, SimulationResult]) -> None:
+    report = idle(datasets["leak"].path)
+    per_group = report.histogram.group_by("group").agg(pl.col("clients").sum())
+    expected = dict(report.groups.select("group", "clients").iter_rows())
+    assert dict(per_group.iter_rows()) == expected
+    orders = report.histogram.filter(pl.col("group") == "orders-svc")
+    assert orders.filter(pl.col("bin").is_in(["600-3600s", "300-600s"]))["clients"].sum() > 0
+
+
+def test_results_serialise_and_render(datasets: dict[str, SimulationResult]) -> None:
+    d = diagnose(datasets["incident"].path)
+    assert d.kinds()[0] == "exhaustion"  # most severe first
+    severities = [f.severity for f in d.findings]
+    assert severities == sorted(severities, key=["critical", "warning", "info"].index)
+    payload = json.loads(json.dumps(d.to_dict()))
+    assert payload["findings"][0]["kind"] == "exhaustion"
+    assert "first_at" in payload["findings"][0]["evidence"]
+    leak = next(f for f in d.findings if f.kind == "leak")
+    assert leak.group == "orders-svc" and leak.first_seen is not None
+    assert any(r.startswith("CONFIG SET timeout") for r in leak.remediation)
+    assert "orders-svc" in leak._repr_html_() and "<li>" in d._repr_html_()
+    assert "### [critical]" in d.to_markdown()
+    for result in (
+        forecast(datasets["leak"].path),
+        plan(datasets["leak"].path),
+        idle(datasets["leak"].path),
+    ):
+        assert json.dumps(result.to_dict(), default=str)
+        assert "<table" in result._repr_html_()
