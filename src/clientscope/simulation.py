@@ -579,6 +579,16 @@ def _conn_strings(b: _Builder, c: dict[str, np.ndarray]) -> pl.DataFrame:
     return frame.with_columns(addr=pl.col("ip") + ":" + pl.col("port").cast(pl.String), flags=flags)
 
 
+# what every simulated client line says the same way (an idle Redis 7.2 client)
+_CONSTANT_FIELDS = {
+    "family": pl.lit("ipv4"), "laddr": pl.lit(_LADDR), "laddr_ip": pl.lit(_LADDR.split(":")[0]),
+    "laddr_port": pl.lit(6379, dtype=pl.Int64), "laddr_family": pl.lit("ipv4"), "events": pl.lit("r"),
+    **{k: pl.lit(v, dtype=pl.Int64) for k, v in {
+        "db": 0, "psub": 0, "ssub": 0, "multi": -1, "watch": 0, "qbuf": 0, "qbuf_free": 0,
+        "argv_mem": 0, "multi_mem": 0, "rbs": 1024, "rbp": 0, "obl": 0, "redir": -1}.items()},
+}  # fmt: skip
+
+
 def _client_rows(f: _Frame, caps: np.ndarray, rel: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
     """Client rows of the captures `caps` (indices); also the per-capture row counts."""
     c = f.c
@@ -618,34 +628,16 @@ def _client_rows(f: _Frame, caps: np.ndarray, rel: np.ndarray) -> tuple[pl.DataF
             run_id=pl.Series(f.runs.ids, dtype=pl.String).gather(c["run"][conn]),
             id=pl.Series(c["id"][conn]),
             fd=pl.Series(8 + c["id"][conn] % 10000),
-            family=pl.lit("ipv4"),
-            laddr=pl.lit(_LADDR),
-            laddr_ip=pl.lit(_LADDR.split(":")[0]),
-            laddr_port=pl.lit(6379, dtype=pl.Int64),
-            laddr_family=pl.lit("ipv4"),
             age=pl.Series(age),
             idle=pl.Series(idle_i),
-            db=pl.lit(0, dtype=pl.Int64),
             sub=pl.Series((flag == PUBSUB).astype(np.int64)),
-            psub=pl.lit(0, dtype=pl.Int64),
-            ssub=pl.lit(0, dtype=pl.Int64),
-            multi=pl.lit(-1, dtype=pl.Int64),
-            watch=pl.lit(0, dtype=pl.Int64),
-            qbuf=pl.lit(0, dtype=pl.Int64),
-            qbuf_free=pl.lit(0, dtype=pl.Int64),
-            argv_mem=pl.lit(0, dtype=pl.Int64),
-            multi_mem=pl.lit(0, dtype=pl.Int64),
-            rbs=pl.lit(1024, dtype=pl.Int64),
-            rbp=pl.lit(0, dtype=pl.Int64),
-            obl=pl.lit(0, dtype=pl.Int64),
             oll=pl.Series((omem + 16383) // 16384),
             omem=pl.Series(omem),
             tot_mem=pl.Series(22400 + omem),
-            events=pl.lit("r"),
-            redir=pl.lit(-1, dtype=pl.Int64),
             is_blocked=pl.Series(flag == BLOCKED),
             is_pubsub=pl.Series(flag == PUBSUB),
             is_replica=pl.Series(flag == REPLICA),
+            **_CONSTANT_FIELDS,
         )
         .with_columns(
             [
@@ -708,47 +700,32 @@ _COBL = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
 
 
 def _capture_rows(f: _Frame, caps: np.ndarray, rel: np.ndarray, counts: np.ndarray) -> pl.DataFrame:
-    failed = f.failed[caps]
     ts = _timestamps(f.start, rel[caps])
     cfg = {"maxclients": str(f.plan.maxclients), "timeout": str(f.plan.timeout),
            "tcp-keepalive": "300", "tcp-backlog": "511", "client-output-buffer-limit": _COBL}  # fmt: skip
     ms = f.b.rng.gamma(2.0, 1.5, caps.size) + counts * 0.002
-    ok = pl.Series(~failed)
-    return (
-        pl.DataFrame(
-            {
-                "capture_id": [f.capture_ids[i] for i in caps],
-                "ts": ts,
-                "server_time": ts,
-                "collector_time": ts,
-                "ok": ok,
-                "total_ms": ms,
-                "client_list_ms": ms * 0.7,
-                "n_clients": counts.astype(np.int64),
-                "run_id": [f.runs.ids[r] for r in f.cap_run[caps]],
-            },
-            schema_overrides={"capture_id": pl.String, "run_id": pl.String},
-        )
-        .with_columns(
-            instance=pl.lit(f.instance),
-            ts_source=pl.lit("simulated"),
-            source=pl.lit("simulate"),
-            origin=pl.lit(f.origin),
-            error_kind=pl.when(~pl.col("ok")).then(pl.lit("max_clients")),
-            error_message=pl.when(~pl.col("ok")).then(pl.lit("ERR max number of clients reached")),
-            n_rejects=pl.when(pl.col("ok")).then(pl.lit(0, dtype=pl.Int64)),
-            maxclients=pl.when(pl.col("ok")).then(pl.lit(f.plan.maxclients, dtype=pl.Int64)),
-            maxclients_source=pl.when(pl.col("ok")).then(pl.lit("config")),
-            timeout=pl.when(pl.col("ok")).then(pl.lit(f.plan.timeout, dtype=pl.Int64)),
-            tcp_keepalive=pl.when(pl.col("ok")).then(pl.lit(300, dtype=pl.Int64)),
-            tcp_backlog=pl.when(pl.col("ok")).then(pl.lit(511, dtype=pl.Int64)),
-            client_output_buffer_limit=pl.when(pl.col("ok")).then(pl.lit(_COBL)),
-            config=pl.when(pl.col("ok")).then(pl.lit(json.dumps(cfg))),
-        )
-        .with_columns(
-            n_clients=pl.when(pl.col("ok")).then(pl.col("n_clients")),
-            run_id=pl.when(pl.col("ok")).then(pl.col("run_id")),
-        )
+    known_when_ok = {  # a failed capture (max_clients) learnt none of these
+        "n_clients": pl.col("n_clients"), "run_id": pl.col("run_id"), "n_rejects": pl.lit(0),
+        "maxclients": pl.lit(f.plan.maxclients), "maxclients_source": pl.lit("config"),
+        "timeout": pl.lit(f.plan.timeout), "tcp_keepalive": pl.lit(300), "tcp_backlog": pl.lit(511),
+        "client_output_buffer_limit": pl.lit(_COBL), "config": pl.lit(json.dumps(cfg)),
+    }  # fmt: skip
+    frame = pl.DataFrame(
+        {
+            "capture_id": [f.capture_ids[i] for i in caps], "ts": ts, "server_time": ts,
+            "collector_time": ts, "ok": ~f.failed[caps], "total_ms": ms, "client_list_ms": ms * 0.7,
+            "n_clients": counts.astype(np.int64), "run_id": [f.runs.ids[r] for r in f.cap_run[caps]],
+        },
+        schema_overrides={"capture_id": pl.String, "run_id": pl.String},
+    )  # fmt: skip
+    return frame.with_columns(
+        instance=pl.lit(f.instance),
+        ts_source=pl.lit("simulated"),
+        source=pl.lit("simulate"),
+        origin=pl.lit(f.origin),
+        error_kind=pl.when(~pl.col("ok")).then(pl.lit("max_clients")),
+        error_message=pl.when(~pl.col("ok")).then(pl.lit("ERR max number of clients reached")),
+        **{name: pl.when(pl.col("ok")).then(value) for name, value in known_when_ok.items()},
     )
 
 
