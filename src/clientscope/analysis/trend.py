@@ -105,10 +105,24 @@ def _mk_variance(y: np.ndarray, segment: np.ndarray) -> np.ndarray:
     return var
 
 
-def trends(y: np.ndarray, t: np.ndarray, segment: np.ndarray) -> Trends:
-    """All trend statistics for each row of `y`."""
+PAIR_BUDGET = 4_000_000  # pairwise slopes held in memory at once
+
+
+def trends(
+    y: np.ndarray, t: np.ndarray, segment: np.ndarray, *, pair_budget: int = PAIR_BUDGET
+) -> Trends:
+    """All trend statistics for each row of `y` (rows in blocks of about `pair_budget`
+    pairwise slopes, so memory stays bounded however many groups there are)."""
     slope, r2 = ols(y, t, segment)
-    theil, s, z, p = theil_sen_mann_kendall(y, t, segment)
+    pairs = max(_thin(t.size).size ** 2 // 2, 1)
+    block = max(1, pair_budget // pairs)
+    parts = [
+        theil_sen_mann_kendall(y[i : i + block], t, segment) for i in range(0, y.shape[0], block)
+    ]
+    if not parts:
+        empty = np.zeros(0)
+        return Trends(slope, r2, empty, empty, empty, empty)
+    theil, s, z, p = (np.concatenate([part[k] for part in parts]) for k in range(4))
     return Trends(slope, r2, theil, s, z, p)
 
 
