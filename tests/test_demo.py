@@ -45,3 +45,29 @@ def test_demo_refuses_a_too_short_run(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="too short"):
         run_demo(seconds=3, out=tmp_path)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_early_and_still_cleans_up(tmp_path: Path) -> None:
+    import signal
+
+    before = _valkey_servers()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clientscope.cli", "demo", "--seconds", "60", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (tmp_path / "dataset").exists():
+            time.sleep(0.2)
+        time.sleep(7)  # a few captures
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Stopped early" in out
+    assert (tmp_path / "report" / "report.html").is_file()
+    time.sleep(0.5)
+    assert _valkey_servers() <= before

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clientscope.errors import CaptureError, ConfigError
+from clientscope.errors import AnalysisError, CaptureError, ConfigError
 
 __all__ = ["DemoResult", "LoadStats", "run_demo"]
 
@@ -235,12 +235,15 @@ def run_demo(
             stop.set()
             load.stop()
     ds = open_dataset(dataset)
-    diagnosis = diagnose(ds)
+    try:
+        findings = tuple(diagnose(ds).findings)
+    except AnalysisError:  # e.g. Ctrl-C after one or two captures; the report says why
+        findings = ()
     result = report(
         ds, out / "report", title="clientscope demo: a leaking worker on embedded Valkey"
     )
     return DemoResult(
-        out=out, dataset=dataset, report=result, findings=tuple(diagnosis.findings),
+        out=out, dataset=dataset, report=result, findings=findings,
         captures=int(ds.captures.select("capture_id").collect().height), seconds=time.monotonic() - began,
         interrupted=interrupted, load=load.stats,
     )  # fmt: skip

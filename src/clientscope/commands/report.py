@@ -103,7 +103,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return
         typer.echo("")
+        if result.interrupted:
+            typer.echo(f"Stopped early: {result.captures} captures. The report covers them.")
         _print_findings(result.findings)
+        typer.echo(f"Cause: {result.report.cause}")
         typer.echo(f"\nReport: {result.report.html.resolve()}")
 
 

@@ -179,6 +179,7 @@ def write_figures(
         png, svg = folder / f"{chart.name}.png", folder / f"{chart.name}.svg"
         with style():  # the SVG ids are salted by rcParams at save time
             fig.savefig(png, format="png", metadata={"Software": None})
+            fig.set_layout_engine("none")  # keep the layout just computed: a third faster
             fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
         written.append(
             FigureFile(

@@ -88,7 +88,9 @@ def time_axis(ax: Axes) -> None:
     """UTC dates on the x axis, concise labels, named with the zone."""
     locator = mdates.AutoDateLocator(minticks=5, maxticks=10, tz="UTC")  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))  # type: ignore[no-untyped-call]
+    formatter = mdates.ConciseDateFormatter(locator, tz="UTC")  # type: ignore[no-untyped-call]
+    formatter.formats = ["%Y", "%b", "%d", "%H:%M", "%H:%M", "%H:%M:%S", "%H:%M:%S.%f"]
+    ax.xaxis.set_major_formatter(formatter)
     ax.set_xlabel("time (UTC)")
 
 
