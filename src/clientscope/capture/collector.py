@@ -266,13 +266,18 @@ def _wait(workers: Sequence[threading.Thread]) -> None:
 
 @contextlib.contextmanager
 def _stop_on_signals(stop: threading.Event, enabled: bool) -> Iterator[list[int]]:
-    """SIGINT / SIGTERM set `stop` (the capture in flight finishes); old handlers come back after."""
+    """SIGINT / SIGTERM set `stop` (the capture in flight finishes); a second one interrupts at once.
+
+    Everything flushed before stays; the old handlers come back after.
+    """
     signalled: list[int] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield signalled
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if signalled:  # a second Ctrl-C: do not wait for the capture in flight
+            raise KeyboardInterrupt
         signalled.append(signum)
         stop.set()
 
