@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 import pytest
 
-from clientscope.analysis import Diagnosis, diagnose
+from clientscope.analysis import Diagnosis, diagnose, leaks
 from clientscope.simulation import SCENARIOS, SimulationResult, simulate_tables
 
 SEEDS = (0, 1, 2)
@@ -113,3 +113,19 @@ def test_pubsub_growth_is_excluded_from_leaks_but_reported() -> None:
     row = diagnosis.leak_report.groups.filter(pl.col("group") == "notifier").row(0, named=True)
     assert row["verdict"] == "excluded:pubsub"
     assert "pubsub_pileup" in diagnosis.kinds()
+
+
+@pytest.mark.parametrize("rate", [1.0, 1.5, 3.0, 10.0])
+@pytest.mark.parametrize("scenario", ["leak", "slow_leak"])
+def test_leaks_of_one_per_minute_or_more_over_30_minutes(scenario: str, rate: float) -> None:
+    for seed in (3, 4):
+        truth, batches = simulate_tables(
+            scenario, seed=seed, captures=120, interval=15, leak_rate=rate
+        )  # 30 minutes
+        tables = MemoryTables(
+            *(pl.concat([b[n] for b in batches]).lazy() for n in ("captures", "clients", "info"))
+        )
+        found = leaks(tables).leaking
+        assert found["group"].to_list() == [truth.leaking[0].group], (scenario, rate, seed)
+        slope = found["slope_theil_sen_per_h"][0] / 60
+        assert 0.5 * rate <= slope <= 1.5 * rate

@@ -49,7 +49,8 @@ __all__ = ["SCENARIOS", "LeakTruth", "SimulationResult", "simulate", "simulate_t
 SCENARIOS: dict[str, str] = {
     "healthy": "stable named and unnamed pools that recycle connections; nothing wrong",
     "leak": "one service opens ~2 connections/min and never closes them; they go idle",
-    "slow_leak": "1 connection/min from an unnamed client under noisy, fluctuating pools",
+    "slow_leak": "1 connection/min from an unnamed client that also churns busy connections, "
+    "beside a noisy fluctuating pool",
     "no_pooling": "a service opens a connection per request: high churn, short-lived ids",
     "oversized_pool": "many pods x a large pool, mostly idle, close to maxclients",
     "blocking": "consumers parked in BLPOP/BRPOP/XREAD BLOCK hold connections (flags=b)",
@@ -274,6 +275,7 @@ class _Plan:
     leaking: list[LeakTruth] = field(default_factory=list)
     expected: list[str] = field(default_factory=list)
     saturate: bool = False
+    leak_rate: float | None = None  # connections/min for the leak scenarios (None: their default)
 
 
 def _base(b: _Builder, n: int, *, timeout_ok: bool = True) -> None:
@@ -310,8 +312,9 @@ def _sc_leak(b: _Builder, n: int, p: _Plan) -> None:
     gid = b.group("orders-svc", "redis-py", "4.6.0", ("get", "set"))
     pods = b.pods(4, 1, first=31)
     b.pool(gid, pods, 5)
-    b.leak(gid, pods, 2.0)
-    p.leaking.append(_truth(b, gid, 2.0, pods))
+    rate = p.leak_rate or 2.0
+    b.leak(gid, pods, rate)
+    p.leaking.append(_truth(b, gid, rate, pods))
     p.expected += ["leak", "no_idle_timeout"]
 
 
@@ -321,8 +324,10 @@ def _sc_slow_leak(b: _Builder, n: int, p: _Plan) -> None:
     _base(b, n // 2)
     gid = b.group(None, "node-redis", "4.6.13", ("get",))
     pods = b.pods(7, 1, first=23)
-    b.leak(gid, pods, 1.0)
-    p.leaking.append(_truth(b, gid, 1.0, pods))
+    b.fluctuating(gid, pods, max(5.0, n * 0.1), mean_life=240.0)  # busy churn in the same group
+    rate = p.leak_rate or 1.0
+    b.leak(gid, pods, rate)
+    p.leaking.append(_truth(b, gid, rate, pods))
     p.expected += ["leak", "no_idle_timeout"]
 
 
@@ -731,7 +736,7 @@ def _capture_rows(f: _Frame, caps: np.ndarray, rel: np.ndarray, counts: np.ndarr
 
 # ------------------------------------------------------------------ driver
 def _prepare(scenario: str, seed: int, captures: int | None, clients: int, interval: float | None,
-             start: datetime, instance: str) -> _Frame:  # fmt: skip
+             start: datetime, instance: str, leak_rate: float | None = None) -> _Frame:  # fmt: skip
     if scenario not in _BUILDERS:
         raise ConfigError(f"unknown scenario {scenario!r}; choose one of: {', '.join(_BUILDERS)}")
     shape = _DEFAULT_SHAPE.get(scenario, (120, 15.0))
@@ -745,7 +750,7 @@ def _prepare(scenario: str, seed: int, captures: int | None, clients: int, inter
     rng = np.random.default_rng(seed)
     rel = np.arange(n_caps) * step + rng.uniform(0, min(0.5, step / 10), n_caps)
     b = _Builder(rng, rel, step)
-    plan = _Plan(maxclients=max(10000, 2 * clients))
+    plan = _Plan(maxclients=max(10000, 2 * clients), leak_rate=leak_rate)
     _infra(b)
     _BUILDERS[scenario](b, clients, plan)
     c = b.conns.arrays()
@@ -780,9 +785,10 @@ def _batches(f: _Frame, rel: np.ndarray, rows_per_batch: int) -> list[np.ndarray
 def simulate_tables(scenario: str, *, seed: int = 0, captures: int | None = None,
                     clients: int = 200, interval: float | None = None,
                     start: datetime = DEFAULT_START, instance: str = "redis-master-0",
-                    rows_per_batch: int = 2_000_000) -> tuple[SimulationResult, list[dict[str, pl.DataFrame]]]:  # fmt: skip
+                    rows_per_batch: int = 2_000_000, leak_rate: float | None = None,
+                    ) -> tuple[SimulationResult, list[dict[str, pl.DataFrame]]]:  # fmt: skip
     """The simulated parsed tables, in memory, one dict of frames per batch (for tests)."""
-    f = _prepare(scenario, seed, captures, clients, interval, start, instance)
+    f = _prepare(scenario, seed, captures, clients, interval, start, instance, leak_rate)
     return _result(f, Path("."), scenario, seed, 0), list(_iter_tables(f, rows_per_batch))
 
 
@@ -802,16 +808,17 @@ def _iter_tables(f: _Frame, rows_per_batch: int) -> Iterator[dict[str, pl.DataFr
 def simulate(scenario: str, out: Path | str, *, seed: int = 0, captures: int | None = None,
              clients: int = 200, interval: float | None = None,
              start: datetime = DEFAULT_START, instance: str = "redis-master-0",
-             rows_per_batch: int = 2_000_000) -> SimulationResult:  # fmt: skip
+             rows_per_batch: int = 2_000_000, leak_rate: float | None = None) -> SimulationResult:  # fmt: skip
     """Write a simulated capture dataset for `scenario` (see SCENARIOS) into `out`.
 
     `captures` snapshots `interval` seconds apart of about `clients` connections,
     reproducible from `seed`, written in batches of about `rows_per_batch` client
-    rows. Returns where it went and the ground truth.
+    rows. `leak_rate` (connections/min) overrides the rate of `leak` / `slow_leak`.
+    Returns where it went and the ground truth.
     """
     from clientscope.dataset import append_tables
 
-    f = _prepare(scenario, seed, captures, clients, interval, start, instance)
+    f = _prepare(scenario, seed, captures, clients, interval, start, instance, leak_rate)
     rows = 0
     for tables in _iter_tables(f, rows_per_batch):
         append_tables(out, tables)

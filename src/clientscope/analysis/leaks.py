@@ -10,8 +10,10 @@ Per group (client name, or `lib@ip` for unnamed clients) over the captured windo
   deaths, survivors, and how many survivors went idle right after they were
   created (idle close to age).
 
-A *leak* is significant growth whose new connections mostly survive and go
-idle. Growth whose new connections are in use (a pool warming up, a scale-out,
+A *leak* is significant growth that is mostly made of new connections which
+never closed and went idle (idle close to their age): at least half of the
+growth (Theil-Sen slope x window) must be such connections. So a leak hidden
+in a group that also churns active connections is still found. Growth whose new connections are in use (a pool warming up, a scale-out,
 load) is reported as `growth`, not a leak. Replicas, pub/sub, blocked clients,
 MONITOR and the collector are never judged; their rows say `excluded`.
 """
@@ -155,6 +157,7 @@ def _trend_stats(counts: pl.DataFrame, ok: pl.DataFrame, inst: str) -> pl.DataFr
     )
     return keys.with_columns(
         instance=pl.lit(inst),
+        window_h=pl.lit(float(t[-1] - t[0]) / 3600),
         first=pl.Series(y[:, 0]),
         last=pl.Series(y[:, -1]),
         peak=pl.Series(y.max(axis=1)),
@@ -206,15 +209,16 @@ def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFram
         )
     births = pl.col("births").fill_null(0)
     retained = (pl.col("survivors").fill_null(0) / births).fill_nan(0.0)
-    idle_share = (
-        pl.col("survivors_idle").fill_null(0) / pl.col("survivors_old_enough").fill_null(0)
-    ).fill_nan(0.0)
+    idle_new = pl.col("survivors_idle").fill_null(0)
+    idle_share = (idle_new / pl.col("survivors_old_enough").fill_null(0)).fill_nan(0.0)
+    growth = (pl.col("slope_theil_sen_per_h") * pl.col("window_h")).clip(1.0)
+    explained = (idle_new / growth).clip(0.0, 1.0)  # how much of the growth sits idle, never closed
     rising = (
         (pl.col("slope_theil_sen_per_h") >= min_rate)
         & (pl.col("slope_ols_per_h") > 0)
         & (pl.col("mk_p") < alpha)
     )
-    leak_like = (births >= 3) & (retained >= 0.6) & (idle_share >= 0.6)
+    leak_like = (idle_new >= 3) & (explained >= 0.5)
     falling = (pl.col("slope_theil_sen_per_h") <= -min_rate) & (pl.col("mk_p") < alpha)
     verdict = (
         pl.when(pl.col("role") != "normal")
@@ -229,14 +233,17 @@ def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFram
     )
     strength = (pl.col("mk_z").abs() / 5).clip(0, 1)
     confidence = (
-        (0.4 * strength + 0.3 * idle_share + 0.3 * retained) * (0.5 + 0.5 * pl.col("r2"))
+        (0.4 * strength + 0.3 * explained + 0.3 * idle_share) * (0.5 + 0.5 * pl.col("r2"))
     ).clip(0, 1)
     order = pl.col("verdict").replace_strict(
         {"leak": 0, "growth": 1, "shrinking": 2, "stable": 3}, default=4, return_dtype=pl.Int8
     )
     return (
         frame.with_columns(
-            retained_share=retained, survivors_idle_share=idle_share, verdict=verdict
+            retained_share=retained,
+            survivors_idle_share=idle_share,
+            growth_idle_share=explained,
+            verdict=verdict,
         )
         .with_columns(
             confidence=pl.when(pl.col("verdict") == "leak")

@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
             None, help="Seconds between captures (default 15; 300 for daily_cycle)."
         ),
         instance: str = typer.Option("redis-master-0", help="Instance name to tag the captures."),
+        leak_rate: float | None = typer.Option(
+            None, help="Connections/min the leak / slow_leak scenarios leak (default 2 / 1)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the ground truth as JSON."),
     ) -> None:
         """Generate captures of a scenario (leak, no pooling, blocking, ...) with known ground truth."""
@@ -38,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         result = simulate(
             scenario, out, seed=seed, captures=captures, clients=clients,
-            interval=interval, instance=instance,
+            interval=interval, instance=instance, leak_rate=leak_rate,
         )  # fmt: skip
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
