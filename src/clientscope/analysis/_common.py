@@ -24,10 +24,12 @@ import polars as pl
 from clientscope.errors import AnalysisError, DatasetError
 from clientscope.schema import COLLECTOR_CLIENT_NAME
 
+# commands that always block the client until data, a timeout or a replica ack arrives
 BLOCKING_COMMANDS = (
     "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
-    "xread", "xreadgroup", "wait", "waitaof", "client|pause",
+    "wait", "waitaof",
 )  # fmt: skip
+# XREAD / XREADGROUP block only with BLOCK: the server's `b` flag says when they do
 PUBSUB_COMMANDS = ("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe")
 ROLES = ("normal", "collector", "replica", "master", "monitor", "pubsub", "blocked")
 
@@ -75,7 +77,7 @@ def group_key(source: pl.Expr | None = None) -> pl.Expr:
 
 
 def blocking_command() -> pl.Expr:
-    return pl.col("cmd").str.to_lowercase().is_in(BLOCKING_COMMANDS)
+    return pl.col("cmd").is_in(BLOCKING_COMMANDS)
 
 
 def role() -> pl.Expr:

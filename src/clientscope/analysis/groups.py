@@ -41,6 +41,7 @@ DIMENSIONS: dict[str, pl.Expr] = {
     "cmd": pl.col("cmd").fill_null("(none)"),
     "db": pl.col("db"),
     "flags": pl.col("flags"),
+    "flag": pl.col("flags").fill_null("N").str.split(""),  # one row per flag letter
     "role": role(),
     "laddr": pl.col("laddr"),
 }
@@ -127,7 +128,7 @@ def _window(
 
 
 def _rows(tables: Tables, caps: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
-    return (
+    rows = (
         tables.clients.filter(pl.col("capture_id").is_in(caps["capture_id"].to_list()))
         .select(
             "instance",
@@ -139,6 +140,7 @@ def _rows(tables: Tables, caps: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
         )
         .collect(engine="streaming")
     )
+    return rows.explode("flag") if "flag" in dims else rows
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ def _register_views(app: typer.Typer) -> None:
         dataset: Path = DATASET,
         by: str = typer.Option(
             "ip",
-            help="Group by: ip, name, lib, lib_name, lib_ver, user, cmd, db, flags, role, group, "
+            help="Group by: ip, name, lib, lib_name, lib_ver, user, cmd, db, flags, flag (each letter), role, "
+            "group, "
             "addr, laddr; combine with commas (ip,name).",
         ),
         at: str | None = typer.Option(None, help=AT_HELP),
