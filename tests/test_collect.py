@@ -346,3 +346,34 @@ def test_several_targets_with_instance_names(tmp_path: Path) -> None:
         .collect()
     )
     assert versions["server_name"].to_list()[0] == "valkey"
+
+
+def test_a_parser_failure_never_stops_collection(
+    valkey: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clientscope.parse
+
+    def broken(raw: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        raise RuntimeError("parser bug")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(clientscope.parse, "parse_raw", broken)
+        result = collect([valkey.url], tmp_path / "ds", interval=0.2, count=3)
+    assert result.captures_written == 3 and result.left_unparsed == 3
+    assert result.parse_error == "RuntimeError: parser bug"
+    ds = open_dataset(tmp_path / "ds")  # parses the raw batches the collector could not
+    assert ds.captures.collect().height == 3 and ds.raw.collect().height == 3
+
+
+def test_raw_batches_beyond_the_parser_backlog_are_left_for_open(
+    valkey: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clientscope.capture.writer as writer
+
+    monkeypatch.setattr(writer, "MAX_UNPARSED_IN_MEMORY", 0)
+    result = collect([valkey.url], tmp_path / "ds", interval=0.2, count=3)
+    assert result.left_unparsed == 3 and result.parse_error is None
+    assert not list((tmp_path / "ds" / "clients").rglob("*.parquet"))
+    assert (
+        open_dataset(tmp_path / "ds").clients.collect().height == 3
+    )  # the collector itself, 3 times

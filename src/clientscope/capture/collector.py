@@ -3,9 +3,10 @@
 One thread per target keeps a fixed-rate schedule (`start + k * interval`); a
 slow or dead server only delays its own thread. A failed capture is recorded as
 a row, then the thread backs off (exponential, with jitter) and reconnects. A
-single writer thread appends each capture to the dataset as soon as it is
-taken (several at once only when they queued up during the previous write), so
-a killed collector loses at most what was in flight.
+writer thread flushes each capture's raw row as soon as it is taken (several at
+once only when they queued up during the previous write), so a killed
+collector loses at most what was in flight; a parser thread writes the parsed
+tables behind it (see `capture.writer`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from clientscope.capture.snapshot import (
     take_capture,
 )
 from clientscope.capture.targets import Target, parse_target
-from clientscope.capture.writer import Writer
+from clientscope.capture.writer import Parser, Writer
 from clientscope.errors import ConfigError
 
 __all__ = ["MIN_INTERVAL", "CaptureEvent", "CollectResult", "TargetSummary", "collect"]
@@ -92,6 +93,8 @@ class CollectResult:
     targets: tuple[TargetSummary, ...]
     compacted: CompactResult | None = None
     most_per_write: int = 0  # most captures flushed in one write (queued while the last one ran)
+    left_unparsed: int = 0  # raw batches whose parsed tables open_dataset will write
+    parse_error: str | None = None  # why the parser stopped, if it did (raw rows are kept)
 
     @property
     def captures(self) -> int:
@@ -111,6 +114,8 @@ class CollectResult:
             "failed": self.failed,
             "captures_written": self.captures_written,
             "most_per_write": self.most_per_write,
+            "left_unparsed": self.left_unparsed,
+            "parse_error": self.parse_error,
             "targets": [
                 {**t.__dict__, "denied": list(t.denied), "warnings": list(t.warnings)}
                 for t in self.targets
@@ -184,16 +189,19 @@ def collect(
     stop = stop or threading.Event()
     plan = _Plan(interval, count, time.monotonic() + duration if duration else None)
     started = datetime.now(UTC)
-    writer = Writer(root, stop)
+    parser = Parser(root)
+    writer = Writer(root, stop, parser)
     workers = [_Worker(t, plan, options, timeouts, writer.put, on_event, stop) for t in resolved]
     reason = "stop"
     with _stop_on_signals(stop, handle_signals) as signalled:
+        parser.start()
         writer.start()
         for worker in workers:
             worker.start()
         _wait(workers)
         reason = "signal" if signalled else _why_stopped(plan, stop)
     writer.finish()
+    parser.finish()
     if writer.error is not None:
         raise writer.error
     compacted = compact(root) if compact_on_exit else None
@@ -206,6 +214,8 @@ def collect(
         targets=tuple(w.summary() for w in workers),
         compacted=compacted,
         most_per_write=writer.most_queued,
+        left_unparsed=parser.left_for_open,
+        parse_error=parser.error,
     )
 
 

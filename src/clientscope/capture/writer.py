@@ -1,27 +1,75 @@
-"""The collector's writer thread: appends captures to the dataset as they come."""
+"""The collector's two writing threads: raw captures first, their parsed tables after.
+
+`Writer` flushes each capture's raw row (the lossless bytes) as soon as it is
+taken: one small Parquet file per instance and day, temp file + fsync + rename,
+the same layout `dataset.append_raw` writes. That takes milliseconds even for
+10,000 clients, so a killed collector loses at most what was in flight.
+
+`Parser` then writes the batch's parsed tables (captures, clients, info, ...)
+under the same file name. Parsing a large CLIENT LIST can take longer than the
+interval; when it falls behind, raw batches wait in a bounded queue, and past
+that bound they are left for `open_dataset`, which parses any raw batch whose
+parsed tables are missing. A parser failure never stops collection: the raw
+rows are safe, and the failure is reported.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clientscope.capture.snapshot import add_content_hash
 from clientscope.errors import DatasetWriteError
 
-__all__ = ["Writer"]
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = ["Parser", "Writer", "write_parquet_atomic"]
 
 _FINISH = object()
+_TMP = ".tmp-"
+MAX_UNPARSED_IN_MEMORY = 32  # raw batches waiting for the parser; more are left for open_dataset
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    instance: str
+    date: str
+    stem: str
+    frame: pl.DataFrame
+
+
+def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
+    """Write `frame` to `target` via a hidden temporary file, fsync and rename; never overwrite."""
+    tmp = target.with_name(f"{_TMP}{target.name}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # e.g. the folder is gone or is now a file
+            tmp.unlink(missing_ok=True)
+        raise DatasetWriteError(
+            f"could not write {target}: {exc.strerror or exc}. Nothing already in the dataset "
+            "was changed; free disk space or fix permissions and run again."
+        ) from exc
 
 
 class Writer(threading.Thread):
-    """Appends captures to the dataset as they come (whatever queued during the last write)."""
+    """Flushes raw captures as they come (whatever queued during the last write), then hands them on."""
 
-    def __init__(self, root: Path, stop: threading.Event) -> None:
+    def __init__(self, root: Path, stop: threading.Event, parser: Parser) -> None:
         super().__init__(name="collect-writer", daemon=True)
         self.root = root
         self.stop = stop
+        self.parser = parser
         self.queue: queue.Queue[object] = queue.Queue()
         self.written = 0
         self.most_queued = 0  # the most captures one write took at once: >1 means the writer lagged
@@ -53,14 +101,9 @@ class Writer(threading.Thread):
                 self._write(batch)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        import polars as pl
-
-        from clientscope.dataset import append_raw
-        from clientscope.schema import RAW_SCHEMA
-
         try:
-            hashed = [add_content_hash(row) for row in rows]
-            append_raw(self.root, pl.DataFrame(hashed, schema=RAW_SCHEMA))
+            for raw in write_raw(self.root, [add_content_hash(row) for row in rows]):
+                self.parser.put(raw)
             self.written += len(rows)
         except DatasetWriteError as exc:
             self.error = DatasetWriteError(
@@ -70,3 +113,72 @@ class Writer(threading.Thread):
         except Exception as exc:
             self.error = exc
             self.stop.set()
+
+
+def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawBatch]:
+    """One raw file per (instance, day) of these rows, all under one new batch name."""
+    import polars as pl
+
+    from clientscope.dataset import conform_raw, new_batch_id, partition_dir
+    from clientscope.schema import RAW_SCHEMA
+
+    frame = conform_raw(pl.DataFrame(rows, schema=RAW_SCHEMA))
+    stem = new_batch_id()
+    dated = frame.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date"))
+    written = []
+    for (instance, date), part in dated.partition_by(
+        ["instance", "_date"], as_dict=True, maintain_order=True
+    ).items():
+        part = part.drop("_date")
+        write_parquet_atomic(
+            part, partition_dir(root, "raw", str(instance), str(date)) / f"{stem}.parquet"
+        )
+        written.append(RawBatch(str(instance), str(date), stem, part))
+    return written
+
+
+class Parser(threading.Thread):
+    """Writes the parsed tables of raw batches, behind the writer; never stops collection."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(name="collect-parser", daemon=True)
+        self.root = root
+        self.queue: queue.Queue[object] = queue.Queue()
+        self.parsed = 0
+        self.left_for_open = 0  # raw batches not parsed here; open_dataset parses them
+        self.error: str | None = None
+
+    def put(self, batch: RawBatch) -> None:
+        if self.error is not None or self.queue.qsize() >= MAX_UNPARSED_IN_MEMORY:
+            self.left_for_open += 1
+            return
+        self.queue.put(batch)
+
+    def finish(self) -> None:
+        self.queue.put(_FINISH)
+        self.join()
+
+    def run(self) -> None:
+        while (item := self.queue.get()) is not _FINISH:
+            assert isinstance(item, RawBatch)
+            if self.error is not None:
+                self.left_for_open += 1
+                continue
+            try:
+                self._parse(item)
+                self.parsed += 1
+            except Exception as exc:  # the raw rows are safe; say why their tables are missing
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.left_for_open += 1
+
+    def _parse(self, batch: RawBatch) -> None:
+        from clientscope.dataset import partition_dir
+        from clientscope.parse import parse_raw
+        from clientscope.schema import TABLES
+
+        tables = parse_raw(batch.frame)
+        for name in TABLES:
+            target = (
+                partition_dir(self.root, name, batch.instance, batch.date) / f"{batch.stem}.parquet"
+            )
+            write_parquet_atomic(tables[name], target)

@@ -206,6 +206,12 @@ def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None
     console.print(table)
     if result.compacted:
         console.print(_compact_line(result.compacted))
+    if result.left_unparsed:
+        console.print(
+            f"{result.left_unparsed} raw batch(es) not parsed yet"
+            + (f" ({result.parse_error})" if result.parse_error else "")
+            + "; opening the dataset parses them"
+        )
 
 
 def _compact_line(result: CompactResult) -> str:
