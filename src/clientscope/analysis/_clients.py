@@ -9,6 +9,7 @@ client rows take a couple of seconds.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from clientscope.analysis._common import Tables, blocking_command, group_key
@@ -146,3 +147,34 @@ def reused() -> pl.Expr:
     """On a lifecycle row: the connection was used again after its longest idle stretch
     (so `max_idle` is a gap a live client really had; a few seconds of rounding ignored)."""
     return pl.col("idle_at_last") + REUSE_MARGIN_S < pl.col("max_idle")
+
+
+def oversized_groups(counts: pl.DataFrame, maxclients: int, leaking: set[str]) -> pl.DataFrame:
+    """Normal groups holding >= 25% of maxclients while mostly (>= 50%) idle over 5 minutes
+    (leaking groups left out): pools sized far above what their clients use."""
+    if not maxclients or counts.is_empty():
+        return pl.DataFrame(schema={"instance": pl.String, "group": pl.String})
+    return (
+        counts.filter(pl.col("role") == "normal")
+        .group_by("instance", "group")
+        .agg(
+            peak=pl.col("n").max(),
+            pods=pl.col("pods").max(),
+            idle_share=pl.col("idle_over_300").sum() / pl.col("n").sum(),
+            busy_peak=pl.col("busy").max(),
+        )
+        .filter(
+            (pl.col("peak") >= 0.25 * maxclients)
+            & (pl.col("idle_share") >= 0.5)
+            & ~pl.col("group").is_in(sorted(leaking))
+        )
+    )
+
+
+def reuse_gaps(life: pl.DataFrame, skip_groups: list[str]) -> np.ndarray:
+    """Longest idle stretch after which each normal connection was used again, leaving out
+    groups whose idle connections should be closed anyway (oversized pools)."""
+    gaps = life.filter(
+        (pl.col("role") == "normal") & reused() & ~pl.col("group").is_in(skip_groups)
+    )["max_idle"]
+    return np.asarray(gaps.to_numpy(), dtype=float)

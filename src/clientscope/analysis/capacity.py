@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles, reused
+from clientscope.analysis._clients import group_counts, lifecycles, oversized_groups, reuse_gaps
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -150,14 +149,14 @@ def plan(
         if ok["maxclients"].drop_nulls().len()
         else 0
     )
-    observed = _observed(group_counts(tables, ok))
+    counts = group_counts(tables, ok)
+    observed = _observed(counts)
     apps, spec_total = _apps(spec, observed, what_if) if spec else (pl.DataFrame(), None)
     spec_rec = nice_ceil(spec_total * (1 + room)) if spec_total is not None else None
     obs_rec = nice_ceil(float(peak["used"] or 0) * (1 + room))
     recommended = max(obs_rec, spec_rec or 0)
-    life = lifecycles(tables, inst).filter(pl.col("role") == "normal")
-    gaps = life.filter(reused())["max_idle"].to_numpy()
-    timeout = suggest_timeout(np.asarray(gaps, dtype=float))
+    oversized = oversized_groups(counts, current, set())["group"].to_list()
+    timeout = suggest_timeout(reuse_gaps(lifecycles(tables, inst), oversized))
     keepalive = (
         int(ok["tcp_keepalive"].drop_nulls().tail(1).item() or 0)
         if ok["tcp_keepalive"].drop_nulls().len()

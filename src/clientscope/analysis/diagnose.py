@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles, reused
+from clientscope.analysis._clients import group_counts, lifecycles, oversized_groups, reuse_gaps
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -174,16 +174,21 @@ def _context(
     else:
         report = LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, listed.height, rate, alpha)
     last = ok.tail(1).row(0, named=True) if ok.height else {}
-    normal = life.filter(pl.col("role") == "normal")
-    gaps = normal.filter(reused())["max_idle"].to_numpy()
+    maxclients = int(last.get("maxclients") or 0)
+    leaking = set() if report.groups.is_empty() else set(report.leaking["group"].to_list())
+    oversized = oversized_groups(counts, maxclients, leaking)["group"].to_list()
     return _Context(
-        tl=tl, ok=ok, counts=counts, life=life, leaks=report,
-        maxclients=int(last.get("maxclients") or 0), timeout=last.get("timeout"),
-        keepalive=last.get("tcp_keepalive"), reuse_gaps=np.asarray(gaps, dtype=float),
+        tl=tl, ok=ok, counts=counts, life=life, leaks=report, maxclients=maxclients,
+        timeout=last.get("timeout"), keepalive=last.get("tcp_keepalive"),
+        reuse_gaps=reuse_gaps(life, oversized),
     )  # fmt: skip
 
 
 # ------------------------------------------------------------------ detectors
+def _leaking(ctx: _Context) -> set[str]:
+    return set() if ctx.leaks.groups.is_empty() else set(ctx.leaks.leaking["group"].to_list())
+
+
 def _exhaustion(ctx: _Context) -> list[Finding]:
     tl = ctx.tl.with_columns(
         new_rejects=pl.col("rejected_connections").diff().over("instance", "run_id").clip(0)
@@ -354,19 +359,7 @@ def _accept_rate(ok: pl.DataFrame) -> float | None:
 
 
 def _oversized(ctx: _Context) -> list[Finding]:
-    if not ctx.maxclients or ctx.counts.is_empty():
-        return []
-    leaking = (
-        set(ctx.leaks.leaking["group"].to_list()) if not ctx.leaks.groups.is_empty() else set()
-    )
-    stats = (
-        ctx.counts.filter(pl.col("role") == "normal")
-        .group_by("instance", "group")
-        .agg(peak=pl.col("n").max(), pods=pl.col("pods").max(),
-             idle_share=pl.col("idle_over_300").sum() / pl.col("n").sum(), busy_peak=pl.col("busy").max())
-        .filter((pl.col("peak") >= 0.25 * ctx.maxclients) & (pl.col("idle_share") >= 0.5)
-                & ~pl.col("group").is_in(list(leaking)))
-    )  # fmt: skip
+    stats = oversized_groups(ctx.counts, ctx.maxclients, _leaking(ctx))
     out = []
     for row in stats.iter_rows(named=True):
         pods = max(int(row["pods"] or 1), 1)
