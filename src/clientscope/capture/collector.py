@@ -191,7 +191,13 @@ def collect(
     started = datetime.now(UTC)
     parser = Parser(root)
     writer = Writer(root, stop, parser)
-    workers = [_Worker(t, plan, options, timeouts, writer.put, on_event, stop) for t in resolved]
+    spread = min(interval, 1.0) / len(
+        resolved
+    )  # start targets apart so their captures do not pile up
+    workers = [
+        _Worker(t, plan, options, timeouts, writer.put, on_event, stop, offset=i * spread)
+        for i, t in enumerate(resolved)
+    ]
     reason = "stop"
     with _stop_on_signals(stop, handle_signals) as signalled:
         parser.start()
@@ -311,6 +317,8 @@ class _Worker(threading.Thread):
         emit: Callable[[dict[str, Any]], None],
         on_event: Callable[[CaptureEvent], None] | None,
         stop: threading.Event,
+        *,
+        offset: float = 0.0,
     ) -> None:
         super().__init__(name=f"collect-{target.instance}", daemon=True)
         self.target = target
@@ -320,6 +328,7 @@ class _Worker(threading.Thread):
         self.emit = emit
         self.on_event = on_event
         self.stop = stop
+        self.offset = offset
         self.state = CaptureState()
         self.tally = _Tally()
 
@@ -331,7 +340,7 @@ class _Worker(threading.Thread):
             channel.close()
 
     def _loop(self, channel: Any) -> None:
-        due = time.monotonic()
+        due = time.monotonic() + self.offset
         failures = 0
         while not self._done(due):
             if self.stop.wait(max(0.0, due - time.monotonic())):
