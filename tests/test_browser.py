@@ -88,7 +88,7 @@ def test_report_loads_with_every_image_and_no_network(
     assert (
         state["fetched"] == []
     )  # nothing but the file itself: no CSS, font, script or image fetched
-    assert len(state["images"]) == 7
+    assert len(state["images"]) == 8
     for image in state["images"]:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     assert state["title"].startswith("Connection exhaustion review")
@@ -101,3 +101,12 @@ def test_screenshot_is_saved(written: ReportResult) -> None:
     run = _chromium("--window-size=1280,3200", f"--screenshot={shot}", written.html.as_uri())
     assert run.returncode == 0, run.stderr[-2000:]
     assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def test_report_prints(written: ReportResult, tmp_path: Path) -> None:
+    pdf = tmp_path / "report.pdf"
+    run = _chromium("--no-pdf-header-footer", f"--print-to-pdf={pdf}", written.html.as_uri())
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 3  # A4 pages, figures not cut away

@@ -43,7 +43,7 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> cs.Dataset:
 def test_charts_are_the_public_chart_module() -> None:
     assert cs.charts is charts
     assert {c.name for c in charts.CHARTS} == {
-        "clients", "by-name", "leak-trend", "idle", "age-idle", "blocked", "churn",
+        "clients", "by-name", "by-ip", "leak-trend", "idle", "age-idle", "blocked", "churn",
     }  # fmt: skip
 
 

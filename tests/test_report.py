@@ -14,7 +14,7 @@ from clientscope.cli import app
 from clientscope.errors import ConfigError, DatasetError
 from clientscope.reporting import ReportResult
 
-FIGURES = ("clients", "by-name", "leak-trend", "idle", "age-idle", "blocked", "churn")
+FIGURES = ("clients", "by-name", "by-ip", "leak-trend", "idle", "age-idle", "blocked", "churn")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ __all__ = [
     "age_vs_idle",
     "blocked_clients",
     "churn",
+    "clients_by_ip",
     "clients_by_source",
     "clients_vs_maxclients",
     "idle_distribution",
@@ -247,6 +248,11 @@ def clients_by_source(
         _title(ax, f"Clients by {_BY_LABEL.get(by, by)} (top {top}, stacked)", inst)
         _legend(fig, ax, title=_BY_LABEL.get(by, by), ncols=5)
     return fig
+
+
+def clients_by_ip(ds: S.Tables, *, instance: str | None = None, top: int = 6) -> Figure:
+    """Clients per source IP over time, stacked (the runbook's `awk '{print $2}' | sort | uniq -c`)."""
+    return clients_by_source(ds, by="ip", instance=instance, top=top)
 
 
 _BY_LABEL = {
@@ -672,6 +678,8 @@ CHARTS: tuple[Chart, ...] = (
           "and server restarts (run_id changes)."),
     Chart("by-name", clients_by_source,
           "Connections per client name (CLIENT SETNAME), largest groups stacked; the rest as (other)."),
+    Chart("by-ip", clients_by_ip,
+          "Connections per source IP (pod or host), largest groups stacked; the rest as (other)."),
     Chart("leak-trend", leak_trend,
           "Least-squares trend of connected clients since the last restart, extrapolated to maxclients "
           "with a 95 % prediction interval; the client names that grew fastest are drawn alone."),

@@ -41,6 +41,7 @@ __all__ = ["ReportResult", "report", "write_figures"]
 CHART_TITLES = {
     "clients": "Connected clients vs maxclients",
     "by-name": "Clients by client name",
+    "by-ip": "Clients by source IP",
     "leak-trend": "Connection growth and forecast",
     "idle": "Idle time at the peak",
     "age-idle": "Age vs idle at the peak",
