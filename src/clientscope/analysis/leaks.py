@@ -12,7 +12,8 @@ Per group (client name, or `lib@ip` for unnamed clients) over the captured windo
 
 A *leak* is significant growth that is mostly made of new connections which
 never closed and went idle (idle close to their age): at least half of the
-growth (Theil-Sen slope x window) must be such connections. So a leak hidden
+growth (Theil-Sen slope x window) must be such connections (survivors x the
+idle share of those old enough to tell). So a leak hidden
 in a group that also churns active connections is still found. Growth whose new connections are in use (a pool warming up, a scale-out,
 load) is reported as `growth`, not a leak. Replicas, pub/sub, blocked clients,
 MONITOR and the collector are never judged; their rows say `excluded`.
@@ -212,7 +213,9 @@ def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFram
     idle_new = pl.col("survivors_idle").fill_null(0)
     idle_share = (idle_new / pl.col("survivors_old_enough").fill_null(0)).fill_nan(0.0)
     growth = (pl.col("slope_theil_sen_per_h") * pl.col("window_h")).clip(1.0)
-    explained = (idle_new / growth).clip(0.0, 1.0)  # how much of the growth sits idle, never closed
+    # how much of the growth is new connections that never closed and went idle (the idle share
+    # of survivors old enough to tell, applied to all survivors, over the growth of the count)
+    explained = (idle_share * pl.col("survivors").fill_null(0) / growth).clip(0.0, 1.0)
     rising = (
         (pl.col("slope_theil_sen_per_h") >= min_rate)
         & (pl.col("slope_ols_per_h") > 0)
