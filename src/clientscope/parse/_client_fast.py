@@ -29,6 +29,7 @@ _KEY_RE = re.compile(KEY)
 _KEY_START_RE = re.compile(KEY_START)
 _LINE_SEPARATORS = (b"\x1f", b"\x1e", b"\x1d", b"\x1c", b"\x01")
 _REPLACEMENT = "\ufffd".encode()
+_BOM = b"\xef\xbb\xbf"
 _INTS = frozenset(CLIENT_INT_FIELDS)
 Reply = str | bytes
 STAGE1_SCHEMA: dict[str, pl.DataType] = {"_rid": pl.Int64(), **FIELD_SCHEMA}
@@ -107,7 +108,9 @@ def _pieces(rid: int, data: Reply, chunk_bytes: int) -> Iterator[Piece]:
         start = end
 
 
-def chunks(replies: Sequence[Reply], rids: Sequence[int], chunk_bytes: int) -> Iterator[list[Piece]]:
+def chunks(
+    replies: Sequence[Reply], rids: Sequence[int], chunk_bytes: int
+) -> Iterator[list[Piece]]:
     """Pieces of the given replies, packed into chunks of about `chunk_bytes`."""
     batch: list[Piece] = []
     size = 0
@@ -132,14 +135,22 @@ def _index(pieces: list[Piece]) -> pl.DataFrame:
             CUT: [p.cut_last for p in pieces],
             FIRST_COUNT: [p.first_count for p in pieces],
         },
-        schema={"_rid": pl.Int64, "_start": pl.Int64, "_n": pl.Int64, CUT: pl.Boolean, FIRST_COUNT: pl.UInt32},
+        schema={
+            "_rid": pl.Int64,
+            "_start": pl.Int64,
+            "_n": pl.Int64,
+            CUT: pl.Boolean,
+            FIRST_COUNT: pl.UInt32,
+        },
     )
     last = pl.col("_start") + pl.col("_n") - 1
     return (
         reps.lazy()
         .with_columns(pl.int_ranges(pl.col("_start"), last + 1, dtype=pl.Int64).alias("line_no"))
         .explode("line_no")
-        .select("_rid", "line_no", (pl.col(CUT) & (pl.col("line_no") == last)).alias(CUT), FIRST_COUNT)
+        .select(
+            "_rid", "line_no", (pl.col(CUT) & (pl.col("line_no") == last)).alias(CUT), FIRST_COUNT
+        )
         .collect()
     )
 
@@ -181,7 +192,9 @@ def _columns(layout: Layout) -> list[pl.Expr]:
     for i, (key, field) in enumerate(zip(layout.keys, layout.fields, strict=True)):
         value = pl.col(f"_t{i}").str.slice(len(key) + 1)
         if field is None:
-            extra.append(pl.struct(pl.lit(key.replace("-", "_")).alias("key"), value.alias("value")))
+            extra.append(
+                pl.struct(pl.lit(key.replace("-", "_")).alias("key"), value.alias("value"))
+            )
         elif field in _INTS:
             columns.append(value.str.to_integer(strict=False).alias(field))
         else:
@@ -209,6 +222,8 @@ def _bad_numbers(frame: pl.DataFrame, typed: pl.DataFrame, layout: Layout) -> pl
     """Rows whose number fields are not numbers (checked per column, cheaply, first)."""
     ints = [(i, k, f) for i, (k, f) in enumerate(zip(layout.keys, layout.fields, strict=True))]
     ints = [(i, k, f) for i, k, f in ints if f in _INTS]
+    if not ints:
+        return None
     empty = frame.select(
         (pl.col(f"_t{i}").str.len_bytes() <= len(k) + 1).sum().alias(str(f)) for i, k, f in ints
     ).row(0, named=True)
@@ -224,7 +239,9 @@ def _bad_numbers(frame: pl.DataFrame, typed: pl.DataFrame, layout: Layout) -> pl
 
 def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) -> pl.DataFrame:
     """Stage-1 rows of the lines in `buf` (one `index` row per line), in index order."""
-    if layout is None or depth >= MAX_LAYOUTS or b"\r" in buf or _REPLACEMENT in buf:
+    if b"\r" in buf or buf.startswith(_BOM):  # the CSV reader would drop these bytes
+        return _general_split(buf, index)
+    if layout is None or depth >= MAX_LAYOUTS or _REPLACEMENT in buf:
         lines = _lines(buf, index.height)
         return _general(index, lines) if lines is not None else _general_split(buf, index)
     width = len(layout.keys)

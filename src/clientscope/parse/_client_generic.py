@@ -33,6 +33,7 @@ FIELD_SCHEMA: dict[str, pl.DataType] = {
     "raw_line": pl.String(),
 }
 
+
 def _wire_pattern(field: str) -> str:
     return field.replace("_", "[-_]")
 

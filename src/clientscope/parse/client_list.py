@@ -86,7 +86,9 @@ def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.
     for prefix, column in (("", "addr"), ("laddr_", "laddr")):
         for step in _address(prefix, column):
             frame = frame.with_columns(step)
-    derived = [flags.str.contains(letter, literal=True).alias(col) for letter, col in CLIENT_FLAGS.items()]
+    derived = [
+        flags.str.contains(letter, literal=True).alias(col) for letter, col in CLIENT_FLAGS.items()
+    ]
     if with_ts:
         ts = pl.col("ts").cast(TS)
         derived += [
