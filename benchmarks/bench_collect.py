@@ -144,7 +144,7 @@ def _report_overhead(
             (batch,) = write_raw(Path(tmp) / "ds", [row])
             raw_ms.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            parser._parse(batch)
+            parser._parse([batch])
             parse_ms.append((time.perf_counter() - started) * 1000)
     med = {k: statistics.median(v) for k, v in m.items()}
     ratios = {
@@ -231,7 +231,7 @@ def bench_schedule(servers: int, seconds: float) -> None:
     print(f"(b) {servers} servers x 1 s interval for {seconds:g} s (ran {elapsed:.1f} s incl. compaction): "
           f"captures per server min {min(attempts)} max {max(attempts)}, "
           f"failed {result.failed}, missed {missed}, late {late}, written {result.captures_written}, "
-          f"most captures per write {result.most_per_write}")  # fmt: skip
+          f"most captures per write {result.most_per_write}, left unparsed {result.left_unparsed}")  # fmt: skip
     if result.compacted:
         print(
             f"    compaction at exit: {result.compacted.files_before} -> {result.compacted.files_after} files"

@@ -377,3 +377,24 @@ def test_raw_batches_beyond_the_parser_backlog_are_left_for_open(
     assert (
         open_dataset(tmp_path / "ds").clients.collect().height == 3
     )  # the collector itself, 3 times
+
+
+def test_each_raw_batch_has_its_parsed_tables_under_the_same_name(tmp_path: Path) -> None:
+    with valkey_server() as a, valkey_server() as b, redis_server() as c:
+        collect(
+            [a.url, b.url, c.url], tmp_path / "ds", interval=0.2, count=3, compact_on_exit=False
+        )
+    root = tmp_path / "ds"
+    raw_files = sorted((root / "raw").rglob("*.parquet"))
+    assert len(raw_files) >= 9 // 3  # at least one file per instance; usually one per capture
+    for raw_file in raw_files:
+        rel = raw_file.relative_to(root / "raw")
+        ids = set(pl.read_parquet(raw_file)["capture_id"])
+        assert set(pl.read_parquet(root / "captures" / rel)["capture_id"]) == ids
+        clients = pl.read_parquet(root / "clients" / rel)
+        assert set(clients["capture_id"]) == ids  # every capture lists at least the collector
+        info = pl.read_parquet(root / "info" / rel)
+        assert set(info["capture_id"]) == ids
+        for table in ("info_fields", "rejects"):
+            assert (root / table / rel).exists()
+    assert open_dataset(root).captures.collect().height == 9

@@ -159,26 +159,56 @@ class Parser(threading.Thread):
         self.join()
 
     def run(self) -> None:
-        while (item := self.queue.get()) is not _FINISH:
-            assert isinstance(item, RawBatch)
-            if self.error is not None:
-                self.left_for_open += 1
-                continue
+        finishing = False
+        while not finishing:
+            batches: list[RawBatch] = []
+            item = self.queue.get()
+            while True:  # parse everything that queued up in one go: parse_raw has a fixed cost
+                if item is _FINISH:
+                    finishing = True
+                elif isinstance(item, RawBatch):
+                    batches.append(item)
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batches:
+                self._parse_or_leave(batches)
+
+    def _parse_or_leave(self, batches: list[RawBatch]) -> None:
+        if self.error is None:
             try:
-                self._parse(item)
-                self.parsed += 1
+                self._parse(batches)
+                self.parsed += len(batches)
+                return
             except Exception as exc:  # the raw rows are safe; say why their tables are missing
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.left_for_open += 1
+        self.left_for_open += len(batches)
 
-    def _parse(self, batch: RawBatch) -> None:
+    def _parse(self, batches: list[RawBatch]) -> None:
+        """Parse the raw batches together, then write each one's tables under its own file name."""
+        import polars as pl
+
         from clientscope.dataset import partition_dir
         from clientscope.parse import parse_raw
         from clientscope.schema import TABLES
 
-        tables = parse_raw(batch.frame)
+        tables = parse_raw(pl.concat([b.frame for b in batches], how="vertical"))
+        keys = pl.concat(
+            [
+                b.frame.select(
+                    "capture_id", pl.lit(b.date).alias("_date"), pl.lit(b.stem).alias("_stem")
+                )
+                for b in batches
+            ]
+        )
         for name in TABLES:
-            target = (
-                partition_dir(self.root, name, batch.instance, batch.date) / f"{batch.stem}.parquet"
+            table = tables[name]
+            parts = table.join(keys, on="capture_id", how="left").partition_by(
+                ["instance", "_date", "_stem"], as_dict=True, include_key=True
             )
-            write_parquet_atomic(tables[name], target)
+            for b in batches:
+                part = parts.get((b.instance, b.date, b.stem))
+                frame = table.clear() if part is None else part.drop("_date", "_stem")
+                target = partition_dir(self.root, name, b.instance, b.date) / f"{b.stem}.parquet"
+                write_parquet_atomic(frame, target)
