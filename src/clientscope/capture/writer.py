@@ -19,6 +19,7 @@ import contextlib
 import os
 import queue
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ class RawBatch:
 
 def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
     """Write `frame` to `target` via a hidden temporary file, fsync and rename; never overwrite."""
-    tmp = target.with_name(f"{_TMP}{target.name}")
+    tmp = target.with_name(f"{_TMP}{uuid.uuid4().hex[:8]}-{target.name}")  # unique: never shared
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(tmp, compression="zstd", statistics=True)
