@@ -155,3 +155,24 @@ def _escaped(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_several_instances_centre_on_the_one_with_the_cause(tmp_path: Path) -> None:
+    cs.simulate("leak", tmp_path / "fleet.cs", seed=1, captures=60, clients=120, instance="cache-a")
+    cs.simulate(
+        "healthy", tmp_path / "fleet.cs", seed=2, captures=60, clients=250, instance="cache-b"
+    )
+    result = cs.report(tmp_path / "fleet.cs", tmp_path / "fleet")
+    md = result.markdown.read_text()
+    assert md.startswith("# Connection exhaustion review: cache-a")
+    assert "instances:** cache-a, cache-b" in md
+    assert "| cache-b |" in md  # the timeline names each event's instance
+    assert "orders-svc" in result.cause
+
+
+def test_imported_dumps_without_maxclients_say_so(tmp_path: Path) -> None:
+    dumps = Path(__file__).resolve().parents[1] / "fixtures" / "dumps" / "loop-valkey.txt"
+    cs.import_dumps([dumps], tmp_path / "dumps.cs", instance="valkey-0")
+    md = cs.report(tmp_path / "dumps.cs", tmp_path / "dumps").markdown.read_text()
+    assert "(maxclients unknown)" in md
+    assert "maxclients is unknown" in md  # the coverage note says what to do

@@ -139,7 +139,7 @@ def capacity(ds: Any, instance: str | None, notes: list[str]) -> tuple[list[Sett
         Setting("maxclients", str(p.recommended_maxclients),
                 f"peak {p.peak_used} used at {show(p.peak_at)} with {p.headroom:.0%} headroom"
                 + (f"; the deployment spec needs {p.spec_recommended}" if p.spec_recommended else ""),
-                str(p.current_maxclients)),
+                str(p.current_maxclients or "unknown")),
         Setting("timeout", str(p.suggested_timeout),
                 "closes connections idle longer than any healthy pool left them, leaked ones included",
                 current.get("timeout", "")),

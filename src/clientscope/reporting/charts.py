@@ -138,11 +138,11 @@ def clients_vs_maxclients(
             )
             _draw_rejections(ax, frame, first_label=i == 0)
             _mark_restarts(ax, frame)
+        ax.set_ylabel("connections")
+        ax.set_ylim(bottom=0, top=max(1.0, _top(series)) * 1.12)
         _annotate_peak(
             ax, series if instance is None else series.filter(pl.col("instance") == instance)
         )
-        ax.set_ylabel("connections")
-        ax.set_ylim(bottom=0, top=max(1.0, _top(series)) * 1.12)
         time_axis(ax)
         _title(ax, "Connected clients vs maxclients", instances[0] if len(instances) == 1 else None)
         _legend(fig, ax)
@@ -199,10 +199,17 @@ def _annotate_peak(ax: Axes, series: pl.DataFrame) -> None:
         return
     limit, connected, ts = _num(peak["maxclients"]), _num(peak["connected"]) or 0.0, peak["ts"]
     pct = f" ({connected / limit:.0%} of {limit:.0f})" if limit else ""
+    first, last = series["ts"].min(), series["ts"].max()
+    left = False
+    if isinstance(first, datetime) and isinstance(last, datetime) and isinstance(ts, datetime):
+        span = (last - first).total_seconds()
+        left = span > 0 and (ts - first).total_seconds() / span < 0.35  # label to the right
+    low = connected < 0.5 * ax.get_ylim()[1]  # label above the point
     ax.annotate(
         f"peak {connected:.0f}{pct}\n{ts:%H:%M:%S} UTC",
         xy=(_x(ts), connected),
-        xytext=(-12, -34), textcoords="offset points", ha="right", fontsize=8.5,
+        xytext=(12 if left else -12, 18 if low else -34), textcoords="offset points", ha="left" if left else "right",
+        fontsize=8.5,
         arrowprops={"arrowstyle": "-", "color": "#555555", "lw": 0.8},
         bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#CCCCCC", "lw": 0.6},
     )  # fmt: skip

@@ -114,8 +114,13 @@ def _int(row: dict[str, object] | None, key: str) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def timeline(series: pl.DataFrame, fit: TrendFit | None, *, threshold: float = 0.8) -> list[Event]:
-    """Threshold crossings, the limit, rejections, restarts and collector errors, in time order."""
+def timeline(
+    series: pl.DataFrame, fit: TrendFit | None, *, growing: bool, threshold: float = 0.8
+) -> list[Event]:
+    """Threshold crossings, the limit, rejections, restarts and collector errors, in time order.
+
+    The start of the growth is told only when `growing` (the forecast found a significant trend).
+    """
     events: list[Event] = []
     for inst, frame in series.partition_by("instance", as_dict=True, maintain_order=True).items():
         name = str(inst[0])
@@ -129,7 +134,7 @@ def timeline(series: pl.DataFrame, fit: TrendFit | None, *, threshold: float = 0
         events += [Event(t, "restart", name, "server restarted (new run_id); every connection was dropped")
                    for t in frame.filter(pl.col("restart"))["ts"]]  # fmt: skip
         events += _collector_errors(frame, name)
-    if fit is not None and fit.slope_per_hour > 0:
+    if growing and fit is not None and fit.slope_per_hour > 0:
         events.append(Event(fit.start, "growth", S.primary_instance(series) or "",
                             f"steady growth begins: {fit.slope_per_hour:+.1f} connections/h "
                             f"(least squares over {fit.points} captures)"))  # fmt: skip
@@ -147,6 +152,8 @@ def _first_last(frame: pl.DataFrame, inst: str) -> list[Event]:
 def _clients(row: dict[str, object]) -> str:
     if row["connected"] is None:
         return f"failed ({row['error_kind']})"
+    if row["maxclients"] is None:
+        return f"{row['connected']} clients (maxclients unknown)"
     return f"{row['connected']} of {row['maxclients']} clients"
 
 
@@ -209,6 +216,13 @@ def coverage(ds: S.Tables, series: pl.DataFrame, rejected_lines: int = 0) -> Cov
     median = _float(intervals["dt"].median()) if intervals.height else None
     gaps = intervals.filter(pl.col("dt") > 3 * median) if median else intervals.clear()
     client_rows = ds.clients.select(pl.len()).collect().item()
+    notes = []
+    if series["maxclients"].is_null().all():
+        notes.append(
+            "maxclients is unknown (no CONFIG GET or INFO maxclients in these captures): utilization "
+            "and exhaustion cannot be computed. Import a `config get maxclients` dump too, or collect "
+            "with --maxclients."
+        )
     return Coverage(
         captures=caps.height, ok=int(caps["ok"].sum()), failed=int((~caps["ok"]).sum()),
         errors=tuple((str(k), int(n), str(m or "")) for k, n, m in errors.iter_rows()),
@@ -217,7 +231,7 @@ def coverage(ds: S.Tables, series: pl.DataFrame, rejected_lines: int = 0) -> Cov
         median_interval_s=median,
         gaps=tuple((str(i), p, t) for i, p, t in gaps.select("instance", "prev", "ts").iter_rows()),
         client_rows=int(client_rows), rejected_lines=rejected_lines,
-        sources=_counts(caps, "source"), ts_sources=_counts(caps, "ts_source"),
+        sources=_counts(caps, "source"), ts_sources=_counts(caps, "ts_source"), notes=tuple(notes),
     )  # fmt: skip
 
 

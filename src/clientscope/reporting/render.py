@@ -99,7 +99,8 @@ def card_values(s: Summary) -> list[tuple[str, str, str, str]]:
     """(label, value, note, tone) of the four summary cards."""
     peak_note = f"at {when(s.peak_at)}" + (f" on {s.instance}" if s.instances > 1 else "")
     util = f" ({s.utilization:.0%})" if s.utilization is not None else ""
-    peak = f"{s.peak_clients} / {s.maxclients}{util}" if s.peak_clients is not None else "no data"
+    limit = f" / {s.maxclients}" if s.maxclients is not None else " (maxclients unknown)"
+    peak = f"{s.peak_clients}{limit}{util}" if s.peak_clients is not None else "no data"
     peak_tone = (
         "crit" if (s.utilization or 0) >= 0.95 else "warn" if (s.utilization or 0) >= 0.8 else "ok"
     )
@@ -122,13 +123,17 @@ def card_values(s: Summary) -> list[tuple[str, str, str, str]]:
 
 
 def _exhaustion(s: Summary) -> tuple[str, str, str]:
+    if s.maxclients is None:
+        return "unknown", "maxclients is unknown in these captures", "warn"
     if s.limit_reached_at is not None:
         return "reached", f"the limit was hit at {when(s.limit_reached_at)}", "crit"
     rate = f"{s.growth_per_hour:+.1f} clients/h" if s.growth_per_hour is not None else ""
     if s.exhaustion_at is not None:
         spread = ""
         if s.exhaustion_low and s.exhaustion_high:
-            spread = f" (95 %: {when(s.exhaustion_low, date=False)}–{when(s.exhaustion_high, date=False)})"
+            same_day = s.exhaustion_low.date() == s.exhaustion_high.date() == s.exhaustion_at.date()
+            low, high = (when(t, date=not same_day) for t in (s.exhaustion_low, s.exhaustion_high))
+            spread = f" (95 %: {low} – {high})"
         return (
             duration(s.time_to_exhaustion),
             f"≈ {when(s.exhaustion_at)}{spread} at {rate}",
@@ -284,7 +289,7 @@ METHOD = (
 
 def _coverage_html(c: Coverage, notes: tuple[str, ...]) -> str:
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in coverage_rows(c))
-    extra = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    extra = "".join(f"<li>{_e(n)}</li>" for n in (*c.notes, *notes))
     return f'<p>{_e(METHOD)}</p><dl class="facts">{rows}</dl>' + (
         f"<ul>{extra}</ul>" if extra else ""
     )
@@ -354,7 +359,7 @@ def render_markdown(content: Content, base: Path) -> str:
     out += ["", "## Charts", ""] + [_md_figure(f, base) for f in content.figures[1:]]
     out += ["## Method and data coverage", "", METHOD, ""]
     out += [f"- **{k}:** {v}" for k, v in coverage_rows(content.coverage)] + [
-        f"- {n}" for n in content.notes
+        f"- {n}" for n in (*content.coverage.notes, *content.notes)
     ]
     out += [
         "",

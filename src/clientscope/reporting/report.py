@@ -24,6 +24,7 @@ from clientscope.errors import DatasetError, DatasetWriteError
 from clientscope.reporting import facts as F
 from clientscope.reporting import series as S
 from clientscope.reporting.analyses import (
+    SYMPTOMS,
     alert_events,
     capacity,
     cause,
@@ -32,7 +33,14 @@ from clientscope.reporting.analyses import (
     findings,
 )
 from clientscope.reporting.charts import CHARTS
-from clientscope.reporting.render import Content, FigureFile, render_html, render_markdown, when
+from clientscope.reporting.render import (
+    Content,
+    FigureFile,
+    FindingView,
+    render_html,
+    render_markdown,
+    when,
+)
 from clientscope.reporting.style import style
 from clientscope.reporting.view import select
 
@@ -131,11 +139,12 @@ def _content(
 ) -> Content:
     from clientscope import __version__
 
-    summary, fit = F.summary_card(series, instance)
     found, notes = findings(ds)
+    summary, fit = F.summary_card(series, instance or _cause_instance(found))
     summary = replace(exhaustion(ds, summary, notes), cause=cause(found))
+    growing = summary.verdict in ("will_exhaust", "growing", "exhausted")
     events = [
-        *F.timeline(series, fit),
+        *F.timeline(series, fit, growing=growing),
         *alert_events(ds, notes),
         *finding_events(found, summary.instance),
     ]
@@ -148,7 +157,9 @@ def _content(
         dataset=str(ds.root), version=__version__, summary=summary,
         events=tuple(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
         findings=tuple(found), settings=tuple(settings), pools=_pool_rows(pools),
-        figures=write_figures(ds, out / "figures", instance=summary.instance),
+        figures=write_figures(
+            ds, out / "figures", instance=summary.instance, overview=instance is None
+        ),
         coverage=coverage, notes=tuple(notes),
     )  # fmt: skip
 
@@ -170,13 +181,22 @@ def _subtitle(c: F.Coverage, s: F.Summary) -> str:
     return f"{s.instance}{others} · {span} · {c.captures} captures, {c.client_rows:,} client rows"
 
 
+def _cause_instance(found: list[FindingView]) -> str | None:
+    """The instance the explaining finding is about: the one the report centres on."""
+    named = [f for f in found if f.instance and f.kind not in SYMPTOMS]
+    return named[0].instance if named else None
+
+
 def write_figures(
-    ds: Dataset, folder: Path, *, instance: str | None = None
+    ds: Dataset, folder: Path, *, instance: str | None = None, overview: bool = False
 ) -> tuple[FigureFile, ...]:
-    """Every chart as figures/<name>.png and .svg (reproducible bytes: no dates in metadata)."""
+    """Every chart as figures/<name>.png and .svg (reproducible bytes: no dates in metadata).
+
+    Charts are about `instance`; with `overview` the main chart shows every instance.
+    """
     written = []
     for chart in CHARTS:
-        fig = chart.draw(ds, instance=instance)
+        fig = chart.draw(ds, instance=None if overview and chart.name == "clients" else instance)
         png, svg = folder / f"{chart.name}.png", folder / f"{chart.name}.svg"
         with style():  # the SVG ids are salted by rcParams at save time
             fig.savefig(png, format="png", metadata={"Software": None})
