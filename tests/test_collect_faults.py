@@ -216,7 +216,10 @@ def test_five_servers_one_stopped_none_delayed(tmp_path: Path) -> None:
     assert by_name[f"127.0.0.1:{e.port}"].errors == {"connection_refused": 4}
     assert set(by_name[hung.removeprefix("redis://")].errors) == {"timeout"}
     assert elapsed < 20  # the failing nodes back off on their own threads
-    per_instance = raw_rows(tmp_path / "ds").group_by("instance").agg(pl.len()).sort("instance")
+    rows = raw_rows(tmp_path / "ds")
+    refused = rows.filter(pl.col("instance") == f"127.0.0.1:{e.port}")["error_message"].unique()
+    assert refused.to_list() == [f"Connection refused (connecting to 127.0.0.1:{e.port})"]
+    per_instance = rows.group_by("instance").agg(pl.len()).sort("instance")
     assert per_instance["len"].to_list() == [4] * 6
 
 

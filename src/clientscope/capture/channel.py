@@ -186,6 +186,8 @@ def _error(exc: BaseException) -> CommandError:
             kind = "protocol"
     if isinstance(exc, TimeoutError):
         message = f"timed out: {message}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = exc.strerror  # "Connection refused", not "[Errno 111] Connection refused"
     return CommandError(message, kind=kind)
 
 

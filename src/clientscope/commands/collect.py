@@ -277,8 +277,9 @@ class _LiveDisplay:
         from rich.table import Table
 
         table = Table(title="clientscope collect (Ctrl-C stops after the capture in flight)")
-        for col in ("instance", "last capture", "clients/max", "ok", "errors", "state"):
-            table.add_column(col)
+        for col in ("instance", "last capture", "clients/max", "ok", "errors"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("state", no_wrap=True, overflow="ellipsis", max_width=48)
         for name, row in self.rows.items():
             table.add_row(name, row.get("last", "-"), row.get("clients", "-"), str(row["ok"]),
                           str(row["errors"]), row.get("state", ""))  # fmt: skip
