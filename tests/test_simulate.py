@@ -82,3 +82,30 @@ def test_batches_bound_memory(tmp_path: Path) -> None:
     files = list((tmp_path / "ds" / "clients").rglob("*.parquet"))
     assert len(files) > 2
     assert open_dataset(result.path).clients.select(pl.len()).collect().item() == result.client_rows
+
+
+def test_simulate_command_prints_ground_truth(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from clientscope.cli import app
+
+    args = [
+        "simulate",
+        "slow_leak",
+        "--out",
+        str(tmp_path / "s"),
+        "--captures",
+        "20",
+        "--clients",
+        "30",
+    ]
+    out = CliRunner().invoke(app, [*args, "--leak-rate", "4", "--json"])
+    assert out.exit_code == 0, out.output
+    truth = json.loads(out.output)
+    assert truth["leaking"][0]["rate_per_min"] == 4.0
+    assert truth["leaking"][0]["group"] == "node-redis@10.0.7.23"
+    assert open_dataset(tmp_path / "s").captures.select(pl.len()).collect().item() == 20
+    bad = CliRunner().invoke(app, ["simulate", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0

@@ -206,7 +206,7 @@ def _register_trends(app: typer.Typer) -> None:
                f"{_fmt(report.window_end)}", [
                    "instance", "group", "role", "verdict", "confidence", "first", "last",
                    "slope_theil_sen_per_h", "slope_ols_per_h", "r2", "mk_p", "births", "deaths",
-                   "survivors", "survivors_idle_share", "top_ips"])  # fmt: skip
+                   "survivors", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
         n = report.leaking.height
         _console().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
 
