@@ -284,3 +284,27 @@ def test_signal_stops_cleanly_after_the_capture_in_flight(
     rows = raw_rows(out)
     assert rows.height == summary["captures_written"] == summary["captures"]
     assert summary["compacted"]["files_after"] == 6  # one file per table for the one partition
+
+
+def test_a_connection_the_server_closed_is_replaced_within_the_capture(
+    valkey: Server, tmp_path: Path
+) -> None:
+    admin = valkey.admin()
+
+    def kill_the_collector_connection(event: CaptureEvent) -> None:
+        ids = [c["id"] for c in admin.client_list() if c["name"] == COLLECTOR_CLIENT_NAME]
+        admin.client_kill_filter(_id=ids[0])
+
+    result = collect(
+        [valkey.url], tmp_path / "ds", interval=0.2, count=4, on_event=kill_the_collector_connection
+    )
+    rows = raw_rows(tmp_path / "ds")
+    assert rows["ok"].all() and result.failed == 0
+    notes = [json.loads(n) if n else {} for n in rows["notes"]]
+    assert ["reconnected" in n for n in notes] == [False, True, True, True]
+    clients = (
+        open_dataset(tmp_path / "ds")
+        .clients.filter(pl.col("name") == COLLECTOR_CLIENT_NAME)
+        .collect()
+    )
+    assert clients["id"].n_unique() == 4  # a new connection each time it was killed

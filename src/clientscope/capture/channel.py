@@ -105,6 +105,18 @@ class DirectChannel:
         self._multi_config = True
 
     def command(self, *args: str) -> bytes | list[bytes]:
+        reused = self._conn is not None
+        try:
+            return self._command(args)
+        except CommandError as exc:
+            if not reused or exc.kind != "io":
+                raise
+        # The server had closed the reused connection (its idle `timeout`, CLIENT KILL, a
+        # restart): one new connection, at once. If the server is full, that is what we record.
+        self.notes["reconnected"] = "the server had closed the previous connection; reconnected"
+        return self._command(args)
+
+    def _command(self, args: tuple[str, ...]) -> bytes | list[bytes]:
         conn = self._connection()
         try:
             reply = conn.call(*args)

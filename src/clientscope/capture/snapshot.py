@@ -85,6 +85,7 @@ def take_capture(
     if error is None and taken.client_list is None and taken.info is None:
         error = CommandError("the server refused both CLIENT LIST and INFO", kind="denied")
     notes = _notes(options, state, taken, channel.notes)
+    channel.notes.pop("reconnected", None)  # said for this capture only
     return _row(target, options, taken, notes, error, collector_time, total_ms)
 
 
