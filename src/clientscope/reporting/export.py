@@ -84,6 +84,16 @@ class ExportResult:
         return {"path": str(self.path), "format": self.format, "series": self.series,
                 "samples": self.samples, "metrics": list(self.metrics)}  # fmt: skip
 
+    def _repr_html_(self) -> str:
+        import html
+
+        names = "".join(f"<li><code>{html.escape(m)}</code></li>" for m in self.metrics)
+        return (
+            f"<div><strong>clientscope export</strong> <code>{html.escape(str(self.path))}</code> "
+            f"({html.escape(self.format)}): {self.samples:,} samples of {self.series:,} series"
+            f"<ul>{names}</ul></div>"
+        )
+
 
 def export(
     ds: Dataset | Path | str,
