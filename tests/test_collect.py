@@ -398,3 +398,33 @@ def test_each_raw_batch_has_its_parsed_tables_under_the_same_name(tmp_path: Path
         for table in ("info_fields", "rejects"):
             assert (root / table / rel).exists()
     assert open_dataset(root).captures.collect().height == 9
+
+
+LEAST_PRIVILEGE = (
+    "+info +time +client|list +client|setname +config|get +cluster|nodes"
+)
+
+
+def test_the_least_privilege_acl_of_the_kubernetes_doc_is_enough(
+    redis7: Server, tmp_path: Path
+) -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "kubernetes.md").read_text()
+    assert LEAST_PRIVILEGE in doc
+    redis7.admin().execute_command(
+        "ACL", "SETUSER", "clientscope", "on", ">cs-pw", *LEAST_PRIVILEGE.split()
+    )
+    result = collect(
+        [f"redis://clientscope:cs-pw@127.0.0.1:{redis7.port}"],
+        tmp_path / "ds",
+        interval=0.2,
+        count=2,
+    )
+    assert (
+        result.failed == 0 and result.targets[0].denied == () and result.targets[0].warnings == ()
+    )
+    row = raw_rows(tmp_path / "ds").row(0, named=True)
+    assert row["client_list"] and row["info"] and json.loads(row["config"])["maxclients"] == "10000"
+    assert (
+        b"name=clientscope-collector" in row["client_list"]
+        and b"user=clientscope" in row["client_list"]
+    )
