@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
             "10s", help="Time between captures of one server: 500ms, 10s, 2m."
         ),
         duration: str | None = typer.Option(None, help="Stop after this long (e.g. 30m)."),
-        count: int | None = typer.Option(None, help="Stop after this many captures per server (failed attempts count too)."),
+        count: int | None = typer.Option(
+            None, help="Stop after this many captures per server (failed attempts count too)."
+        ),
         instance: list[str] | None = typer.Option(
             None,
             "--instance",
