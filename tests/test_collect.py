@@ -400,9 +400,7 @@ def test_each_raw_batch_has_its_parsed_tables_under_the_same_name(tmp_path: Path
     assert open_dataset(root).captures.collect().height == 9
 
 
-LEAST_PRIVILEGE = (
-    "+info +time +client|list +client|setname +config|get +cluster|nodes"
-)
+LEAST_PRIVILEGE = "+info +time +client|list +client|setname +config|get +cluster|nodes"
 
 
 def test_the_least_privilege_acl_of_the_kubernetes_doc_is_enough(
