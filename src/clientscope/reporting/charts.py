@@ -205,8 +205,12 @@ def _annotate_peak(ax: Axes, series: pl.DataFrame) -> None:
         span = (last - first).total_seconds()
         left = span > 0 and (ts - first).total_seconds() / span < 0.35  # label to the right
     low = connected < 0.5 * ax.get_ylim()[1]  # label above the point
+    days = (
+        isinstance(first, datetime) and isinstance(last, datetime) and first.date() != last.date()
+    )
+    stamp = f"{ts:%Y-%m-%d %H:%M}" if days else f"{ts:%H:%M:%S}"
     ax.annotate(
-        f"peak {connected:.0f}{pct}\n{ts:%H:%M:%S} UTC",
+        f"peak {connected:.0f}{pct}\n{stamp} UTC",
         xy=(_x(ts), connected),
         xytext=(12 if left else -12, 18 if low else -34), textcoords="offset points", ha="left" if left else "right",
         fontsize=8.5,
