@@ -83,10 +83,6 @@ def _pick(series: pl.DataFrame, instance: str | None) -> tuple[pl.DataFrame, str
     return series.filter(pl.col("instance") == inst), inst
 
 
-def _fmt_time(ts: object) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(ts, datetime) else str(ts)
-
-
 def _mark_restarts(ax: Axes, frame: pl.DataFrame) -> None:
     restarts = frame.filter(pl.col("restart"))
     for i, t in enumerate(_t(restarts)):
@@ -675,33 +671,36 @@ def _rates(frame: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class Chart:
-    """A chart of the report: file stem, function, caption."""
+    """A chart of the report: file stem, function, title, caption."""
 
     name: str
     draw: Callable[..., Figure]
+    title: str
     caption: str
 
 
 CHARTS: tuple[Chart, ...] = (
-    Chart("clients", clients_vs_maxclients,
-          "Connected clients (INFO) per capture against the effective maxclients, the alert threshold, "
+    Chart("clients", clients_vs_maxclients, "Connected clients vs maxclients",
+          "Connections the server counts against maxclients (INFO connected_clients + replicas + "
+          "cluster links) per capture, against the effective maxclients, the alert threshold, "
           "rejected connections (INFO rejected_connections growth or captures refused with max_clients) "
           "and server restarts (run_id changes)."),
-    Chart("by-name", clients_by_source,
+    Chart("by-name", clients_by_source, "Clients by client name",
           "Connections per client name (CLIENT SETNAME), largest groups stacked; the rest as (other)."),
-    Chart("by-ip", clients_by_ip,
+    Chart("by-ip", clients_by_ip, "Clients by source IP",
           "Connections per source IP (pod or host), largest groups stacked; the rest as (other)."),
-    Chart("leak-trend", leak_trend,
+    Chart("leak-trend", leak_trend, "Connection growth and forecast",
           "Least-squares trend of connected clients since the last restart, extrapolated to maxclients "
           "with a 95 % prediction interval; the client names that grew fastest are drawn alone."),
-    Chart("idle", idle_distribution,
+    Chart("idle", idle_distribution, "Idle time at the peak",
           "Idle time of every client at the peak capture, by client name, with what a server timeout "
           "would have closed."),
-    Chart("age-idle", age_vs_idle,
+    Chart("age-idle", age_vs_idle, "Age vs idle at the peak",
           "Age against idle for every client at the peak capture. A client on the diagonal connected "
           "and never sent another command."),
-    Chart("blocked", blocked_clients, "INFO blocked_clients: connections held by blocking commands."),
-    Chart("churn", churn,
+    Chart("blocked", blocked_clients, "Blocked clients",
+          "INFO blocked_clients: connections held by BLPOP, BRPOP, XREAD BLOCK, WAIT..."),
+    Chart("churn", churn, "Connection churn",
           "New connections per second (growth of INFO total_connections_received between captures) "
           "and rejections per second."),
 )  # fmt: skip

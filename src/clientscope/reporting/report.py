@@ -46,17 +46,6 @@ from clientscope.reporting.view import select
 
 __all__ = ["ReportResult", "report", "write_figures"]
 
-CHART_TITLES = {
-    "clients": "Connected clients vs maxclients",
-    "by-name": "Clients by client name",
-    "by-ip": "Clients by source IP",
-    "leak-trend": "Connection growth and forecast",
-    "idle": "Idle time at the peak",
-    "age-idle": "Age vs idle at the peak",
-    "blocked": "Blocked clients",
-    "churn": "Connection churn",
-}
-
 
 @dataclass(frozen=True)
 class ReportResult:
@@ -202,9 +191,5 @@ def write_figures(
             fig.savefig(png, format="png", metadata={"Software": None})
             fig.set_layout_engine("none")  # keep the layout just computed: a third faster
             fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
-        written.append(
-            FigureFile(
-                chart.name, CHART_TITLES.get(chart.name, chart.name), chart.caption, png, svg
-            )
-        )
+        written.append(FigureFile(chart.name, chart.title, chart.caption, png, svg))
     return tuple(written)
