@@ -176,3 +176,17 @@ def test_imported_dumps_without_maxclients_say_so(tmp_path: Path) -> None:
     md = cs.report(tmp_path / "dumps.cs", tmp_path / "dumps").markdown.read_text()
     assert "(maxclients unknown)" in md
     assert "maxclients is unknown" in md  # the coverage note says what to do
+
+
+def test_a_long_timeline_is_cut_with_a_note() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from clientscope.reporting.facts import Event
+    from clientscope.reporting.report import MAX_EVENTS, _bounded
+
+    t0 = datetime(2026, 11, 25, tzinfo=UTC)
+    events = [Event(t0 + timedelta(minutes=i), "threshold", "a", f"e{i}") for i in range(200)]
+    shown = _bounded(events)
+    assert len(shown) == MAX_EVENTS
+    assert shown[-1] == events[-1] and shown[0] == events[0]
+    assert shown[-2].text == f"... {200 - MAX_EVENTS + 1} more events in this window not listed"

@@ -144,13 +144,28 @@ def _content(
         title=title or f"Connection exhaustion review: {summary.instance or '?'}",
         subtitle=_subtitle(coverage, summary),
         dataset=str(ds.root), version=__version__, summary=summary,
-        events=tuple(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
+        events=_bounded(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
         findings=tuple(found), settings=tuple(settings), pools=_pool_rows(pools),
         figures=write_figures(
             ds, out / "figures", instance=summary.instance, overview=instance is None
         ),
         coverage=coverage, notes=tuple(notes),
     )  # fmt: skip
+
+
+MAX_EVENTS = 80
+
+
+def _bounded(events: list[F.Event]) -> tuple[F.Event, ...]:
+    """At most MAX_EVENTS lines: the first ones, a note, and the last one."""
+    if len(events) <= MAX_EVENTS:
+        return tuple(events)
+    hidden = len(events) - MAX_EVENTS + 1
+    last = events[-1]
+    note = F.Event(
+        last.at, "data", last.instance, f"... {hidden} more events in this window not listed"
+    )
+    return (*events[: MAX_EVENTS - 2], note, last)
 
 
 POOL_COLUMNS = ("group", "role", "peak", "pods", "peak_per_pod", "busy_peak", "idle_over_300_peak")
