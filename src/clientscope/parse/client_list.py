@@ -36,59 +36,54 @@ def clients_schema(carried: pl.Schema | dict[str, pl.DataType]) -> dict[str, pl.
     return schema
 
 
-def _address(prefix: str, column: str) -> list[list[pl.Expr]]:
-    """Steps that split `host:port`, `[v6]:port`, bare `v6:port` or a unix path.
+def _split_address(frame: pl.DataFrame, prefix: str, column: str) -> pl.DataFrame:
+    """Add ip / port / family for `host:port`, `[v6]:port`, bare `v6:port` or a unix path.
 
-    Each step is one `with_columns`, so no part is computed twice.
+    Eager on purpose: the rare shapes (brackets) are only handled when present.
     """
-    addr = pl.col(column)
-    port, host, ip = pl.col("_port"), pl.col("_host"), pl.col(f"{prefix}ip")
-    bracketed = host.str.starts_with("[") & host.str.ends_with("]")
-    is_unix = ip.str.starts_with("/") | pl.col("flags").str.contains("U", literal=True)
-    return [
-        [addr.str.extract(r":(\d+)$", 1).alias("_port")],
-        [
-            pl.when(port.is_null())
-            .then(addr)
-            .otherwise(addr.str.head(-1 - port.str.len_bytes().cast(pl.Int64)))
-            .alias("_host")
-        ],
-        [
-            pl.when(bracketed)
-            .then(host.str.slice(1, host.str.len_bytes().cast(pl.Int64) - 2))
-            .otherwise(host)
-            .alias(f"{prefix}ip"),
-            bracketed.alias("_bracketed"),
-        ],
-        [
-            # valkey writes a unix socket as `[/path/to.sock:0]:0`
-            pl.when(is_unix & pl.col("_bracketed"))
-            .then(ip.str.strip_suffix(":0"))
-            .otherwise(ip)
-            .alias(f"{prefix}ip"),
-            port.str.to_integer(strict=False).alias(f"{prefix}port"),
-            pl.when(addr.is_null())
-            .then(None)
-            .when(is_unix.fill_null(False))
-            .then(pl.lit("unix"))
-            .when(ip.str.contains(":", literal=True))
-            .then(pl.lit("ipv6"))
-            .when(ip.str.contains(".", literal=True))
-            .then(pl.lit("ipv4"))
-            .alias(f"{prefix}family"),
-        ],
-    ]
+    addr, port, ip = pl.col(column), pl.col("_port"), pl.col(f"{prefix}ip")
+    frame = frame.with_columns(addr.str.extract(r":(\d+)$", 1).alias("_port"))
+    host = addr.str.head(-1 - port.str.len_bytes().cast(pl.Int64))
+    frame = frame.with_columns(
+        pl.when(port.is_null()).then(addr).otherwise(host).alias(ip.meta.output_name())
+    )
+    unix_flag = pl.col("is_unix_socket").fill_null(False)
+    if frame.get_column(f"{prefix}ip").str.starts_with("[").any():
+        bracketed = ip.str.starts_with("[") & ip.str.ends_with("]")
+        inner = ip.str.slice(1, ip.str.len_bytes().cast(pl.Int64) - 2)
+        # valkey writes a unix socket as `[/path/to.sock:0]:0`
+        inner = (
+            pl.when(inner.str.starts_with("/") | unix_flag)
+            .then(inner.str.strip_suffix(":0"))
+            .otherwise(inner)
+        )
+        frame = frame.with_columns(
+            pl.when(bracketed).then(inner).otherwise(ip).alias(f"{prefix}ip")
+        )
+    family = (
+        pl.when(addr.is_null())
+        .then(None)
+        .when(ip.str.starts_with("/") | unix_flag)
+        .then(pl.lit("unix"))
+        .when(ip.str.contains(":", literal=True))
+        .then(pl.lit("ipv6"))
+        .when(ip.str.contains(".", literal=True))
+        .then(pl.lit("ipv4"))
+    )
+    return frame.with_columns(
+        port.str.to_integer(strict=False).alias(f"{prefix}port"), family.alias(f"{prefix}family")
+    )
 
 
 def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.DataFrame:
-    """Stage 2: addresses, flag booleans, times; columns in the output order."""
+    """Stage 2: flag booleans, addresses, times; columns in the output order."""
     flags = pl.col("flags")
-    for prefix, column in (("", "addr"), ("laddr_", "laddr")):
-        for step in _address(prefix, column):
-            frame = frame.with_columns(step)
-    derived = [
+    frame = frame.with_columns(
         flags.str.contains(letter, literal=True).alias(col) for letter, col in CLIENT_FLAGS.items()
-    ]
+    )
+    for prefix, column in (("", "addr"), ("laddr_", "laddr")):
+        frame = _split_address(frame, prefix, column)
+    derived: list[pl.Expr] = []
     if with_ts:
         ts = pl.col("ts").cast(TS)
         derived += [
