@@ -521,6 +521,12 @@ def _mark_timeout(ax: Axes, snap: pl.DataFrame, timeout: int, peak: dict[str, ob
     share = closed / idle.len() if idle.len() else 0.0
     ax.axvline(pos, color=COLORS["limit"], ls="--", lw=1.4,
                label=f"what-if timeout {timeout} s: closes {closed} of {idle.len()} ({share:.0%})")  # fmt: skip
+    current = peak.get("timeout")
+    if isinstance(current, int) and current > 0 and current != timeout:
+        at = float(np.interp(current, IDLE_EDGES[:-1], np.arange(len(IDLE_EDGES) - 1))) - 0.5
+        ax.axvline(
+            at, color=COLORS["restart"], ls=":", lw=1.4, label=f"current timeout {current} s"
+        )
 
 
 def age_vs_idle(

@@ -52,7 +52,7 @@ def capture_series(ds: Tables) -> pl.DataFrame:
     """One row per capture attempt, with the server-wide numbers and their rates.
 
     Columns: instance, ts, capture_id, ok, error_kind, connected, maxclients, blocked,
-    utilization, run_id, restart, new_conns_per_s, new_rejections, rejected_error.
+    utilization, run_id, restart, new_conns_per_s, new_rejections, timeout, rejected_error.
     `connected` is what the server counts against maxclients: INFO connected_clients +
     connected_slaves + cluster_connections (else the CLIENT LIST line count);
     `maxclients` the effective limit the capture recorded (CONFIG, else INFO), carried
@@ -60,7 +60,7 @@ def capture_series(ds: Tables) -> pl.DataFrame:
     """
     caps = ds.captures.select(
         "capture_id", "instance", "ts", "ok", "error_kind", "n_clients",
-        pl.col("run_id").alias("cap_run_id"), pl.col("maxclients").alias("cap_maxclients"),
+        pl.col("run_id").alias("cap_run_id"), pl.col("maxclients").alias("cap_maxclients"), "timeout",
     )  # fmt: skip
     info = ds.info.select(
         "capture_id", "connected_clients", "connected_slaves", "cluster_connections",
@@ -98,7 +98,7 @@ def capture_series(ds: Tables) -> pl.DataFrame:
     return _with_rates(frame).select(
         "instance", "ts", "capture_id", "ok", "error_kind", "connected", "maxclients", "blocked",
         (pl.col("connected") / pl.col("maxclients")).alias("utilization"),
-        "run_id", "restart", "new_conns_per_s", "new_rejections",
+        "run_id", "restart", "new_conns_per_s", "new_rejections", "timeout",
         (pl.col("error_kind") == "max_clients").fill_null(False).alias("rejected_error"),
     )  # fmt: skip
 
