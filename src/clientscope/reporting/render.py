@@ -278,8 +278,9 @@ def coverage_rows(c: Coverage) -> list[tuple[str, str]]:
 
 METHOD = (
     "Every capture is one CLIENT LIST, INFO and CONFIG GET of a server, parsed into typed tables. "
-    "Connected clients come from INFO connected_clients (else the CLIENT LIST line count); the limit is the "
-    "effective maxclients from CONFIG GET (else INFO). Rejections are growth of INFO rejected_connections "
+    "Connected clients are what the server counts against its limit: INFO connected_clients plus "
+    "replicas and cluster links (else the CLIENT LIST line count); the limit is the effective "
+    "maxclients from CONFIG GET (else INFO). Rejections are growth of INFO rejected_connections "
     "between captures, and captures the server itself refused. A restart is a change of INFO run_id. "
     "The growth trend is a least-squares line through the captures since the last restart, up to the first "
     "one at the limit; its 95 % prediction interval assumes independent normal residuals. Charts aggregate "
