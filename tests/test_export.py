@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -156,3 +158,18 @@ def test_cli_export_window_and_json(incident: cs.Dataset, tmp_path: Path) -> Non
         <= pl.Series([end]).str.to_datetime().dt.epoch("ms").item() / 1000
     )
     assert '"samples"' in res.output
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not on PATH"
+)
+def test_promtool_backfills_the_export(incident: cs.Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "incident.om"
+    result = cs.export(incident, out)
+    run = subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(out), str(tmp_path / "tsdb")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    samples = sum(int(line.split()[-4]) for line in run.stdout.splitlines()[1:] if line.strip())
+    assert samples == result.samples
