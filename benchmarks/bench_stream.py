@@ -65,6 +65,14 @@ def build_raw(root: Path, lines: int, per_capture: int, per_file: int) -> tuple[
     return captures, size
 
 
+def _peak_rss() -> int:
+    """VmHWM: unlike ru_maxrss it is not inherited from the parent through fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def run_worker(raw_dir: str, out: str) -> None:
     """Child process: stream the parse to Parquet, print JSON with time and peak RSS."""
     from clientscope.parse import parse_client_list
@@ -78,7 +86,7 @@ def run_worker(raw_dir: str, out: str) -> None:
     parsed.sink_parquet(out, engine="streaming")
     seconds = time.perf_counter() - start
     rows = pl.scan_parquet(out).select(pl.len()).collect().item()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = _peak_rss()
     print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss": rss}))
 
 

@@ -17,9 +17,17 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
-from clientscope.parse._client_generic import FIELD_SCHEMA, KEY, KEY_START, KNOWN_FIELDS, read_lines
+from clientscope.parse._client_generic import (
+    FIELD_SCHEMA,
+    GARBAGE,
+    KEY,
+    KEY_START,
+    KNOWN_FIELDS,
+    read_lines,
+)
 from clientscope.parse._text import CUT, FIRST_COUNT, LINE
 from clientscope.schema import CLIENT_EXTRA_DTYPE, CLIENT_INT_FIELDS
 
@@ -237,6 +245,12 @@ def _bad_numbers(frame: pl.DataFrame, typed: pl.DataFrame, layout: Layout) -> pl
     return frame.select(pl.any_horizontal(checks).fill_null(False)).to_series()
 
 
+def _has_control_bytes(buf: bytes) -> bool:
+    """Any byte below 0x20 other than the newlines, or DEL (a whole-buffer numpy count)."""
+    below_space = int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8) < 0x20))
+    return below_space != buf.count(b"\n") or b"\x7f" in buf
+
+
 def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) -> pl.DataFrame:
     """Stage-1 rows of the lines in `buf` (one `index` row per line), in index order."""
     if b"\r" in buf or buf.startswith(_BOM):  # the CSV reader would drop these bytes
@@ -259,11 +273,17 @@ def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) ->
     del frame
     if bad_numbers is not None:
         fits = fits & ~bad_numbers
+    lines = None
+    if _has_control_bytes(buf):  # garbage lines are the general reader's to judge
+        lines = _lines(buf, index.height)
+        if lines is None:
+            return _read(buf, index, None, depth)
+        fits = fits & ~lines.str.contains(GARBAGE)
     if fits.all():
         return typed.select(STAGE1_SCHEMA.keys())
     good = typed.filter(fits).select(STAGE1_SCHEMA.keys())
     del typed
-    lines = _lines(buf, index.height)
+    lines = _lines(buf, index.height) if lines is None else lines
     if lines is None:
         return _read(buf, index, None, depth)
     rest = _read_misfits(lines.filter(~fits), index.filter(~fits), depth)
@@ -290,6 +310,17 @@ def _general_split(buf: bytes, index: pl.DataFrame) -> pl.DataFrame:
     return _general(index, lines)
 
 
+def _valid_utf8(buf: bytes) -> bytes:
+    """`buf` with bytes that are not UTF-8 made U+FFFD, so both readers see the same text."""
+    if buf.isascii():
+        return buf
+    try:
+        buf.decode("utf-8")
+    except UnicodeDecodeError:
+        return buf.decode("utf-8", "replace").encode()
+    return buf
+
+
 def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
     """Stage-1 rows (`_rid` = position in `replies`) of every line of every reply, in order."""
     groups: dict[Layout | None, list[int]] = {}
@@ -303,7 +334,7 @@ def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES
         for pieces in chunks(present, rids, chunk_bytes):
             index = _index(pieces)
             buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
-            parts.append(_read(buf, index, layout, 0))
+            parts.append(_read(_valid_utf8(buf), index, layout, 0))
     if not parts:
         return pl.DataFrame(schema=STAGE1_SCHEMA)
     out = pl.concat(parts, rechunk=False)

@@ -19,7 +19,7 @@ KNOWN_FIELDS = (*CLIENT_INT_FIELDS, *CLIENT_STR_FIELDS)
 # both spellings of every known key: the wire form (`qbuf-free`) and snake_case
 KNOWN_KEYS = tuple(sorted({*KNOWN_FIELDS, *(f.replace("_", "-") for f in KNOWN_FIELDS)}))
 KEY_START = rf"(?:^| ){KEY}="
-_GARBAGE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x{FFFD}]"
+GARBAGE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x{FFFD}]"
 _TOKENS = rf"^{KEY}=\S*(?: (?:{KEY}=\S*|[^ =]+))*$"
 _UNIX_ADDR = r"(?:^| )l?addr=\[?/"
 _BARE_TOKEN = r"(?:^| )[^ =]+(?: |$)"
@@ -86,7 +86,7 @@ def _line_error(ints: dict[str, pl.Expr]) -> pl.Expr:
     return (
         pl.when(text.str.strip_chars() == "")
         .then(pl.lit("blank line"))
-        .when(text.str.contains(_GARBAGE))
+        .when(text.str.contains(GARBAGE))
         .then(pl.lit("binary garbage: bytes that are not text"))
         .when(~grammar_ok & pl.col(CUT))
         .then(pl.lit("truncated line: the reply ends in the middle of this line"))
