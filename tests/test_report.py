@@ -190,3 +190,16 @@ def test_a_long_timeline_is_cut_with_a_note() -> None:
     assert len(shown) == MAX_EVENTS
     assert shown[-1] == events[-1] and shown[0] == events[0]
     assert shown[-2].text == f"... {200 - MAX_EVENTS + 1} more events in this window not listed"
+
+
+def test_timeline_tells_a_restart_by_its_run_id(tmp_path: Path) -> None:
+    from clientscope.reporting import facts, series
+
+    cs.simulate("restart", tmp_path / "restart.cs", seed=4, captures=60, clients=80)
+    ds = cs.open_dataset(tmp_path / "restart.cs")
+    frame = series.capture_series(ds)
+    runs = ds.info.select("ts", "run_id").sort("ts").collect()
+    changed = runs.filter(pl.col("run_id") != pl.col("run_id").shift())["ts"]
+    events = facts.timeline(frame, None, growing=False)
+    restarts = [e.at for e in events if e.kind == "restart"]
+    assert restarts == changed.to_list() and len(restarts) == 1
