@@ -360,3 +360,16 @@ def test_live_reply_matches_redis_py_field_by_field(
     assert frame.filter(pl.col("name") == "orders=api").height == 1
     assert frame.filter(pl.col("is_pubsub")).height == 1
     del keep
+
+
+def test_replies_of_different_servers_keep_their_order() -> None:
+    replies = [f"{REDIS72}\n{REDIS72}\n", f"{REDIS28}\n", f"{VALKEY9}\n", f"{REDIS72}\n"]
+    frame = parsed(pl.DataFrame({"capture_id": ["a", "b", "c", "d"], "client_list": replies}))
+    assert frame.select("capture_id", "line_no").rows() == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("c", 1),
+        ("d", 1),
+    ]
+    assert frame["age"].to_list() == [120, 120, 855, 0, 120]

@@ -31,7 +31,7 @@ from clientscope.parse._client_generic import (
 from clientscope.parse._text import CUT, FIRST_COUNT, LINE
 from clientscope.schema import CLIENT_EXTRA_DTYPE, CLIENT_INT_FIELDS
 
-CHUNK_BYTES = 96 << 20  # replies are read in pieces of about this size (bounds memory)
+CHUNK_BYTES = 32 << 20  # replies are read in pieces of about this size (bounds memory)
 MAX_LAYOUTS = 4  # layouts tried per chunk before the rest goes to the general reader
 _KEY_RE = re.compile(KEY)
 _KEY_START_RE = re.compile(KEY_START)
@@ -321,21 +321,30 @@ def _valid_utf8(buf: bytes) -> bytes:
     return buf
 
 
-def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
-    """Stage-1 rows (`_rid` = position in `replies`) of every line of every reply, in order."""
+def read_parts(
+    replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[pl.DataFrame]:
+    """Stage-1 rows of every line of every reply, chunk by chunk (`_rid` = reply position).
+
+    Each part is in (`_rid`, `line_no`) order; parts of different layouts may
+    interleave, so sort the whole when there is more than one layout group.
+    """
     groups: dict[Layout | None, list[int]] = {}
     present: list[Reply] = []
     for rid, data in enumerate(replies):
         present.append(data or b"")
         if data:
             groups.setdefault(_first_layout(data), []).append(rid)
-    parts = []
     for layout, rids in groups.items():
         for pieces in chunks(present, rids, chunk_bytes):
             index = _index(pieces)
             buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
-            parts.append(_read(_valid_utf8(buf), index, layout, 0))
+            yield _read(_valid_utf8(buf), index, layout, 0)
+
+
+def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
+    """All stage-1 rows of the replies in (`_rid`, `line_no`) order."""
+    parts = list(read_parts(replies, chunk_bytes))
     if not parts:
         return pl.DataFrame(schema=STAGE1_SCHEMA)
-    out = pl.concat(parts, rechunk=False)
-    return out.sort("_rid", "line_no") if len(groups) > 1 else out
+    return pl.concat(parts, rechunk=False).sort("_rid", "line_no")

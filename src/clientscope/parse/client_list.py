@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from clientscope.errors import InputError
-from clientscope.parse._client_fast import Reply, read_replies
+from clientscope.parse._client_fast import Reply, read_parts
 from clientscope.parse._text import TextInput, decode_utf8
 from clientscope.schema import CLIENT_FLAGS, TS, client_fields_schema
 
@@ -97,13 +97,24 @@ def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.
 
 
 def _parse_replies(replies: Sequence[Reply | None], carried: pl.DataFrame) -> pl.DataFrame:
-    """Parse replies[i] with carried row i repeated on each of its lines."""
-    fields = read_replies(replies)
+    """Parse replies[i] with carried row i repeated on each of its lines.
+
+    Chunk by chunk, so the temporaries of the derived columns stay chunk-sized.
+    """
     names = tuple(carried.columns)
-    if names:
-        context = carried.select(pl.all().gather(fields["_rid"]))
-        fields = pl.concat([context, fields], how="horizontal")
-    return _derive(fields, names, with_ts="ts" in names)
+    parts = []
+    for fields in read_parts(replies):
+        rid = fields.get_column("_rid")
+        if names:
+            fields = pl.concat([carried.select(pl.all().gather(rid)), fields], how="horizontal")
+        parts.append(_derive(fields, names, with_ts="ts" in names).with_columns(rid))
+    if not parts:
+        return pl.DataFrame(schema=clients_schema(carried.schema))
+    out = pl.concat(parts, rechunk=False)
+    order = out.select((pl.col("_rid") * (1 << 32) + pl.col("line_no")).alias("_order")).to_series()
+    if not order.is_sorted():  # replies of several layouts: put every line back in its place
+        out = out.with_columns(order).sort("_order").drop("_order")
+    return out.drop("_rid")
 
 
 def _reply_values(column: pl.Series) -> list[Reply | None]:
