@@ -245,17 +245,18 @@ def _bad_numbers(frame: pl.DataFrame, typed: pl.DataFrame, layout: Layout) -> pl
     return frame.select(pl.any_horizontal(checks).fill_null(False)).to_series()
 
 
-def _has_control_bytes(buf: bytes) -> bool:
-    """Any byte below 0x20 other than the newlines, or DEL (a whole-buffer numpy count)."""
+def _has_control_bytes(buf: bytes, n_lines: int) -> bool:
+    """Any byte below 0x20 other than the `n_lines` newlines, or DEL (one numpy pass)."""
     below_space = int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8) < 0x20))
-    return below_space != buf.count(b"\n") or b"\x7f" in buf
+    return below_space != n_lines or b"\x7f" in buf
 
 
 def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) -> pl.DataFrame:
     """Stage-1 rows of the lines in `buf` (one `index` row per line), in index order."""
     if b"\r" in buf or buf.startswith(_BOM):  # the CSV reader would drop these bytes
         return _general_split(buf, index)
-    if layout is None or depth >= MAX_LAYOUTS or _REPLACEMENT in buf:
+    replaced = not buf.isascii() and _REPLACEMENT in buf
+    if layout is None or depth >= MAX_LAYOUTS or replaced:
         lines = _lines(buf, index.height)
         return _general(index, lines) if lines is not None else _general_split(buf, index)
     width = len(layout.keys)
@@ -274,7 +275,7 @@ def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) ->
     if bad_numbers is not None:
         fits = fits & ~bad_numbers
     lines = None
-    if _has_control_bytes(buf):  # garbage lines are the general reader's to judge
+    if _has_control_bytes(buf, index.height):  # garbage lines are the general reader's to judge
         lines = _lines(buf, index.height)
         if lines is None:
             return _read(buf, index, None, depth)

@@ -75,14 +75,31 @@ def _split_address(frame: pl.DataFrame, prefix: str, column: str) -> pl.DataFram
     )
 
 
+def _split_few_addresses(frame: pl.DataFrame, prefix: str, column: str) -> pl.DataFrame:
+    """`_split_address` on the distinct values only, when there are few (laddr: the
+    server's own listening addresses); the parts are then looked up per row."""
+    keys = [column, "is_unix_socket"]
+    distinct = frame.select(keys).unique()
+    if distinct.height * 20 > frame.height:
+        return _split_address(frame, prefix, column)
+    parts = _split_address(distinct, prefix, column).select(
+        *keys, f"{prefix}ip", f"{prefix}port", f"{prefix}family"
+    )
+    if parts.height == 1:  # one listening address: nothing to look up
+        return frame.with_columns(
+            pl.lit(parts[c][0], dtype=parts[c].dtype).alias(c) for c in parts.columns[2:]
+        )
+    return frame.join(parts, on=keys, how="left", nulls_equal=True, maintain_order="left")
+
+
 def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.DataFrame:
     """Stage 2: flag booleans, addresses, times; columns in the output order."""
     flags = pl.col("flags")
     frame = frame.with_columns(
         flags.str.contains(letter, literal=True).alias(col) for letter, col in CLIENT_FLAGS.items()
     )
-    for prefix, column in (("", "addr"), ("laddr_", "laddr")):
-        frame = _split_address(frame, prefix, column)
+    frame = _split_address(frame, "", "addr")
+    frame = _split_few_addresses(frame, "laddr_", "laddr")
     derived: list[pl.Expr] = []
     if with_ts:
         ts = pl.col("ts").cast(TS)
