@@ -45,7 +45,7 @@ def _split_address(frame: pl.DataFrame, prefix: str, column: str) -> pl.DataFram
     frame = frame.with_columns(addr.str.extract(r":(\d+)$", 1).alias("_port"))
     host = addr.str.head(-1 - port.str.len_bytes().cast(pl.Int64))
     frame = frame.with_columns(
-        pl.when(port.is_null()).then(addr).otherwise(host).alias(ip.meta.output_name())
+        pl.when(port.is_null()).then(addr).otherwise(host).alias(f"{prefix}ip")
     )
     unix_flag = pl.col("is_unix_socket").fill_null(False)
     if frame.get_column(f"{prefix}ip").str.starts_with("[").any():
