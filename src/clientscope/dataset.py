@@ -13,6 +13,7 @@ every time.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import urllib.parse
@@ -82,19 +83,30 @@ def conform_raw(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _write_atomic(frame: pl.DataFrame, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{_TMP_PREFIX}{target.name}")
+    tmp = target.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(tmp, compression="zstd", statistics=True)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise DatasetWriteError(
             f"could not write {target}: {exc.strerror or exc}. Nothing already in the dataset "
             "was changed; free disk space or fix permissions and run again."
         ) from exc
+
+
+def write_partition_file(frame: pl.DataFrame, target: Path) -> None:
+    """Write one table file of a partition, atomically.
+
+    `instance` is left out of the file: the `instance=` folder carries it, as Hive
+    layout wants (pyarrow, Spark and DuckDB refuse a column that is both in the
+    file and in the path).
+    """
+    _write_atomic(frame.drop("instance", strict=False), target)
 
 
 def check_writable(root: Path) -> None:
@@ -130,11 +142,11 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
     for (instance, date), part in parts.items():
         part = part.drop("_date")
         target = partition_dir(root, "raw", str(instance), str(date)) / f"{batch}.parquet"
-        _write_atomic(part, target)
+        write_partition_file(part, target)
         files.append(target)
         tables = _write_parsed(root, part, str(instance), str(date), batch)
         files.extend(tables.values())
-        rejects.append(pl.read_parquet(tables["rejects"]))
+        rejects.append(pl.read_parquet(tables["rejects"], hive_partitioning=False))
     return WriteResult(
         batch=batch, captures=raw.height, files=tuple(files), rejects=pl.concat(rejects)
     )
@@ -149,7 +161,7 @@ def _write_parsed(
     written = {}
     for name in TABLES:
         target = partition_dir(root, name, instance, date) / f"{batch}.parquet"
-        _write_atomic(tables[name], target)
+        write_partition_file(tables[name], target)
         written[name] = target
     return written
 
@@ -179,7 +191,9 @@ def append_tables(
             if name == "raw" and part.is_empty():
                 continue
             target = partition_dir(root, name, str(instance), str(date)) / f"{batch}.parquet"
-            _write_atomic(part.select(empty[name].columns).cast(empty[name].schema), target)
+            write_partition_file(
+                part.select(empty[name].columns).cast(empty[name].schema), target
+            )
             files.append(target)
     return WriteResult(batch=batch, captures=captures.height, files=tuple(files))
 
@@ -203,9 +217,11 @@ def repair(root: Path) -> list[str]:
         rel = raw_file.relative_to(root / "raw")
         if all((root / name / rel).exists() for name in TABLES):
             continue
-        part = pl.read_parquet(raw_file)
         instance_dir, date_dir = rel.parts[0], rel.parts[1]
         instance = urllib.parse.unquote(instance_dir.removeprefix("instance="))
+        part = pl.read_parquet(raw_file, hive_partitioning=False).with_columns(
+            pl.lit(instance).alias("instance")
+        )
         date = date_dir.removeprefix("date=")
         for name in TABLES:  # a table written before the kill is rewritten identically
             (root / name / rel).unlink(missing_ok=True)
@@ -220,7 +236,7 @@ def known_content_hashes(root: Path | str) -> set[str]:
     if not files:
         return set()
     hashes = (
-        pl.scan_parquet(files)
+        pl.scan_parquet(files, hive_partitioning=False)
         .select(pl.col("content_sha256").str.split(" ").explode())
         .drop_nulls()
         .unique()
@@ -255,13 +271,15 @@ class Dataset:
         schema = self._schemas[table]
         if not files:
             return pl.LazyFrame(schema=schema)
+        in_files = {name: dtype for name, dtype in schema.items() if name != "instance"}
         return pl.scan_parquet(
             files,
-            hive_partitioning=False,
-            schema=schema,
+            hive_partitioning=True,
+            hive_schema={"instance": pl.String(), "date": pl.String()},
+            schema=in_files,
             missing_columns="insert",
             extra_columns="ignore",
-        )
+        ).select(schema.names())
 
     @property
     def raw(self) -> pl.LazyFrame:
@@ -342,6 +360,9 @@ def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
             "Point at the folder given to --out."
         )
     if repair_missing and os.access(root, os.W_OK):
+        from clientscope.capture.compaction import recover
+
+        recover(root)  # finish or roll back a compaction a crash interrupted
         repair(root)
     return Dataset(root)
 

@@ -46,7 +46,7 @@ CONFIG_NAMES = frozenset(
 )
 _CLIENT_LINE = re.compile(rb"^\s*(id|addr)=")
 _INFO_HEADER = re.compile(rb"^# [A-Za-z]")
-_INFO_FIELD = re.compile(rb"^[a-z][a-z0-9_.-]*:")
+_INFO_FIELD = re.compile(rb"^[A-Za-z][A-Za-z0-9_.-]*:")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 # `date` (C locale): "Thu Nov 26 09:30:00 UTC 2026"; tz may be missing, an abbreviation or +hhmm

@@ -15,11 +15,8 @@ rows are safe, and the failure is reported.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +27,7 @@ from clientscope.errors import DatasetWriteError
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["Parser", "Writer", "write_parquet_atomic"]
+__all__ = ["Parser", "Writer"]
 
 _FINISH = object()
 _TMP = ".tmp-"
@@ -43,24 +40,6 @@ class RawBatch:
     date: str
     stem: str
     frame: pl.DataFrame
-
-
-def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
-    """Write `frame` to `target` via a hidden temporary file, fsync and rename; never overwrite."""
-    tmp = target.with_name(f"{_TMP}{uuid.uuid4().hex[:8]}-{target.name}")  # unique: never shared
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):  # e.g. the folder is gone or is now a file
-            tmp.unlink(missing_ok=True)
-        raise DatasetWriteError(
-            f"could not write {target}: {exc.strerror or exc}. Nothing already in the dataset "
-            "was changed; free disk space or fix permissions and run again."
-        ) from exc
 
 
 class Writer(threading.Thread):
@@ -120,7 +99,7 @@ def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawBatch]:
     """One raw file per (instance, day) of these rows, all under one new batch name."""
     import polars as pl
 
-    from clientscope.dataset import conform_raw, new_batch_id, partition_dir
+    from clientscope.dataset import conform_raw, new_batch_id, partition_dir, write_partition_file
     from clientscope.schema import RAW_SCHEMA
 
     frame = conform_raw(pl.DataFrame(rows, schema=RAW_SCHEMA))
@@ -131,7 +110,7 @@ def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawBatch]:
         ["instance", "_date"], as_dict=True, maintain_order=True
     ).items():
         part = part.drop("_date")
-        write_parquet_atomic(
+        write_partition_file(
             part, partition_dir(root, "raw", str(instance), str(date)) / f"{stem}.parquet"
         )
         written.append(RawBatch(str(instance), str(date), stem, part))
@@ -190,7 +169,7 @@ class Parser(threading.Thread):
         """Parse the raw batches together, then write each one's tables under its own file name."""
         import polars as pl
 
-        from clientscope.dataset import partition_dir
+        from clientscope.dataset import partition_dir, write_partition_file
         from clientscope.parse import parse_raw
         from clientscope.schema import TABLES
 
@@ -212,4 +191,4 @@ class Parser(threading.Thread):
                 part = parts.get((b.instance, b.date, b.stem))
                 frame = table.clear() if part is None else part.drop("_date", "_stem")
                 target = partition_dir(self.root, name, b.instance, b.date) / f"{b.stem}.parquet"
-                write_parquet_atomic(frame, target)
+                write_partition_file(frame, target)
