@@ -8,10 +8,10 @@ thousand points (one per capture, or per time bucket) before it is plotted.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import polars as pl
 
+from clientscope.analysis._common import Tables  # one protocol for the parsed tables
 from clientscope.schema import TS
 
 __all__ = [
@@ -33,19 +33,6 @@ GROUP_COLUMNS = {"name": "name", "lib": "lib_name", "ip": "ip", "user": "user", 
 
 NO_VALUE = "(none)"
 OTHER = "(other)"
-
-
-class Tables(Protocol):
-    """What the reporting layer reads: a `Dataset` or a filtered view of one."""
-
-    @property
-    def captures(self) -> pl.LazyFrame: ...
-
-    @property
-    def clients(self) -> pl.LazyFrame: ...
-
-    @property
-    def info(self) -> pl.LazyFrame: ...
 
 
 def capture_series(ds: Tables) -> pl.DataFrame:
