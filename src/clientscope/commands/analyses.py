@@ -37,7 +37,7 @@ def _json(value: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, default=str))
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, column: str = "") -> str:
     from datetime import datetime
 
     if value is None:
@@ -45,6 +45,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"
+        if "share" in column or column.endswith(("_pct", "utilization")):
+            return f"{value:.1%}"
         return f"{value:.3g}" if abs(value) < 1 else f"{value:,.1f}"
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M:%S}"
@@ -63,7 +65,7 @@ def _table(
     for c in cols:
         table.add_column(c, justify="right" if frame.schema[c].is_numeric() else "left")
     for row in frame.head(limit).select(cols).iter_rows():
-        table.add_row(*(_fmt(v) for v in row))
+        table.add_row(*(_fmt(v, c) for v, c in zip(row, cols, strict=True)))
     _console().print(table)
     if frame.height > limit:
         _console().print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
