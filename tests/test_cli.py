@@ -46,3 +46,16 @@ def test_every_command_and_option_has_help() -> None:
 def test_public_names_resolve() -> None:
     for name in clientscope.__all__:
         assert getattr(clientscope, name) is not None, name
+
+
+def test_the_public_api_is_exactly_the_documented_one() -> None:
+    assert set(clientscope.__all__) == {
+        "__version__",
+        "parse_client_list", "parse_info", "parse_raw",
+        "open_dataset", "Dataset", "import_dumps",
+        "collect", "compact",
+        "summary", "top", "idle", "leaks", "forecast", "plan", "alerts", "diagnose",
+        "kill_script", "Finding", "simulate",
+        "report", "export", "charts",
+        "ClientscopeError",
+    }  # fmt: skip
