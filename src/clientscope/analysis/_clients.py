@@ -16,6 +16,7 @@ from clientscope.analysis._common import Tables, blocking_command, group_key
 from clientscope.schema import COLLECTOR_CLIENT_NAME
 
 _FLAGS = ("is_replica", "is_master", "is_monitor", "is_pubsub", "is_blocked")
+_AT_FIRST = ("name", "lib_name", "ip", "addr", "cmd")
 
 
 def _role_after() -> pl.Expr:
@@ -87,8 +88,9 @@ def _group_counts_one(ds: Tables, instance: str, caps: pl.DataFrame) -> pl.DataF
             pl.col("n", "idle_over_300", "idle_over_600", "busy").sum(),
             pl.col("idle_max", "omem_max").max(),
             pods=pl.col("ip").n_unique(),
-            lib_name=pl.col("lib_name").drop_nulls().first(),
+            lib_name=pl.col("lib_name").min(),  # not first(): group_by order varies per run
         )
+        .sort("instance", "capture_id", "group", "role")
     )
 
 
@@ -122,22 +124,23 @@ def lifecycles(ds: Tables, instance: str | None = None) -> pl.DataFrame:
             created_at=pl.col("created_at").min(),
             last_active=pl.col("last_active").max(),
             max_idle=pl.col("idle").max(),
-            name=pl.col("name").first(),
-            lib_name=pl.col("lib_name").first(),
-            ip=pl.col("ip").first(),
-            addr=pl.col("addr").first(),
-            cmd=pl.col("cmd").first(),
+            # at the first sighting (plain first() depends on the order rows reach the group)
+            **{col: pl.col(col).get(pl.col("ts").arg_min()) for col in _AT_FIRST},
             **{flag: pl.col(flag).any() for flag in _FLAGS},
         )
         .collect(engine="streaming")
         .with_columns(_source())
     )
-    return per_conn.with_columns(
-        group_key(pl.col("ip").fill_null("?")),
-        _role_after(),
-        idle_at_last=(pl.col("last_seen") - pl.col("last_active")).dt.total_seconds(),
-        age_at_last=(pl.col("last_seen") - pl.col("created_at")).dt.total_seconds(),
-    ).drop("cmd", "addr", *_FLAGS)
+    return (
+        per_conn.sort("instance", "run_id", "id")
+        .with_columns(
+            group_key(pl.col("ip").fill_null("?")),
+            _role_after(),
+            idle_at_last=(pl.col("last_seen") - pl.col("last_active")).dt.total_seconds(),
+            age_at_last=(pl.col("last_seen") - pl.col("created_at")).dt.total_seconds(),
+        )
+        .drop("cmd", "addr", *_FLAGS)
+    )
 
 
 REUSE_MARGIN_S = 5
@@ -168,6 +171,7 @@ def oversized_groups(counts: pl.DataFrame, maxclients: int, leaking: set[str]) -
             & (pl.col("idle_share") >= 0.5)
             & ~pl.col("group").is_in(sorted(leaking))
         )
+        .sort("instance", "group")
     )
 
 

@@ -136,14 +136,14 @@ def plan(
         spec = load_spec(spec)
     tl = timeline(tables, instance)
     ok = require_captures(tl, "plan")
-    inst = instance or str(ok.sort("used", descending=True, nulls_last=True)["instance"][0])
+    inst = instance or str(_peak_first(ok)["instance"][0])
     ok = ok.filter(pl.col("instance") == inst)
     room = (
         headroom
         if headroom is not None
         else (spec.headroom if spec and spec.headroom is not None else 0.25)
     )
-    peak = ok.sort("used", descending=True, nulls_last=True).row(0, named=True)
+    peak = _peak_first(ok).row(0, named=True)
     current = (
         int(ok["maxclients"].drop_nulls().tail(1).item())
         if ok["maxclients"].drop_nulls().len()
@@ -190,8 +190,14 @@ def _observed(counts: pl.DataFrame) -> pl.DataFrame:
             idle_over_300_peak=pl.col("idle_over_300").max(),
         )
         .with_columns(peak_per_pod=(pl.col("peak") / pl.col("pods")).ceil().cast(pl.Int64))
-        .sort("peak", descending=True)
+        .sort(["peak", "group", "role"], descending=[True, False, False])
     )
+
+
+def _peak_first(ok: pl.DataFrame) -> pl.DataFrame:
+    """Captures by `used`, highest first; ties by time then instance, so the peak is the same
+    capture every run."""
+    return ok.sort(["used", "ts", "instance"], descending=[True, False, False], nulls_last=True)
 
 
 def _apps(spec: DeploymentSpec, observed: pl.DataFrame,

@@ -146,7 +146,8 @@ def diagnose(
         raise no_data("diagnose")
     ctx = _context(tables, tl, instance, min_leak_rate_per_hour, alpha)
     findings = [f for detect in DETECTORS for f in detect(ctx)]
-    findings.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 3), -f.confidence, f.kind))
+    findings.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 3), -f.confidence, f.kind,
+                                 f.instance or "", f.group or ""))  # fmt: skip
     peak = ctx.ok.select(pl.col("used").max(), pl.col("utilization").max()).row(0)
     return Diagnosis(
         findings=tuple(findings),
@@ -235,14 +236,18 @@ def _leading_group(ctx: _Context) -> tuple[str, int] | None:
 
 
 def _top_group(ctx: _Context, capture_ids: list[str]) -> tuple[str, int] | None:
-    last = ctx.counts.filter(pl.col("capture_id").is_in(capture_ids)).sort("n", descending=True)
+    last = ctx.counts.filter(pl.col("capture_id").is_in(capture_ids)).sort(
+        ["n", "group", "role"], descending=[True, False, False]
+    )
     return (str(last["group"][0]), int(last["n"][0])) if last.height else None
 
 
 def _saturation(ctx: _Context) -> list[Finding]:
     if ctx.ok.is_empty() or not ctx.maxclients:
         return []
-    peak = ctx.ok.sort("utilization", descending=True, nulls_last=True).row(0, named=True)
+    peak = ctx.ok.sort(
+        ["utilization", "ts", "instance"], descending=[True, False, False], nulls_last=True
+    ).row(0, named=True)
     util = peak["utilization"]
     if util is None or util < 0.8:
         return []
@@ -317,7 +322,7 @@ def _no_pooling(ctx: _Context) -> list[Finding]:
     churny = groups.filter(
         (pl.col("role") == "normal") & (pl.col("short_lived") >= 5)
         & (pl.col("short_lived") >= 0.5 * pl.col("births"))
-    ).sort("short_lived", descending=True)  # fmt: skip
+    ).sort(["short_lived", "instance", "group"], descending=[True, False, False])  # fmt: skip
     if churny.is_empty() or (rate is not None and rate < 1.0):
         return []
     row = churny.row(0, named=True)
@@ -395,7 +400,7 @@ def _blocking(ctx: _Context) -> list[Finding]:
     groups = (
         blocked.group_by("group")
         .agg(peak=pl.col("n").max(), pods=pl.col("pods").max())
-        .sort("peak", descending=True)
+        .sort(["peak", "group"], descending=[True, False])
     )
     top: dict[str, Any] = (
         groups.row(0, named=True) if groups.height else {"group": None, "peak": peak, "pods": 1}
@@ -427,7 +432,10 @@ def _no_idle_timeout(ctx: _Context) -> list[Finding]:
     per_cap = normal.group_by("capture_id").agg(
         pl.col("idle_over_600").sum(), pl.col("n").sum(), pl.col("idle_max").max()
     )
-    worst = per_cap.sort("idle_over_600", descending=True).row(0, named=True)
+    # ties broken by the longest idle, then the capture: the same capture every run
+    worst = per_cap.sort(
+        ["idle_over_600", "idle_max", "capture_id"], descending=[True, True, False], nulls_last=True
+    ).row(0, named=True)
     if worst["idle_over_600"] < max(5, 0.01 * worst["n"]):
         return []
     timeout = suggest_timeout(ctx.reuse_gaps)
@@ -478,7 +486,11 @@ def _pubsub(ctx: _Context) -> list[Finding]:
 def _output_buffer(ctx: _Context) -> list[Finding]:
     if ctx.counts.is_empty():
         return []
-    top = ctx.counts.sort("omem_max", descending=True, nulls_last=True).row(0, named=True)
+    top = ctx.counts.sort(
+        ["omem_max", "capture_id", "group", "role"],
+        descending=[True, False, False, False],
+        nulls_last=True,
+    ).row(0, named=True)
     omem = top["omem_max"] or 0
     if omem < MIB:
         return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -25,8 +26,10 @@ from clientscope.analysis._common import (
     timeline,
 )
 from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
+from clientscope.errors import AnalysisError
 
 Z95 = 1.96
+MIN_CAPTURES = 3  # a line through fewer points has no spread to judge it by
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Forecast(ResultMixin):
         datetime | None
     )  # first capture at maxclients, rejected connection or max_clients error
     verdict: str  # exhausted | will_exhaust | growing | stable | falling
+    note: str = ""  # plain words on what the verdict means (why there is no time to maxclients)
 
 
 def forecast(
@@ -69,23 +73,45 @@ def forecast(
     tl = timeline(tables, instance)
     inst = instance or _busiest(tl)
     tl = tl.filter(pl.col("instance") == inst)
-    ok = require_captures(tl, "forecast", minimum=3).filter(pl.col("used").is_not_null())
+    ok = require_captures(tl, "forecast", minimum=MIN_CAPTURES).filter(pl.col("used").is_not_null())
     exhausted = _exhausted_at(tl)
     last = ok.row(-1, named=True)
     now = last["ts"]
     ok = ok.filter(pl.col("run_id") == last["run_id"]) if last["run_id"] else ok
+    _enough_since_restart(tl, ok, last)
     if window is not None:
         span = parse_duration(window, "window")
         ok = ok.filter(pl.col("ts") >= now - timedelta(seconds=span))
-    require_captures(ok, "forecast over this window", minimum=3)
+        if ok.height < MIN_CAPTURES:
+            raise AnalysisError(
+                f"cannot forecast: only {ok.height} capture(s) with a connection count in the last "
+                f"{window}; the trend needs {MIN_CAPTURES}. Widen --window."
+            )
     return _project(inst, ok, now, int(last["maxclients"] or 0), threshold, exhausted)
+
+
+def _enough_since_restart(tl: pl.DataFrame, ok: pl.DataFrame, last: dict[str, Any]) -> None:
+    """Say plainly why there is nothing to fit when the current server run has too few captures
+    (the fit never spans a restart: connection counts start over)."""
+    if ok.height >= MIN_CAPTURES:
+        return
+    if tl["run_id"].drop_nulls().n_unique() > 1:
+        since = ok.select(pl.col("ts").min()).item()
+        raise AnalysisError(
+            f"cannot forecast yet: too few captures since the restart. The server restarted "
+            f"(run_id {str(last['run_id'])[:12]}...) and only {ok.height} capture(s) from "
+            f"{since:%Y-%m-%d %H:%M:%S} UTC on count connections; the trend needs {MIN_CAPTURES}. "
+            "Counts start over at a restart, so earlier captures do not count. Collect a few more "
+            "with `clientscope collect --count N`."
+        )
+    require_captures(ok, "forecast", minimum=MIN_CAPTURES)
 
 
 def _busiest(tl: pl.DataFrame) -> str:
     ranked = (
         tl.group_by("instance")
         .agg(pl.col("utilization").max())
-        .sort("utilization", descending=True, nulls_last=True)
+        .sort(["utilization", "instance"], descending=[True, False], nulls_last=True)
     )
     if ranked.is_empty():
         require_captures(tl, "forecast")
@@ -109,11 +135,13 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
     ss_tot = float(((used - used.mean()) ** 2).sum())
     r2 = 1 - (sigma**2 * max(t.size - 2, 1)) / ss_tot if ss_tot > 0 else 0.0
     theil, _, _, p = theil_sen_mann_kendall(used[None, :], t, np.zeros(t.size))
-    conn = ok["connected_clients"].cast(pl.Float64).fill_null(strategy="forward").to_numpy()
+    # predict_linear sees only the samples Prometheus has: a capture without INFO is a gap (NaN,
+    # which linear_fit leaves out), not a value carried over from the capture before
+    conn = ok["connected_clients"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     pa, pb, _, _ = linear_fit(t, conn)
     eta = _crossing(a, b, maxclients, now)
     low, high = _interval(a, b, se_b, sigma, t, maxclients, now)
-    verdict = _verdict(exhausted, eta, b, float(p[0]), used[-1])
+    verdict = _verdict(exhausted, eta, b, float(theil[0]), float(p[0]))
     return Forecast(
         instance=inst, now=now, window_s=float(-t[0]), samples=t.size, used_now=float(used[-1]),
         maxclients=maxclients, threshold=threshold, slope_per_hour=b * 3600, r2=max(r2, 0.0),
@@ -123,11 +151,14 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
         eta_theil_sen=_crossing(float(np.median(used - theil[0] * t)), float(theil[0]), maxclients, now),
         prometheus_eta_maxclients=_crossing(pa, pb, maxclients, now),
         prometheus_predicted_1h=pa + pb * 3600, exhausted_at=exhausted, verdict=verdict,
+        note=_note(verdict, eta, exhausted, now),
     )  # fmt: skip
 
 
 def _crossing(a: float, b: float, level: float, now: datetime) -> datetime | None:
     """When a + b*t reaches `level` (t seconds from now); now if already there; None if never."""
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(level)):
+        return None
     if a >= level:
         return now
     if b <= 0 or level <= 0:
@@ -139,7 +170,8 @@ def _crossing(a: float, b: float, level: float, now: datetime) -> datetime | Non
 def _interval(a: float, b: float, se_b: float, sigma: float, t: np.ndarray, level: float,
               now: datetime) -> tuple[datetime | None, datetime | None]:  # fmt: skip
     """Earliest / latest time the 95% prediction band of the line reaches `level`."""
-    if b <= 0 or not math.isfinite(se_b) or level <= 0:
+    finite = all(math.isfinite(v) for v in (a, b, se_b, sigma, level))
+    if not finite or b <= 0 or level <= 0:
         return None, None
     horizon = np.linspace(0, max((level - a) / b * 3, 3600.0), 4000)
     n, tm = t.size, float(t.mean())
@@ -152,12 +184,28 @@ def _interval(a: float, b: float, se_b: float, sigma: float, t: np.ndarray, leve
     return early, late
 
 
-def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, p: float,
-             used_now: float) -> str:  # fmt: skip
+def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, theil: float,
+             p: float) -> str:  # fmt: skip
+    """Growing or falling only when the OLS line, the Theil-Sen slope (the median pairwise
+    slope, which a few outliers such as the reconnect burst after a restart cannot move) and
+    Mann-Kendall agree."""
     if exhausted is not None:
         return "exhausted"
-    if p < 0.01 and slope > 0:
+    if p < 0.01 and slope > 0 and theil > 0:
         return "will_exhaust" if eta is not None else "growing"
-    if p < 0.01 and slope < 0:
+    if p < 0.01 and slope < 0 and theil < 0:
         return "falling"
     return "stable"
+
+
+def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: datetime) -> str:
+    if verdict == "exhausted":
+        return f"maxclients was already reached at {exhausted:%Y-%m-%d %H:%M:%S} UTC"
+    if verdict == "will_exhaust" and eta is not None:
+        hours = (eta - now).total_seconds() / 3600
+        return f"at this rate maxclients is reached in {hours:.1f} h"
+    if verdict == "growing":
+        return "growing, but the trend line never reaches maxclients"
+    if verdict == "falling":
+        return "not growing (falling): no time to maxclients"
+    return "not growing (no significant trend): no time to maxclients"

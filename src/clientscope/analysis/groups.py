@@ -105,7 +105,8 @@ def top(
         out = per_capture.group_by("instance", *dims).agg(
             mean_clients=pl.col("clients").mean(),
             clients=pl.col("clients").max(),
-            peak_at=pl.col("ts").sort_by("clients").last(),
+            # the first capture at the peak (sort_by(...).last() picked any of several ties)
+            peak_at=pl.col("ts").filter(pl.col("clients") == pl.col("clients").max()).min(),
             captures_seen=pl.len(),
             idle_max=pl.col("idle_max").max(),
             share_of_maxclients=(pl.col("clients") / pl.col("maxclients")).max(),
@@ -216,7 +217,10 @@ def _idle_groups(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
             share_over_300=pl.col("over_300") / pl.col("clients"),
             share_over_600=pl.col("over_600") / pl.col("clients"),
         )
-        .sort(["instance", "over_300", "clients"], descending=[False, True, True])
+        .sort(
+            ["instance", "over_300", "clients", *dims],
+            descending=[False, True, True, *[False] * len(dims)],
+        )
     )
 
 

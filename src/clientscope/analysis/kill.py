@@ -59,7 +59,7 @@ def kill_script(
     tables = as_tables(ds)
     caps = pick_captures(timeline(tables, instance), at)
     if caps.height > 1:
-        caps = caps.sort("used", descending=True).head(1)
+        caps = caps.sort(["used", "instance"], descending=[True, False], nulls_last=True).head(1)
     cap = caps.row(0, named=True)
     rows = snapshot_clients(tables, [cap["capture_id"]]).collect()
     cond = pl.lit(True)
@@ -73,7 +73,7 @@ def kill_script(
     protected = pl.col("role").is_in(PROTECTED_ROLES)
     skipped = 0 if include_protected else int(matched.select(protected.sum()).item())
     chosen = matched if include_protected else matched.filter(~protected)
-    chosen = chosen.sort("idle", descending=True).select(
+    chosen = chosen.sort(["idle", "id"], descending=[True, False], nulls_last=True).select(
         "id", "addr", "group", "role", "name", "idle", "age", "cmd"
     )
     commands = tuple(f"CLIENT KILL ID {i}" for i in chosen["id"].to_list())

@@ -153,7 +153,7 @@ def _trend_stats(counts: pl.DataFrame, ok: pl.DataFrame, inst: str) -> pl.DataFr
     last_run = seg == seg[-1]
     extra = mine.group_by("group", "role").agg(
         pods=pl.col("pods").max(),
-        lib_name=pl.col("lib_name").drop_nulls().first(),
+        lib_name=pl.col("lib_name").min(),
         idle_over_600_last=pl.col("idle_over_600").sort_by("capture_id").last(),
     )
     return keys.with_columns(
@@ -188,7 +188,8 @@ def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
     )
     born = pl.col("born")
     survivor = born & pl.col("alive")
-    return frame.group_by("instance", "group", "role").agg(
+    keys = ["instance", "group", "role"]
+    stats = frame.group_by(keys).agg(
         births=born.sum(),
         deaths=(born & ~pl.col("alive")).sum(),
         survivors=survivor.sum(),
@@ -198,9 +199,24 @@ def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
         first_survivor_born=pl.col("created_at").filter(survivor).min(),
         short_lived=(born & (pl.col("sightings") == 1) & (pl.col("age_at_last") <= 2)).sum(),
         connections=pl.len(),
-        top_ips=pl.col("ip").filter(born).drop_nulls().value_counts(sort=True).head(3)
-        .struct.field("ip"),
-    )  # fmt: skip
+    )
+    top = _top_ips(frame.filter(born), keys)
+    return stats.join(top, on=keys, how="left").with_columns(
+        pl.col("top_ips").fill_null(pl.lit([], dtype=top.schema["top_ips"]))
+    )
+
+
+def _top_ips(born: pl.DataFrame, keys: list[str], limit: int = 3) -> pl.DataFrame:
+    """Per group, the source IPs that opened the most connections; equal counts by IP, so the
+    list is the same every run (value_counts orders ties as its hash table happens to)."""
+    return (
+        born.filter(pl.col("ip").is_not_null())
+        .group_by(*keys, "ip")
+        .agg(opened=pl.len())
+        .sort([*keys, "opened", "ip"], descending=[False, False, False, True, False])
+        .group_by(keys, maintain_order=True)
+        .agg(top_ips=pl.col("ip").head(limit))
+    )
 
 
 def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFrame:
@@ -253,5 +269,14 @@ def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFram
             .then(confidence)
             .otherwise(pl.when(pl.col("role") == "normal").then(1 - confidence))
         )
-        .sort([order, pl.col("slope_theil_sen_per_h")], descending=[False, True])
+        .sort(
+            [
+                order,
+                pl.col("slope_theil_sen_per_h"),
+                pl.col("instance"),
+                pl.col("group"),
+                pl.col("role"),
+            ],
+            descending=[False, True, False, False, False],
+        )
     )

@@ -127,7 +127,11 @@ def trends(
 
 
 def linear_fit(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    """Least squares y = a + b t: (a, b, standard error of b, residual standard deviation)."""
+    """Least squares y = a + b t: (a, b, standard error of b, residual standard deviation).
+
+    Points where t or y is missing (NaN) are left out: one NaN would make every number NaN."""
+    keep = np.isfinite(t) & np.isfinite(y)
+    t, y = t[keep], y[keep]
     n = t.size
     if n < 2:
         return (float(y[-1]) if n else 0.0), 0.0, math.inf, 0.0
