@@ -198,7 +198,8 @@ def _columns(layout: Layout) -> list[pl.Expr]:
     columns: list[pl.Expr] = []
     extra: list[pl.Expr] = []
     for i, (key, field) in enumerate(zip(layout.keys, layout.fields, strict=True)):
-        value = pl.col(f"_t{i}").str.slice(len(key) + 1)
+        token = pl.col(f"_t{i}")
+        value = token.str.tail(-(len(key) + 1))  # cheaper than str.slice
         if field is None:
             extra.append(
                 pl.struct(pl.lit(key.replace("-", "_")).alias("key"), value.alias("value"))
@@ -206,7 +207,7 @@ def _columns(layout: Layout) -> list[pl.Expr]:
         elif field in _INTS:
             columns.append(value.str.to_integer(strict=False).alias(field))
         else:
-            columns.append(pl.when(value != "").then(value).alias(field))
+            columns.append(pl.when(token.str.len_bytes() > len(key) + 1).then(value).alias(field))
     present = {f for f in layout.fields if f is not None}
     for name, dtype in FIELD_SCHEMA.items():
         if name not in present and name not in ("line_no", "extra", "parse_error", "raw_line"):

@@ -92,12 +92,28 @@ def _split_few_addresses(frame: pl.DataFrame, prefix: str, column: str) -> pl.Da
     return frame.join(parts, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
 
+def _flag_columns(flags: pl.Series) -> list[pl.Expr]:
+    """One boolean per flag letter. A server has few distinct flag strings: decode those
+    (one `str.contains` per letter) into a bit mask, and look each row's mask up once."""
+    distinct = flags.drop_nulls().unique()
+    if distinct.len() * 20 > flags.len() or distinct.is_empty():
+        return [
+            pl.col("flags").str.contains(letter, literal=True).alias(col)
+            for letter, col in CLIENT_FLAGS.items()
+        ]
+    masks = pl.select(
+        pl.sum_horizontal(
+            distinct.str.contains(letter, literal=True).cast(pl.Int32) * (1 << bit)
+            for bit, letter in enumerate(CLIENT_FLAGS)
+        )
+    ).to_series()
+    mask = pl.col("flags").replace_strict(distinct, masks, default=None, return_dtype=pl.Int32)
+    return [(mask & (1 << bit)).ne(0).alias(col) for bit, col in enumerate(CLIENT_FLAGS.values())]
+
+
 def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.DataFrame:
     """Stage 2: flag booleans, addresses, times; columns in the output order."""
-    flags = pl.col("flags")
-    frame = frame.with_columns(
-        flags.str.contains(letter, literal=True).alias(col) for letter, col in CLIENT_FLAGS.items()
-    )
+    frame = frame.with_columns(_flag_columns(frame.get_column("flags")))
     frame = _split_address(frame, "", "addr")
     frame = _split_few_addresses(frame, "laddr_", "laddr")
     derived: list[pl.Expr] = []
@@ -127,11 +143,14 @@ def _parse_replies(replies: Sequence[Reply | None], carried: pl.DataFrame) -> pl
         parts.append(_derive(fields, names, with_ts="ts" in names).with_columns(rid))
     if not parts:
         return pl.DataFrame(schema=clients_schema(carried.schema))
-    out = pl.concat(parts, rechunk=False)
-    order = out.select((pl.col("_rid") * (1 << 32) + pl.col("line_no")).alias("_order")).to_series()
+    # the order part by part: a select on the concatenated frame would copy it into one chunk
+    key = (pl.col("_rid") * (1 << 32) + pl.col("line_no")).alias("_order")
+    order = pl.concat([p.select(key) for p in parts]).to_series()
+    # `_rid` dropped part by part too: dropping it from the whole would copy the whole
+    out = pl.concat([p.drop("_rid") for p in parts], rechunk=False)
     if not order.is_sorted():  # replies of several layouts: put every line back in its place
         out = out.with_columns(order).sort("_order").drop("_order")
-    return out.drop("_rid")
+    return out
 
 
 def _reply_values(column: pl.Series) -> list[Reply | None]:
