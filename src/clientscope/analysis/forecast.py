@@ -74,6 +74,7 @@ def forecast(
     inst = instance or _busiest(tl)
     tl = tl.filter(pl.col("instance") == inst)
     ok = require_captures(tl, "forecast", minimum=MIN_CAPTURES).filter(pl.col("used").is_not_null())
+    require_captures(ok, "forecast (captures that count connections)", minimum=MIN_CAPTURES)
     exhausted = _exhausted_at(tl)
     last = ok.row(-1, named=True)
     now = last["ts"]
