@@ -233,6 +233,8 @@ def _register_trends(app: typer.Typer) -> None:
             f"trend {f.slope_per_hour:+.1f}/h (R² {f.r2:.2f}), Theil-Sen {f.theil_sen_per_hour:+.1f}/h "
             f"over {f.samples} captures -> [bold]{f.verdict}[/]"
         )
+        if f.note:
+            console.print(f.note)
         if f.exhausted_at:
             console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
         console.print(
