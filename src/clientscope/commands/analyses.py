@@ -235,7 +235,7 @@ def _register_trends(app: typer.Typer) -> None:
         )
         if f.note:
             console.print(f.note)
-        if f.exhausted_at:
+        elif f.exhausted_at:
             console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
         console.print(
             f"maxclients at {_fmt(f.eta_maxclients)} (95%: {_fmt(f.eta_maxclients_low)} .. "
