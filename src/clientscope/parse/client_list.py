@@ -107,7 +107,7 @@ def _flag_columns(flags: pl.Series) -> list[pl.Expr]:
             for bit, letter in enumerate(CLIENT_FLAGS)
         )
     ).to_series()
-    mask = pl.col("flags").replace_strict(distinct, masks, default=None, return_dtype=pl.Int32)
+    mask = pl.lit(flags.replace_strict(distinct, masks, default=None, return_dtype=pl.Int32))
     return [(mask & (1 << bit)).ne(0).alias(col) for bit, col in enumerate(CLIENT_FLAGS.values())]
 
 
