@@ -179,6 +179,11 @@ def run_worker(name: str, path: str, repeat: int) -> None:
                       "rss_before": base_rss}))  # fmt: skip
 
 
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def measure(name: str, path: Path, repeat: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", name, "--file", str(path), "--repeat", str(repeat)],
@@ -210,7 +215,7 @@ def main() -> None:
         path.write_text(make_text(args.lines, args.seed))
         size = path.stat().st_size
         print(f"{args.lines:,} Redis 7.2 CLIENT LIST lines, {size / 1e6:.1f} MB of text "
-              f"(polars {pl.__version__}, {os.cpu_count()} cores)")  # fmt: skip
+              f"(polars {pl.__version__}, {os.cpu_count()} cores, {_load()})")  # fmt: skip
         results = {}
         for name in args.only or list(WORKERS):
             repeat = 1 if name == "redis-py" else args.repeat
@@ -221,6 +226,10 @@ def main() -> None:
                 f"peak RSS {r['peak_rss'] / 2**20:7.0f} MiB ({r['peak_rss'] / size:.2f}x input; "
                 f"{(r['peak_rss'] - r['rss_before']) / size:.2f}x input above the loaded text)"
             )
+    print(f"  after the runs: {_load()} (a shared machine: compare ratios, not seconds)")
+    if "clientscope" in results:
+        rss = results["clientscope"]["peak_rss"] / size
+        print(f"  clientscope peak RSS: {rss:.2f}x the input text (target <= 2x)")
     if {"clientscope", "redis-py"} <= results.keys():
         speedup = results["redis-py"]["seconds"] / results["clientscope"]["seconds"]
         print(f"  clientscope vs redis-py: {speedup:.1f}x faster (target >= 30x)")
