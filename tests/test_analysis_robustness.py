@@ -117,3 +117,30 @@ def test_plan_observed_breaks_ties_by_group(oversized: Path, leak: Path) -> None
         assert observed.equals(
             observed.sort(["peak", "group", "role"], descending=[True, False, False])
         )
+
+
+@pytest.mark.parametrize(
+    ("scenario", "seed", "verdict"),
+    [
+        ("warmup", 1, "plateaued"),
+        ("warmup", 3, "plateaued"),
+        ("scale_out", 2, "plateaued"),
+        ("leak", 1, "will_exhaust"),
+        ("slow_leak", 2, "will_exhaust"),  # its total falls in the last third: churn noise
+    ],
+)
+def test_forecast_does_not_project_growth_that_has_stopped(
+    scenario: str, seed: int, verdict: str
+) -> None:
+    _, batches = simulate_tables(scenario, seed=seed)
+    f = forecast(
+        MemoryTables(
+            *(
+                pl.concat([b[name] for b in batches]).lazy()
+                for name in ("captures", "clients", "info")
+            )
+        )
+    )
+    assert f.verdict == verdict
+    if verdict == "plateaued":
+        assert f.slope_per_hour > 0 and "flat" in f.note

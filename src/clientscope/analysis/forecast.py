@@ -30,6 +30,8 @@ from clientscope.errors import AnalysisError
 
 Z95 = 1.96
 MIN_CAPTURES = 3  # a line through fewer points has no spread to judge it by
+TAIL_MIN_CAPTURES = 8  # captures in the recent part that must still be rising for a forecast
+TAIL_SHARE = 0.25  # the recent slope must keep this share of the whole-window slope
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Forecast(ResultMixin):
     exhausted_at: (
         datetime | None
     )  # first capture at maxclients, rejected connection or max_clients error
-    verdict: str  # exhausted | will_exhaust | growing | stable | falling
+    verdict: str  # exhausted | will_exhaust | growing | plateaued | stable | falling
     note: str = ""  # plain words on what the verdict means (why there is no time to maxclients)
 
 
@@ -143,6 +145,8 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
     eta = _crossing(a, b, maxclients, now)
     low, high = _interval(a, b, se_b, sigma, t, maxclients, now)
     verdict = _verdict(exhausted, eta, b, float(theil[0]), float(p[0]))
+    if verdict in ("will_exhaust", "growing") and not _tail_grows(t, used, float(theil[0])):
+        verdict = "plateaued"
     return Forecast(
         instance=inst, now=now, window_s=float(-t[0]), samples=t.size, used_now=float(used[-1]),
         maxclients=maxclients, threshold=threshold, slope_per_hour=b * 3600, r2=max(r2, 0.0),
@@ -185,6 +189,19 @@ def _interval(a: float, b: float, se_b: float, sigma: float, t: np.ndarray, leve
     return early, late
 
 
+def _tail_grows(t: np.ndarray, used: np.ndarray, slope: float) -> bool:
+    """Is the count still moving in the last third of the window? It is not when that part has
+    no significant trend and a slope under TAIL_SHARE of the whole window's. A pool that warmed up, or a scale-out that settled, grew earlier and is
+    flat now: projecting that old slope forward would announce an exhaustion that is not coming.
+    A slow leak under churn noise moves in the tail too, so it stays a forecast."""
+    n = max(t.size // 3, TAIL_MIN_CAPTURES)
+    if t.size < 2 * n:
+        return True  # too short to split: keep the whole-window verdict
+    theil, _, _, p = theil_sen_mann_kendall(used[None, -n:], t[-n:], np.zeros(n))
+    flat = p[0] > 0.05 and theil[0] < TAIL_SHARE * slope  # no trend either way, and slow
+    return not flat
+
+
 def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, theil: float,
              p: float) -> str:  # fmt: skip
     """Growing or falling only when the OLS line, the Theil-Sen slope (the median pairwise
@@ -207,6 +224,11 @@ def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: d
         return f"at this rate maxclients is reached in {hours:.1f} h"
     if verdict == "growing":
         return "growing, but the trend line never reaches maxclients"
+    if verdict == "plateaued":
+        return (
+            "grew earlier in the window but is flat in its last third (a pool warming up or a "
+            "scale-out settling): no time to maxclients"
+        )
     if verdict == "falling":
         return "not growing (falling): no time to maxclients"
     return "not growing (no significant trend): no time to maxclients"

@@ -38,7 +38,7 @@ class Summary:
     exhaustion_at: datetime | None  # forecast, only when still growing and not yet full
     last_capture_at: datetime | None
     cause: str = "no cause found"
-    verdict: str = ""  # from `forecast`: exhausted | will_exhaust | growing | stable | falling
+    verdict: str = ""  # from `forecast`: exhausted | will_exhaust | growing | plateaued | stable | falling
     exhaustion_low: datetime | None = None  # 95 % interval of exhaustion_at
     exhaustion_high: datetime | None = None
 
