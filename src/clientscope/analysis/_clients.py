@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._common import Tables, blocking_command, group_key
-from clientscope.schema import COLLECTOR_CLIENT_NAME
+from clientscope.analysis._common import Tables, group_key, role
 
 _FLAGS = ("is_replica", "is_master", "is_monitor", "is_pubsub", "is_blocked")
 _AT_FIRST = ("name", "lib_name", "ip", "addr", "cmd")
@@ -22,22 +21,7 @@ _AT_FIRST = ("name", "lib_name", "ip", "addr", "cmd")
 def _role_after() -> pl.Expr:
     """Role from columns kept as aggregation keys (name, cmd, flag booleans): computed on the
     aggregated rows, not per client row, which keeps the 10M-row passes cheap."""
-    return (
-        pl.when(pl.col("name") == COLLECTOR_CLIENT_NAME)
-        .then(pl.lit("collector"))
-        .when(pl.col("is_replica").fill_null(False))
-        .then(pl.lit("replica"))
-        .when(pl.col("is_master").fill_null(False))
-        .then(pl.lit("master"))
-        .when(pl.col("is_monitor").fill_null(False))
-        .then(pl.lit("monitor"))
-        .when(pl.col("is_pubsub").fill_null(False))
-        .then(pl.lit("pubsub"))
-        .when(pl.col("is_blocked").fill_null(False) | blocking_command())
-        .then(pl.lit("blocked"))
-        .otherwise(pl.lit("normal"))
-        .alias("role")
-    )
+    return role(subscription_counts=False)
 
 
 def _source() -> pl.Expr:

@@ -80,10 +80,16 @@ def blocking_command() -> pl.Expr:
     return pl.col("cmd").is_in(BLOCKING_COMMANDS)
 
 
-def role() -> pl.Expr:
-    """Why a client may legitimately sit idle or stay connected (normal when no reason)."""
-    subs = pl.sum_horizontal(pl.col("sub").fill_null(0), pl.col("psub").fill_null(0),
-                             pl.col("ssub").fill_null(0))  # fmt: skip
+def role(*, subscription_counts: bool = True) -> pl.Expr:
+    """Why a client may legitimately sit idle or stay connected (normal when no reason).
+
+    `subscription_counts=False` decides pub/sub from the `P` flag alone, for rows that were
+    aggregated with the flag booleans as keys but without sub/psub/ssub."""
+    pubsub = pl.col("is_pubsub").fill_null(False)
+    if subscription_counts:
+        subs = pl.sum_horizontal(pl.col("sub").fill_null(0), pl.col("psub").fill_null(0),
+                                 pl.col("ssub").fill_null(0))  # fmt: skip
+        pubsub = pubsub | (subs > 0)
     return (
         pl.when(pl.col("name") == COLLECTOR_CLIENT_NAME)
         .then(pl.lit("collector"))
@@ -93,7 +99,7 @@ def role() -> pl.Expr:
         .then(pl.lit("master"))
         .when(pl.col("is_monitor").fill_null(False))
         .then(pl.lit("monitor"))
-        .when(pl.col("is_pubsub").fill_null(False) | (subs > 0))
+        .when(pubsub)
         .then(pl.lit("pubsub"))
         .when(pl.col("is_blocked").fill_null(False) | blocking_command())
         .then(pl.lit("blocked"))
