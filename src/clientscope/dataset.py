@@ -18,7 +18,6 @@ import html
 import os
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from clientscope.schema import RAW_SCHEMA, TABLES
 
 __all__ = [
     "Dataset",
+    "RawPart",
     "WriteResult",
     "append_raw",
     "append_tables",
@@ -123,6 +123,30 @@ def check_writable(root: Path) -> None:
         ) from exc
 
 
+@dataclass(frozen=True)
+class RawPart:
+    """The raw rows of one (instance, date) partition, as written under one batch name."""
+
+    instance: str
+    date: str
+    batch: str
+    frame: pl.DataFrame
+
+
+def write_raw(root: Path, raw: pl.DataFrame, batch: str) -> list[RawPart]:
+    """Write conformed raw rows, one file per (instance, date); no parsing."""
+    written = []
+    parts = raw.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date")).partition_by(
+        ["instance", "_date"], as_dict=True, maintain_order=True
+    )
+    for (instance, date), part in parts.items():
+        part = part.drop("_date")
+        target = partition_dir(root, "raw", str(instance), str(date)) / f"{batch}.parquet"
+        write_partition_file(part, target)
+        written.append(RawPart(str(instance), str(date), batch, part))
+    return written
+
+
 def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None) -> WriteResult:
     """Append raw captures to the dataset, then write their parsed tables.
 
@@ -136,17 +160,11 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
     batch = batch or new_batch_id()
     files: list[Path] = []
     rejects: list[pl.DataFrame] = []
-    parts = raw.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date")).partition_by(
-        ["instance", "_date"], as_dict=True, maintain_order=True
-    )
-    for (instance, date), part in parts.items():
-        part = part.drop("_date")
-        target = partition_dir(root, "raw", str(instance), str(date)) / f"{batch}.parquet"
-        write_partition_file(part, target)
-        files.append(target)
-        tables = _write_parsed(root, part, str(instance), str(date), batch)
-        files.extend(tables.values())
-        rejects.append(pl.read_parquet(tables["rejects"], hive_partitioning=False))
+    for part in write_raw(root, raw, batch):
+        files.append(partition_dir(root, "raw", part.instance, part.date) / f"{batch}.parquet")
+        paths, tables = _write_parsed(root, part.frame, part.instance, part.date, batch)
+        files.extend(paths)
+        rejects.append(tables["rejects"])
     return WriteResult(
         batch=batch, captures=raw.height, files=tuple(files), rejects=pl.concat(rejects)
     )
@@ -154,16 +172,16 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
 
 def _write_parsed(
     root: Path, raw_part: pl.DataFrame, instance: str, date: str, batch: str
-) -> dict[str, Path]:
+) -> tuple[list[Path], dict[str, pl.DataFrame]]:
     from clientscope.parse import parse_raw
 
     tables = parse_raw(raw_part)
-    written = {}
+    written = []
     for name in TABLES:
         target = partition_dir(root, name, instance, date) / f"{batch}.parquet"
         write_partition_file(tables[name], target)
-        written[name] = target
-    return written
+        written.append(target)
+    return written, tables
 
 
 def append_tables(
@@ -191,9 +209,7 @@ def append_tables(
             if name == "raw" and part.is_empty():
                 continue
             target = partition_dir(root, name, str(instance), str(date)) / f"{batch}.parquet"
-            write_partition_file(
-                part.select(empty[name].columns).cast(empty[name].schema), target
-            )
+            write_partition_file(part.select(empty[name].columns).cast(empty[name].schema), target)
             files.append(target)
     return WriteResult(batch=batch, captures=captures.height, files=tuple(files))
 
@@ -365,17 +381,3 @@ def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
         recover(root)  # finish or roll back a compaction a crash interrupted
         repair(root)
     return Dataset(root)
-
-
-def iter_batches(frames: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
-    """Concatenate frames into batches of about `size` rows (for writers that stream)."""
-    pending: list[pl.DataFrame] = []
-    rows = 0
-    for frame in frames:
-        pending.append(frame)
-        rows += frame.height
-        if rows >= size:
-            yield pl.concat(pending, how="vertical_relaxed")
-            pending, rows = [], 0
-    if pending:
-        yield pl.concat(pending, how="vertical_relaxed")

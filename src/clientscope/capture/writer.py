@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,21 +24,29 @@ from clientscope.capture.snapshot import add_content_hash
 from clientscope.errors import DatasetWriteError
 
 if TYPE_CHECKING:
-    import polars as pl
+    from clientscope.dataset import RawPart
 
 __all__ = ["Parser", "Writer"]
 
 _FINISH = object()
-_TMP = ".tmp-"
 MAX_UNPARSED_IN_MEMORY = 32  # raw batches waiting for the parser; more are left for open_dataset
 
 
-@dataclass(frozen=True)
-class RawBatch:
-    instance: str
-    date: str
-    stem: str
-    frame: pl.DataFrame
+def drain(q: queue.Queue[object]) -> tuple[list[Any], bool]:
+    """Wait for one item, then take everything else already queued (writes and parses have a
+    fixed cost, so what piled up goes in one go). Returns the items and whether FINISH came."""
+    items: list[Any] = []
+    finishing = False
+    item = q.get()
+    while True:
+        if item is _FINISH:
+            finishing = True
+        else:
+            items.append(item)
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return items, finishing
 
 
 class Writer(threading.Thread):
@@ -65,17 +72,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         finishing = False
         while not finishing:
-            batch: list[dict[str, Any]] = []
-            item = self.queue.get()
-            while True:
-                if item is _FINISH:
-                    finishing = True
-                elif isinstance(item, dict):
-                    batch.append(item)
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch, finishing = drain(self.queue)
             if batch and self.error is None:
                 self.most_queued = max(self.most_queued, len(batch))
                 self._write(batch)
@@ -95,26 +92,15 @@ class Writer(threading.Thread):
             self.stop.set()
 
 
-def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawBatch]:
+def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawPart]:
     """One raw file per (instance, day) of these rows, all under one new batch name."""
     import polars as pl
 
-    from clientscope.dataset import conform_raw, new_batch_id, partition_dir, write_partition_file
+    from clientscope import dataset
     from clientscope.schema import RAW_SCHEMA
 
-    frame = conform_raw(pl.DataFrame(rows, schema=RAW_SCHEMA))
-    stem = new_batch_id()
-    dated = frame.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date"))
-    written = []
-    for (instance, date), part in dated.partition_by(
-        ["instance", "_date"], as_dict=True, maintain_order=True
-    ).items():
-        part = part.drop("_date")
-        write_partition_file(
-            part, partition_dir(root, "raw", str(instance), str(date)) / f"{stem}.parquet"
-        )
-        written.append(RawBatch(str(instance), str(date), stem, part))
-    return written
+    frame = dataset.conform_raw(pl.DataFrame(rows, schema=RAW_SCHEMA))
+    return dataset.write_raw(root, frame, dataset.new_batch_id())
 
 
 class Parser(threading.Thread):
@@ -128,7 +114,7 @@ class Parser(threading.Thread):
         self.left_for_open = 0  # raw batches not parsed here; open_dataset parses them
         self.error: str | None = None
 
-    def put(self, batch: RawBatch) -> None:
+    def put(self, batch: RawPart) -> None:
         if self.error is not None or self.queue.qsize() >= MAX_UNPARSED_IN_MEMORY:
             self.left_for_open += 1
             return
@@ -141,21 +127,11 @@ class Parser(threading.Thread):
     def run(self) -> None:
         finishing = False
         while not finishing:
-            batches: list[RawBatch] = []
-            item = self.queue.get()
-            while True:  # parse everything that queued up in one go: parse_raw has a fixed cost
-                if item is _FINISH:
-                    finishing = True
-                elif isinstance(item, RawBatch):
-                    batches.append(item)
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
+            batches, finishing = drain(self.queue)
             if batches:
                 self._parse_or_leave(batches)
 
-    def _parse_or_leave(self, batches: list[RawBatch]) -> None:
+    def _parse_or_leave(self, batches: list[RawPart]) -> None:
         if self.error is None:
             try:
                 self._parse(batches)
@@ -165,7 +141,7 @@ class Parser(threading.Thread):
                 self.error = f"{type(exc).__name__}: {exc}"
         self.left_for_open += len(batches)
 
-    def _parse(self, batches: list[RawBatch]) -> None:
+    def _parse(self, batches: list[RawPart]) -> None:
         """Parse the raw batches together, then write each one's tables under its own file name."""
         import polars as pl
 
@@ -177,7 +153,7 @@ class Parser(threading.Thread):
         keys = pl.concat(
             [
                 b.frame.select(
-                    "capture_id", pl.lit(b.date).alias("_date"), pl.lit(b.stem).alias("_stem")
+                    "capture_id", pl.lit(b.date).alias("_date"), pl.lit(b.batch).alias("_batch")
                 )
                 for b in batches
             ]
@@ -185,10 +161,10 @@ class Parser(threading.Thread):
         for name in TABLES:
             table = tables[name]
             parts = table.join(keys, on="capture_id", how="left").partition_by(
-                ["instance", "_date", "_stem"], as_dict=True, include_key=True
+                ["instance", "_date", "_batch"], as_dict=True, include_key=True
             )
             for b in batches:
-                part = parts.get((b.instance, b.date, b.stem))
-                frame = table.clear() if part is None else part.drop("_date", "_stem")
-                target = partition_dir(self.root, name, b.instance, b.date) / f"{b.stem}.parquet"
+                part = parts.get((b.instance, b.date, b.batch))
+                frame = table.clear() if part is None else part.drop("_date", "_batch")
+                target = partition_dir(self.root, name, b.instance, b.date) / f"{b.batch}.parquet"
                 write_partition_file(frame, target)
