@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from clientscope.errors import AnalysisError, DatasetError
+from clientscope.errors import AnalysisError, ConfigError, DatasetError
 from clientscope.schema import COLLECTOR_CLIENT_NAME
 
 # commands that always block the client until data, a timeout or a replica ack arrives
@@ -307,3 +307,16 @@ def no_data(what: str) -> DatasetError:
         f"{what}: the dataset has no captures. Fill it with `clientscope collect`, "
         "`clientscope import` or `clientscope simulate`."
     )
+
+
+def read_yaml(path: Path | str, what: str) -> Any:
+    """A YAML document from a file the user named; errors say which file and why."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc

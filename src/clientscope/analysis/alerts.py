@@ -32,7 +32,13 @@ from typing import Any
 
 import polars as pl
 
-from clientscope.analysis._common import DatasetLike, as_tables, parse_duration, timeline
+from clientscope.analysis._common import (
+    DatasetLike,
+    as_tables,
+    parse_duration,
+    read_yaml,
+    timeline,
+)
 from clientscope.errors import ConfigError
 
 _OPS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le", "==": "eq", "!=": "ne"}
@@ -89,15 +95,8 @@ def metric_expr(metric: str) -> pl.Expr:
 
 def load_rules(path: Path | str) -> tuple[Rule, ...]:
     """Rules from a YAML file (see module docstring); errors name the file, rule and field."""
-    import yaml
-
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read alert rules {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    doc = read_yaml(path, "alert rules")
     items = doc.get("rules") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
         raise ConfigError(

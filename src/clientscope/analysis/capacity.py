@@ -29,6 +29,7 @@ from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
     as_tables,
+    read_yaml,
     require_captures,
     timeline,
 )
@@ -57,15 +58,8 @@ class DeploymentSpec:
 
 def load_spec(path: Path | str) -> DeploymentSpec:
     """Read a deployment spec YAML; errors name the file, app and field."""
-    import yaml
-
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read deployment spec {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    doc = read_yaml(path, "deployment spec")
     if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list) or not doc["apps"]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'apps:' list")
     apps = tuple(_app(a, f"{path}: app {i + 1}") for i, a in enumerate(doc["apps"]))

@@ -16,17 +16,9 @@ from clientscope.analysis._common import (
     snapshot_clients,
     timeline,
 )
+from clientscope.analysis.groups import DIMENSIONS
 
-TOP_DIMENSIONS = {
-    "ip": pl.coalesce(pl.col("ip"), pl.col("addr")),
-    "name": pl.col("name").fill_null("(no name)"),
-    "lib": pl.concat_str(
-        [pl.col("lib_name").fill_null("(no lib-name)"), pl.col("lib_ver").fill_null("")],
-        separator=" ",
-    ).str.strip_chars(),
-    "user": pl.col("user").fill_null("default"),
-    "cmd": pl.col("cmd").fill_null("(none)"),
-}
+TOP_DIMENSIONS = {dim: DIMENSIONS[dim] for dim in ("ip", "name", "lib", "user", "cmd")}
 
 
 @dataclass(frozen=True)
