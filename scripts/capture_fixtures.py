@@ -25,14 +25,11 @@ import itertools
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +41,7 @@ from redis.driver_info import DriverInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from servers import REDIS_SERVER, Server, free_port, valkey_binary  # noqa: E402
+from servers import REDIS_SERVER, Server, serve, valkey_binary  # noqa: E402
 
 CONFIG_KEYS = (
     "maxclients",
@@ -64,20 +61,12 @@ ID_PREFIX = re.compile(rb"^id=(\d+) ")
 # ------------------------------------------------------------------ servers
 
 
-@contextmanager
-def started(kind: str, config: dict[str, Any]) -> Iterator[Server]:
+def started(kind: str, config: dict[str, Any]) -> AbstractContextManager[Server]:
     """A real server whose workdir (and so unix socket path) contains a space."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"cs fixtures {kind}-"))
     binary = valkey_binary() if kind == "valkey" else REDIS_SERVER
     if binary is None:
         raise SystemExit("redis-server is not installed (Debian package redis-server)")
-    srv = Server(kind, binary, free_port(), workdir, config)
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return serve(kind, binary, None, config, workdir_prefix=f"cs fixtures {kind}-")
 
 
 def version_of(srv: Server) -> str:

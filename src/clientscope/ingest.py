@@ -327,7 +327,6 @@ class _Pending:
     ts: datetime
     ts_source: str
     content: str
-    rows: list[dict[str, object]] = field(default_factory=list)
 
 
 def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[list[_Pending], str]:
@@ -364,7 +363,6 @@ def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[lis
 
 def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pending]]:
     """Group an INFO-only or CONFIG-only capture with the client list taken at the same time."""
-    groups: list[list[_Pending]] = []
     lists = [p for p in pending if p.segment.client_list is not None]
     extras = [p for p in pending if p.segment.client_list is None]
     groups = [[p] for p in lists]

@@ -67,11 +67,11 @@ def import_command(
 
     from clientscope.ingest import expand_inputs, import_dumps
 
-    total = len(expand_inputs(inputs))
-    with Progress(transient=True, disable=as_json or total < 5) as bar:
-        task = bar.add_task("reading dumps", total=total)
+    files = expand_inputs(inputs)  # walked once; import_dumps takes the files as they are
+    with Progress(transient=True, disable=as_json or len(files) < 5) as bar:
+        task = bar.add_task("reading dumps", total=len(files))
         result = import_dumps(
-            inputs,
+            files,
             out,
             instance=instance,
             at=at,
