@@ -133,17 +133,21 @@ class RawPart:
     frame: pl.DataFrame
 
 
+def by_partition(frame: pl.DataFrame) -> dict[tuple[str, str], pl.DataFrame]:
+    """Rows of a table split by (instance, UTC date of ts), in first-seen order."""
+    parts = frame.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date")).partition_by(
+        ["instance", "_date"], as_dict=True, maintain_order=True
+    )
+    return {(str(i), str(d)): part.drop("_date") for (i, d), part in parts.items()}
+
+
 def write_raw(root: Path, raw: pl.DataFrame, batch: str) -> list[RawPart]:
     """Write conformed raw rows, one file per (instance, date); no parsing."""
     written = []
-    parts = raw.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date")).partition_by(
-        ["instance", "_date"], as_dict=True, maintain_order=True
-    )
-    for (instance, date), part in parts.items():
-        part = part.drop("_date")
-        target = partition_dir(root, "raw", str(instance), str(date)) / f"{batch}.parquet"
+    for (instance, date), part in by_partition(raw).items():
+        target = partition_dir(root, "raw", instance, date) / f"{batch}.parquet"
         write_partition_file(part, target)
-        written.append(RawPart(str(instance), str(date), batch, part))
+        written.append(RawPart(instance, date, batch, part))
     return written
 
 
@@ -196,20 +200,16 @@ def append_tables(
     batch = batch or new_batch_id()
     empty = _empty_tables()
     captures = tables.get("captures", empty["captures"])
-    keys = captures.select(
-        "instance", pl.col("ts").dt.date().cast(pl.String).alias("_date")
-    ).unique()
+    parts = {name: by_partition(tables.get(name, empty[name])) for name in ("raw", *TABLES)}
     files: list[Path] = []
-    for instance, date in keys.iter_rows():
+    for instance, date in parts["captures"]:
         for name in ("raw", *TABLES):
-            frame = tables.get(name, empty[name])
-            part = frame.filter(
-                (pl.col("instance") == instance) & (pl.col("ts").dt.date().cast(pl.String) == date)
-            )
-            if name == "raw" and part.is_empty():
+            part = parts[name].get((instance, date))
+            if part is None and name == "raw":
                 continue
-            target = partition_dir(root, name, str(instance), str(date)) / f"{batch}.parquet"
-            write_partition_file(part.select(empty[name].columns).cast(empty[name].schema), target)
+            frame = (empty[name] if part is None else part).select(empty[name].columns)
+            target = partition_dir(root, name, instance, date) / f"{batch}.parquet"
+            write_partition_file(frame.cast(empty[name].schema), target)
             files.append(target)
     return WriteResult(batch=batch, captures=captures.height, files=tuple(files))
 
