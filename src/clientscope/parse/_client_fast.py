@@ -41,6 +41,7 @@ _BOM = b"\xef\xbb\xbf"
 _INTS = frozenset(CLIENT_INT_FIELDS)
 Reply = str | bytes
 STAGE1_SCHEMA: dict[str, pl.DataType] = {"_rid": pl.Int64(), **FIELD_SCHEMA}
+_FITS = "_fits"
 
 
 @dataclass(frozen=True)
@@ -220,30 +221,41 @@ def _columns(layout: Layout) -> list[pl.Expr]:
 
 
 def _fits(layout: Layout) -> pl.Expr:
-    """A line fits the layout: exactly its tokens, token i starting with `key_i=`."""
+    """A line fits the layout: exactly its tokens, token i starting with `key_i=`, and
+    every number field empty or a number (checked on the typed column, so no second parse)."""
+    checks = [pl.col(f"_t{len(layout.keys)}").is_null()]
+    for i, (key, field) in enumerate(zip(layout.keys, layout.fields, strict=True)):
+        token = pl.col(f"_t{i}")
+        checks.append(token.str.starts_with(f"{key}="))
+        if field in _INTS:
+            checks.append(pl.col(field).is_not_null() | (token == f"{key}="))
+    return pl.all_horizontal(checks).fill_null(False).alias(_FITS)
+
+
+def _typed(buf: bytes, layout: Layout) -> pl.DataFrame:
+    """Every line of `buf` read as the layout, with `_fits` saying which lines really are.
+
+    One lazy plan on the streaming engine: the token columns exist one morsel at a
+    time, so the text is tokenized, typed and checked in a single pass over it.
+    """
     width = len(layout.keys)
-    prefixes = [pl.col(f"_t{i}").str.starts_with(f"{k}=") for i, k in enumerate(layout.keys)]
-    fits = pl.all_horizontal(prefixes) & pl.col(f"_t{width}").is_null() & ~pl.col(CUT)
-    return fits.fill_null(False)
-
-
-def _bad_numbers(frame: pl.DataFrame, typed: pl.DataFrame, layout: Layout) -> pl.Series | None:
-    """Rows whose number fields are not numbers (checked per column, cheaply, first)."""
-    ints = [(i, k, f) for i, (k, f) in enumerate(zip(layout.keys, layout.fields, strict=True))]
-    ints = [(i, k, f) for i, k, f in ints if f in _INTS]
-    if not ints:
-        return None
-    empty = frame.select(
-        (pl.col(f"_t{i}").str.len_bytes() <= len(k) + 1).sum().alias(str(f)) for i, k, f in ints
-    ).row(0, named=True)
-    suspects = [(i, k, f) for i, k, f in ints if typed[str(f)].null_count() > empty[str(f)]]
-    if not suspects:
-        return None
-    checks = [
-        pl.col(f"_t{i}").str.len_bytes().gt(len(k) + 1) & typed[str(f)].is_null()
-        for i, k, f in suspects
-    ]
-    return frame.select(pl.any_horizontal(checks).fill_null(False)).to_series()
+    tokens = pl.scan_csv(
+        buf,
+        has_header=False,
+        separator=" ",
+        quote_char=None,
+        schema={f"_t{i}": pl.String() for i in range(width + 1)},
+        truncate_ragged_lines=True,
+        missing_columns="insert",
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+    )
+    columns = _columns(layout)
+    return (
+        tokens.with_columns(columns)
+        .select(*(c.meta.output_name() for c in columns), _fits(layout))
+        .collect(engine="streaming")
+    )
 
 
 def _has_control_bytes(buf: bytes, n_lines: int) -> bool:
@@ -260,21 +272,14 @@ def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) ->
     if layout is None or depth >= MAX_LAYOUTS or replaced:
         lines = _lines(buf, index.height)
         return _general(index, lines) if lines is not None else _general_split(buf, index)
-    width = len(layout.keys)
     try:
-        tokens = _csv(buf, {f"_t{i}": pl.String() for i in range(width + 1)}, " ")
+        typed = _typed(buf, layout)
     except pl.exceptions.PolarsError:
         return _read(buf, index, None, depth)
-    if tokens.height != index.height:
+    if typed.height != index.height:
         return _read(buf, index, None, depth)
-    frame = pl.concat([index, tokens], how="horizontal")
-    del tokens
-    typed = frame.select("_rid", "line_no", *_columns(layout))
-    fits = frame.select(_fits(layout)).to_series()
-    bad_numbers = _bad_numbers(frame, typed, layout)
-    del frame
-    if bad_numbers is not None:
-        fits = fits & ~bad_numbers
+    fits = typed.get_column(_FITS) & ~index.get_column(CUT)
+    typed = pl.concat([index.select("_rid", "line_no"), typed.drop(_FITS)], how="horizontal")
     lines = None
     if _has_control_bytes(buf, index.height):  # garbage lines are the general reader's to judge
         lines = _lines(buf, index.height)
