@@ -74,6 +74,18 @@ def test_bad_interval_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1 and "--interval: cannot read 'fast'" in done.stderr
 
 
+def test_rediscover_option_is_read_and_checked(tmp_path: Path) -> None:
+    from clientscope.commands.collect import _rediscover
+
+    assert _rediscover("0") is None and _rediscover("0s") is None and _rediscover("off") is None
+    assert _rediscover("2m") == 120.0
+    args = ["collect", "redis://127.0.0.1:1", "-o", str(tmp_path / "ds"), "--cluster"]
+    res = CliRunner().invoke(app, [*args, "--rediscover", "5ms"])
+    assert res.exit_code == 1 and "--rediscover 0.005s is below the minimum" in str(res.exception)
+    res = CliRunner().invoke(app, [*args, "--rediscover", "soon"])
+    assert res.exit_code == 1 and "--rediscover: cannot read 'soon'" in str(res.exception)
+
+
 def test_no_target_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["collect", "-o", str(tmp_path / "ds")])
     assert res.exit_code == 1 and "no target" in str(res.exception)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from clientscope.capture import collect, parse_target
+from clientscope.capture import CollectResult, collect, parse_target
 from clientscope.dataset import open_dataset
 from clientscope.errors import CaptureError
 from servers import Server, free_port, valkey_server
@@ -77,3 +78,77 @@ def test_cluster_discovery_collects_every_primary_and_replica(tmp_path: Path) ->
 def test_cluster_on_a_standalone_server_is_a_clear_error(valkey: Server, tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match=r"CLUSTER NODES .* failed"):
         collect([parse_target(valkey.url)], tmp_path / "ds", cluster=True, interval=0.2, count=1)
+
+
+def test_nodes_that_join_while_collecting_are_collected_even_with_the_seed_down(
+    tmp_path: Path,
+) -> None:
+    result_box: list[object] = []
+    with (
+        valkey_cluster() as nodes,
+        valkey_server(cluster_enabled="yes", cluster_port=free_port()) as late,
+    ):
+        seed = nodes[2]
+
+        def run() -> None:
+            result = collect(
+                [seed.url],
+                tmp_path / "ds",
+                cluster=True,
+                rediscover=0.3,
+                interval=0.25,
+                duration=7.0,
+                handle_signals=False,
+            )
+            result_box.append(result)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(1.5)
+        seed.stop()  # the next refreshes must ask another member
+        admin = nodes[0].client()
+        admin.execute_command(
+            "CLUSTER", "MEET", "127.0.0.1", late.port, late.config["cluster_port"]
+        )
+        _wait(lambda: late.port in _known(admin), "the late node to be met")
+        admin.close()
+        thread.join(30)
+        assert not thread.is_alive()
+    result = result_box[0]
+    assert isinstance(result, CollectResult)
+    by_instance = {t.instance: t for t in result.targets}
+    joined = by_instance[f"127.0.0.1:{late.port}"]
+    assert joined.ok >= 3
+    assert any("joined the cluster" in w for w in joined.warnings)
+    assert any(f"127.0.0.1:{late.port} joined the cluster" in c for c in result.cluster_changes)
+    assert by_instance[f"127.0.0.1:{seed.port}"].failed >= 1  # the stopped seed: failures are rows
+    per = dict(
+        open_dataset(tmp_path / "ds")
+        .captures.group_by("instance")
+        .agg(pl.len())
+        .collect()
+        .iter_rows()
+    )
+    assert per[f"127.0.0.1:{late.port}"] == joined.attempts
+
+
+def test_rediscover_zero_lists_the_nodes_once(tmp_path: Path) -> None:
+    with (
+        valkey_cluster() as nodes,
+        valkey_server(cluster_enabled="yes", cluster_port=free_port()) as late,
+    ):
+        admin = nodes[0].client()
+
+        def meet_soon() -> None:
+            time.sleep(0.5)
+            admin.execute_command(
+                "CLUSTER", "MEET", "127.0.0.1", late.port, late.config["cluster_port"]
+            )
+
+        threading.Thread(target=meet_soon).start()
+        result = collect([nodes[0].url], tmp_path / "ds", cluster=True, rediscover=None,
+                         interval=0.25, duration=3.0)  # fmt: skip
+        assert late.port in _known(admin)  # it did join, and was not followed
+        admin.close()
+    assert f"127.0.0.1:{late.port}" not in {t.instance for t in result.targets}
+    assert result.cluster_changes == ()

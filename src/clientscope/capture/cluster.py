@@ -16,7 +16,7 @@ _SKIP_FLAGS = {"noaddr", "handshake"}
 def discover_cluster(seed: Target, timeouts: Timeouts) -> list[Target]:
     """The seed's cluster members (primaries and replicas), each a target like the seed.
 
-    Members are found once, at start; a node added later is not followed.
+    `collect` asks again every `rediscover` seconds to follow nodes that join later.
     """
     if seed.via is not None or seed.scheme == "unix":
         raise ConfigError(

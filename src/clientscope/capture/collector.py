@@ -39,12 +39,13 @@ from clientscope.capture.snapshot import (
 )
 from clientscope.capture.targets import Target, parse_target
 from clientscope.capture.writer import Parser, Writer
-from clientscope.errors import ConfigError
+from clientscope.errors import CaptureError, ConfigError
 
 __all__ = ["MIN_INTERVAL", "CaptureEvent", "CollectResult", "TargetSummary", "collect"]
 
 MIN_INTERVAL = 0.1  # seconds; below this the collector itself becomes load
 MAX_BACKOFF = 30.0  # seconds between attempts to a failing server, at most
+REDISCOVER = 30.0  # seconds between CLUSTER NODES refreshes with --cluster
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class CollectResult:
     most_per_write: int = 0  # most captures flushed in one write (queued while the last one ran)
     left_unparsed: int = 0  # raw batches whose parsed tables open_dataset will write
     parse_error: str | None = None  # why the parser stopped, if it did (raw rows are kept)
+    cluster_changes: tuple[str, ...] = ()  # nodes that joined / left the cluster while collecting
 
     @property
     def captures(self) -> int:
@@ -116,6 +118,7 @@ class CollectResult:
             "most_per_write": self.most_per_write,
             "left_unparsed": self.left_unparsed,
             "parse_error": self.parse_error,
+            "cluster_changes": list(self.cluster_changes),
             "targets": [
                 {**t.__dict__, "denied": list(t.denied), "warnings": list(t.warnings)}
                 for t in self.targets
@@ -152,6 +155,7 @@ def collect(
     duration: float | None = None,
     count: int | None = None,
     cluster: bool = False,
+    rediscover: float | None = REDISCOVER,
     info_sections: Sequence[str] = ("everything",),
     config_names: Sequence[str] = CONFIG_NAMES,
     maxclients: int | None = None,
@@ -167,15 +171,18 @@ def collect(
     Runs until `count` captures per target, `duration` seconds, SIGINT/SIGTERM
     (when `handle_signals` and called from the main thread) or `stop` is set;
     the capture in flight is finished and flushed first. `on_event` is called
-    from the targets' threads after each capture. Returns a summary; the
-    captures themselves are in the dataset.
+    from the targets' threads after each capture. With `cluster`, the members
+    are listed again every `rediscover` seconds (None or 0: never) and a node
+    that joined (failover, scale-out) is collected from then on. Returns a
+    summary; the captures themselves are in the dataset.
     """
     from clientscope import __version__
     from clientscope.dataset import check_writable
 
-    _validate(interval, duration, count, slow_fraction)
+    _validate(interval, duration, count, slow_fraction, rediscover)
     timeouts = timeouts or Timeouts(connect=min(3.0, max(interval, 1.0)), read=max(5.0, interval))
-    resolved = _resolve_targets(targets, cluster, timeouts)
+    seeds = _parse_targets(targets)
+    resolved = _resolve_targets(seeds, cluster, timeouts)
     root = Path(out)
     check_writable(root)
     options = CaptureOptions(
@@ -194,17 +201,24 @@ def collect(
     spread = min(interval, 1.0) / len(
         resolved
     )  # start targets apart so their captures do not pile up
-    workers = [
-        _Worker(t, plan, options, timeouts, writer.put, on_event, stop, offset=i * spread)
-        for i, t in enumerate(resolved)
-    ]
+
+    def worker(target: Target, offset: float = 0.0, joined: bool = False) -> _Worker:
+        said = ("joined the cluster while collecting: collected from now on",) if joined else ()
+        return _Worker(
+            target, plan, options, timeouts, writer.put, on_event, stop, offset=offset, said=said
+        )
+
+    workers = [worker(t, offset=i * spread) for i, t in enumerate(resolved)]
+    topology = _Topology(seeds, workers, worker, rediscover, timeouts) if cluster else None
     reason = "stop"
     with _stop_on_signals(stop, handle_signals) as signalled:
         parser.start()
         writer.start()
-        for worker in workers:
-            worker.start()
-        _wait(workers)
+        for w in workers:
+            w.start()
+        if topology is not None and rediscover:
+            topology.start()
+        _wait(workers, topology)
         reason = "signal" if signalled else _why_stopped(plan, stop)
     writer.finish()
     parser.finish()
@@ -222,11 +236,16 @@ def collect(
         most_per_write=writer.most_queued,
         left_unparsed=parser.left_for_open,
         parse_error=parser.error,
+        cluster_changes=tuple(topology.changes) if topology else (),
     )
 
 
 def _validate(
-    interval: float, duration: float | None, count: int | None, slow_fraction: float
+    interval: float,
+    duration: float | None,
+    count: int | None,
+    slow_fraction: float,
+    rediscover: float | None,
 ) -> None:
     if interval < MIN_INTERVAL:
         raise ConfigError(
@@ -239,14 +258,20 @@ def _validate(
         raise ConfigError(f"--duration must be greater than zero, not {duration:g}")
     if not 0 < slow_fraction <= 1:
         raise ConfigError(f"the slow CLIENT LIST fraction must be in (0, 1], not {slow_fraction:g}")
+    if rediscover is not None and 0 < rediscover < MIN_INTERVAL:
+        raise ConfigError(
+            f"--rediscover {rediscover:g}s is below the minimum of {MIN_INTERVAL:g}s "
+            "(0 turns rediscovery off)"
+        )
 
 
-def _resolve_targets(
-    targets: Sequence[Target | str], cluster: bool, timeouts: Timeouts
-) -> list[Target]:
+def _parse_targets(targets: Sequence[Target | str]) -> list[Target]:
     if not targets:
         raise ConfigError("no target: give at least one redis:// URL or a --via command")
-    resolved = [parse_target(t) if isinstance(t, str) else t for t in targets]
+    return [parse_target(t) if isinstance(t, str) else t for t in targets]
+
+
+def _resolve_targets(resolved: list[Target], cluster: bool, timeouts: Timeouts) -> list[Target]:
     if cluster:
         resolved = _unique_addresses(
             [n for seed in resolved for n in discover_cluster(seed, timeouts)]
@@ -274,10 +299,92 @@ def _why_stopped(plan: _Plan, stop: threading.Event) -> str:
     return "count" if plan.count is not None else "duration"
 
 
-def _wait(workers: Sequence[threading.Thread]) -> None:
-    for worker in workers:
-        while worker.is_alive():
-            worker.join(0.2)  # a timeout keeps the main thread free to take signals
+def _wait(workers: list[_Worker], topology: _Topology | None) -> None:
+    """Until every worker is done, those the topology thread adds while we wait included."""
+    _join(list(workers))
+    if topology is not None:
+        topology.halt.set()
+        if topology.is_alive():
+            _join([topology])
+        _join(list(workers))  # nodes found by the last refresh
+
+
+def _join(threads: Sequence[threading.Thread]) -> None:
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.2)  # a timeout keeps the main thread free to take signals
+
+
+class _Topology(threading.Thread):
+    """`--cluster`: lists the members again every `every` seconds; starts a worker per new node.
+
+    Asked in turn: the seeds, then every member seen so far (the seed may be the node
+    that failed). A node no longer listed keeps its worker (its failures are data) and
+    is said once in `changes`.
+    """
+
+    def __init__(
+        self,
+        seeds: list[Target],
+        workers: list[_Worker],
+        make_worker: Callable[..., _Worker],
+        every: float | None,
+        timeouts: Timeouts,
+    ) -> None:
+        super().__init__(name="collect-topology", daemon=True)
+        self.seeds = seeds
+        self.workers = workers
+        self.make_worker = make_worker
+        self.every = every or 0.0
+        self.timeouts = timeouts
+        self.halt = threading.Event()
+        self.changes: list[str] = []
+        self._gone: set[str] = set()
+        self._unreachable = False
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            if not any(w.is_alive() for w in self.workers):
+                return
+            self.refresh()
+
+    def refresh(self) -> None:
+        members = self._members()
+        if members is None:
+            return
+        known = {w.target.address: w for w in self.workers}
+        listed = {m.address for m in members}
+        for member in members:
+            if member.address not in known and not self.halt.is_set():
+                new = self.make_worker(member, joined=True)
+                self.workers.append(new)  # the main thread waits for it too
+                new.start()
+                self._note(f"{member.instance} joined the cluster: collecting it from now on")
+        for address, w in known.items():
+            if address not in listed and address not in self._gone:
+                self._gone.add(address)
+                self._note(f"{w.target.instance} is no longer listed by CLUSTER NODES "
+                           "(still asked; its failed captures are recorded)")  # fmt: skip
+            elif address in listed and address in self._gone:
+                self._gone.discard(address)
+                self._note(f"{w.target.instance} is listed by CLUSTER NODES again")
+
+    def _members(self) -> list[Target] | None:
+        asked = _unique_addresses([*self.seeds, *(w.target for w in self.workers)])
+        for target in asked:
+            try:
+                members = discover_cluster(target, self.timeouts)
+            except CaptureError:
+                continue
+            self._unreachable = False
+            return members
+        if not self._unreachable:
+            self._unreachable = True
+            self._note("no known node answered CLUSTER NODES; the last member list is kept")
+        return None
+
+    def _note(self, text: str) -> None:
+        self.changes.append(f"{datetime.now(UTC):%H:%M:%S} {text}")
 
 
 @contextlib.contextmanager
@@ -319,8 +426,10 @@ class _Worker(threading.Thread):
         stop: threading.Event,
         *,
         offset: float = 0.0,
+        said: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name=f"collect-{target.instance}", daemon=True)
+        self.pending = said  # told with the first capture
         self.target = target
         self.plan = plan
         self.options = options
@@ -405,6 +514,7 @@ class _Worker(threading.Thread):
             for cmd, why in notes.get("denied", {}).items()
         ]
         said += [str(w) for w in notes.get("warnings", [])]
+        said, self.pending = [*self.pending, *said], ()
         fresh = announce_once(self.state, said)
         self.tally.warnings.extend(fresh)
         return tuple(fresh)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,12 @@ def register(app: typer.Typer) -> None:
         ),
         cluster: bool = typer.Option(
             False, "--cluster", help="Discover every primary and replica with CLUSTER NODES."
+        ),
+        rediscover: str = typer.Option(
+            "30s",
+            "--rediscover",
+            help="With --cluster: list the nodes again this often and collect those that "
+            "joined (failover, scale-out); 0 lists them once, at start.",
         ),
         user: str | None = typer.Option(None, "--user", help="ACL user name (if not in the URL)."),
         askpass: bool = typer.Option(
@@ -112,6 +119,7 @@ def register(app: typer.Typer) -> None:
                 duration=parse_duration(duration, option="--duration") if duration else None,
                 count=count,
                 cluster=cluster,
+                rediscover=_rediscover(rediscover),
                 info_sections=[s.strip() for s in info_sections.split(",") if s.strip()],
                 maxclients=maxclients,
                 timeouts=Timeouts(connect=connect_timeout, read=read_timeout),
@@ -179,6 +187,17 @@ def _targets(
     return chosen
 
 
+_OFF = re.compile(r"off|(?:0+\.?0*|\.0+)\s*(?:ms|s|m|h|d)?")  # --rediscover 0, 0s, off
+
+
+def _rediscover(text: str) -> float | None:
+    from clientscope.capture import parse_duration
+
+    if _OFF.fullmatch(text.strip().lower()):
+        return None
+    return parse_duration(text, option="--rediscover")
+
+
 def _print_warnings(event: CaptureEvent) -> None:
     for warning in event.new_warnings:
         typer.secho(f"clientscope: {event.instance}: {warning}", err=True, fg="yellow")
@@ -206,6 +225,8 @@ def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None
         )  # fmt: skip
     console = Console()
     console.print(table)
+    for change in result.cluster_changes:
+        console.print(f"cluster: {change}")
     if result.compacted:
         console.print(_compact_line(result.compacted))
     if result.left_unparsed:
