@@ -251,8 +251,14 @@ def test_command_json_and_tables(datasets: dict[str, SimulationResult], command:
     if command[0] == "kill-script":
         assert "CLIENT KILL ID" in human.output
         return
-    data = json.loads(runner.invoke(app, [command[0], path, *command[1:], "--json"]).output)
+    text = runner.invoke(app, [command[0], path, *command[1:], "--json"]).output
+    data = json.loads(text)
     assert data
+    assert "Series:" not in text and "shape: (" not in text  # values, not printed frames
+    if command[0] in ("top", "alerts"):  # frames come out as a list of row objects
+        assert isinstance(data, list) and all(isinstance(row, dict) for row in data)
+        key = "clients" if command[0] == "top" else "rule"
+        assert all(isinstance(row[key], int | str) for row in data)
 
 
 def test_diagnose_command_names_the_leak(datasets: dict[str, SimulationResult]) -> None:

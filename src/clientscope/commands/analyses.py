@@ -33,7 +33,11 @@ def _json(value: Any) -> None:
 
     from clientscope.analysis._common import jsonable
 
-    payload = value.to_dict() if hasattr(value, "to_dict") else jsonable(value)
+    import polars as pl
+
+    # a DataFrame has a to_dict() too, but of Series: rows are what a machine wants
+    plain = hasattr(value, "to_dict") and not isinstance(value, pl.DataFrame)
+    payload = value.to_dict() if plain else jsonable(value)
     typer.echo(json.dumps(payload, indent=2, default=str))
 
 
