@@ -22,6 +22,7 @@ from clientscope.analysis import (
     plan,
     top,
 )
+from clientscope.analysis._common import human_duration
 from clientscope.analysis.capacity import nice_ceil
 from clientscope.cli import app
 from clientscope.dataset import open_dataset
@@ -101,6 +102,15 @@ def test_forecast_matches_the_leak_rate(datasets: dict[str, SimulationResult]) -
     assert (
         f.prometheus_eta_maxclients is not None and f.prometheus_eta_maxclients >= f.eta_maxclients
     )
+    assert f.note == f"at this rate maxclients is reached in {human_duration(f.eta_maxclients - f.now)}"
+
+
+def test_human_duration_reads_like_people_write_it() -> None:
+    assert human_duration(17) == "17 s"  # not "0.0 h", what a short demo run used to say
+    assert human_duration(200) == "3 min 20 s"
+    assert human_duration(timedelta(hours=3, minutes=30, seconds=9)) == "3 h 30 min"
+    assert human_duration(90_000) == "1 d 1 h"
+    assert human_duration(None) == "—"
 
 
 def test_forecast_healthy_and_exhausted(datasets: dict[str, SimulationResult]) -> None:
@@ -190,6 +200,8 @@ def test_plan_from_spec_and_what_if(datasets: dict[str, SimulationResult]) -> No
     assert f"CONFIG SET maxclients {p.recommended_maxclients}" in p.settings
     with pytest.raises(ConfigError, match="what-if names apps not in the spec"):
         plan(r.path, SPECS / "deployment.yaml", what_if={"nope": 2})
+    with pytest.raises(ConfigError, match="give --spec"):  # not silently ignored
+        plan(r.path, what_if={"api": 12})
 
 
 def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> None:
@@ -259,6 +271,18 @@ def test_command_json_and_tables(datasets: dict[str, SimulationResult], command:
         assert isinstance(data, list) and all(isinstance(row, dict) for row in data)
         key = "clients" if command[0] == "top" else "rule"
         assert all(isinstance(row[key], int | str) for row in data)
+
+
+def test_narrow_terminal_drops_trailing_columns_instead_of_cutting_every_cell(
+    datasets: dict[str, SimulationResult],
+) -> None:
+    out = CliRunner().invoke(app, ["leaks", str(datasets["leak"].path)], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    table = out.output.split("more column(s)")[0]
+    assert "…" not in table  # whole cells, not 17 columns of "n…"
+    assert "orders-svc" in table and "leak" in table
+    assert "do not fit 80 characters" in out.output and "top_ips" in out.output
+    assert max(len(line) for line in table.splitlines()) <= 80
 
 
 def test_diagnose_command_names_the_leak(datasets: dict[str, SimulationResult]) -> None:

@@ -77,4 +77,5 @@ def test_ctrl_c_stops_early_and_still_cleans_up(tmp_path: Path) -> None:
     assert proc.returncode == 0, err[-3000:]
     assert "Stopped early" in out
     assert (tmp_path / "report" / "report.html").is_file()
+    assert f"Dataset: {(tmp_path / 'dataset').resolve()}" in out  # so the runbook commands can follow
     _assert_server_gone(tmp_path / "dataset")

@@ -320,3 +320,20 @@ def read_yaml(path: Path | str, what: str) -> Any:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def human_duration(delta: timedelta | float | None) -> str:
+    """`1 d 2 h 5 min`, `3 min 20 s`, `17 s`: a span as people read it."""
+    if delta is None:
+        return "—"
+    seconds = round(delta.total_seconds() if isinstance(delta, timedelta) else delta)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{days} d" if days else "",
+        f"{hours} h" if hours else "",
+        f"{minutes} min" if minutes else "",
+    ]
+    text = " ".join(p for p in parts if p)
+    return text if text and days + hours else (text + f" {secs} s").strip()

@@ -125,6 +125,10 @@ def plan(
     what_if: Mapping[str, int] | None = None,
 ) -> CapacityPlan:
     """Capacity plan for one instance (default: the busiest). `what_if={"api": 12}` scales apps."""
+    if what_if and spec is None:
+        raise ConfigError(
+            "--what-if scales the apps of a deployment spec: give --spec deployment.yaml too"
+        )
     tables = as_tables(ds)
     if isinstance(spec, str | Path):
         spec = load_spec(spec)

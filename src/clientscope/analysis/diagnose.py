@@ -34,6 +34,7 @@ from clientscope.analysis._common import (
     ResultMixin,
     Tables,
     as_tables,
+    human_duration,
     jsonable,
     no_data,
     timeline,
@@ -293,7 +294,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 f"({rate_h:.0f}/h Theil-Sen, R² {row['r2']:.2f}, Mann-Kendall p={row['mk_p']:.1e}). "
                 f"Of {row['births']} connections it opened in the window {row['survivors']} never closed and "
                 f"{row['survivors_idle_share']:.0%} of those sat idle since their first command."
-                + (f" At this rate maxclients is reached in {hours_left:.1f} h." if math.isfinite(hours_left) and not exhausted else "")
+                + (f" At this rate maxclients is reached in {human_duration(hours_left * 3600)}." if math.isfinite(hours_left) and not exhausted else "")
             ),
             evidence={
                 "slope_per_hour": rate_h, "slope_ols_per_hour": row["slope_ols_per_h"], "r2": row["r2"],

@@ -21,6 +21,7 @@ from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
     as_tables,
+    human_duration,
     parse_duration,
     require_captures,
     timeline,
@@ -220,8 +221,7 @@ def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: d
     if verdict == "exhausted":
         return f"maxclients was already reached at {exhausted:%Y-%m-%d %H:%M:%S} UTC"
     if verdict == "will_exhaust" and eta is not None:
-        hours = (eta - now).total_seconds() / 3600
-        return f"at this rate maxclients is reached in {hours:.1f} h"
+        return f"at this rate maxclients is reached in {human_duration(eta - now)}"
     if verdict == "growing":
         return "growing, but the trend line never reaches maxclients"
     if verdict == "plateaued":

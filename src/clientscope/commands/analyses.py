@@ -31,9 +31,9 @@ def _console() -> Console:
 def _json(value: Any) -> None:
     import json
 
-    from clientscope.analysis._common import jsonable
-
     import polars as pl
+
+    from clientscope.analysis._common import jsonable
 
     # a DataFrame has a to_dict() too, but of Series: rows are what a machine wants
     plain = hasattr(value, "to_dict") and not isinstance(value, pl.DataFrame)
@@ -65,14 +65,36 @@ def _table(
     from rich.table import Table
 
     cols = [c for c in (columns or frame.columns) if c in frame.columns]
+    rows = [
+        [_fmt(v, c) for v, c in zip(row, cols, strict=True)]
+        for row in frame.head(limit).select(cols).iter_rows()
+    ]
+    console = _console()
+    shown = _fitting(cols, rows, console.width)
     table = Table(title=title, title_justify="left")
-    for c in cols:
+    for c in cols[:shown]:
         table.add_column(c, justify="right" if frame.schema[c].is_numeric() else "left")
-    for row in frame.head(limit).select(cols).iter_rows():
-        table.add_row(*(_fmt(v, c) for v, c in zip(row, cols, strict=True)))
-    _console().print(table)
+    for row in rows:
+        table.add_row(*row[:shown])
+    console.print(table)
+    if shown < len(cols):
+        console.print(
+            f"[dim]{len(cols) - shown} more column(s) do not fit {console.width} characters: "
+            f"{', '.join(cols[shown:])} (widen the terminal or use --json)[/]"
+        )
     if frame.height > limit:
-        _console().print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
+        console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
+
+
+def _fitting(columns: list[str], rows: list[list[str]], width: int) -> int:
+    """How many leading columns fit `width` characters unabridged (columns come most useful first)."""
+    used = 1  # the table's left border
+    for i, column in enumerate(columns):
+        cell = max([len(column), *(len(row[i]) for row in rows)])
+        used += cell + 3  # padding and the border after it
+        if used > width:
+            return max(i, 2)
+    return len(columns)
 
 
 def register(app: typer.Typer) -> None:
@@ -210,9 +232,9 @@ def _register_trends(app: typer.Typer) -> None:
             groups = groups.filter(pl.col("verdict") != "stable")
         _table(groups, f"groups over {report.captures} captures, {_fmt(report.window_start)} .. "
                f"{_fmt(report.window_end)}", [
-                   "instance", "group", "role", "verdict", "confidence", "first", "last",
-                   "slope_theil_sen_per_h", "slope_ols_per_h", "r2", "mk_p", "births", "deaths",
-                   "survivors", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
+                   "instance", "group", "verdict", "slope_theil_sen_per_h", "first", "last",
+                   "survivors", "confidence", "role", "slope_ols_per_h", "r2", "mk_p", "births",
+                   "deaths", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
         n = report.leaking.height
         _console().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
 
@@ -241,10 +263,11 @@ def _register_trends(app: typer.Typer) -> None:
             console.print(f.note)
         elif f.exhausted_at:
             console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
+        low, high = _fmt(f.eta_maxclients_low), _fmt(f.eta_maxclients_high)
+        band = "within the same second" if low == high != "-" else f"{low} .. {high}"
         console.print(
-            f"maxclients at {_fmt(f.eta_maxclients)} (95%: {_fmt(f.eta_maxclients_low)} .. "
-            f"{_fmt(f.eta_maxclients_high)}); {f.threshold:.0%} at {_fmt(f.eta_threshold)}; "
-            f"Theil-Sen: {_fmt(f.eta_theil_sen)}"
+            f"maxclients at {_fmt(f.eta_maxclients)} (95%: {band}); "
+            f"{f.threshold:.0%} at {_fmt(f.eta_threshold)}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
         )
         console.print(
             f"Prometheus predict_linear(connected_clients) would say: maxclients at "
@@ -356,7 +379,9 @@ def _register_actions(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, help="Write the script to this file instead of stdout."
         ),
-        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the matching clients and commands as JSON, not a script."
+        ),
     ) -> None:
         """Emit CLIENT KILL ID commands for matching clients, for review. Never runs them."""
         from clientscope.analysis import kill_script

@@ -108,6 +108,10 @@ def register(app: typer.Typer) -> None:
         _print_findings(result.findings)
         typer.echo(f"Cause: {result.report.cause}")
         typer.echo(f"\nReport: {result.report.html.resolve()}")
+        typer.echo(
+            f"Dataset: {result.dataset.resolve()} (try: clientscope summary / top / leaks / "
+            "diagnose on it)"
+        )
 
 
 def _progress(captures: int, elapsed: float, clients: int | None) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from string import Template
 
+from clientscope.analysis._common import human_duration as duration
 from clientscope.reporting.facts import Coverage, Event, Summary
 
 __all__ = ["Content", "FigureFile", "FindingView", "Setting", "render_html", "render_markdown"]
@@ -77,22 +78,6 @@ def when(ts: datetime | None, *, date: bool = True) -> str:
     if ts is None:
         return "—"
     return ts.strftime("%Y-%m-%d %H:%M:%S UTC" if date else "%H:%M:%S")
-
-
-def duration(delta: timedelta | float | None) -> str:
-    if delta is None:
-        return "—"
-    seconds = round(delta.total_seconds() if isinstance(delta, timedelta) else delta)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{days} d" if days else "",
-        f"{hours} h" if hours else "",
-        f"{minutes} min" if minutes else "",
-    ]
-    text = " ".join(p for p in parts if p)
-    return text if text and days + hours else (text + f" {secs} s").strip()
 
 
 def card_values(s: Summary) -> list[tuple[str, str, str, str]]:
