@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -253,3 +256,31 @@ def test_cli_import_json_and_error_message(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "clientscope: error:" in bad.stderr and "missing.txt: no such file" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("suffix", "compress"), [(".gz", gzip.compress), (".bz2", bz2.compress),
+                                                  (".xz", lzma.compress)])  # fmt: skip
+def test_compressed_dumps_are_read_as_their_text(
+    live: tuple[Server, list[object]], tmp_path: Path, suffix: str, compress: object
+) -> None:
+    srv, _ = live
+    text = cli(srv, "client", "list")
+    packed = tmp_path / f"clients-20261126-093000.txt{suffix}"
+    packed.write_bytes(compress(text))  # type: ignore[operator]
+    result = import_dumps([packed], tmp_path / "ds", instance="r0")
+    assert result.captures_written == 1 and result.files[0].ts_source == "filename"
+    ds = open_dataset(tmp_path / "ds")
+    clients = ds.clients.collect()
+    assert clients.height == text.count(b"\n") and clients["name"].to_list().count("api-pool") == 5
+    assert ds.rejects.collect().is_empty()
+    assert ds.raw.collect()["client_list"][0] == text  # the raw layer keeps the text, not the archive
+    plain = tmp_path / "clients-20261126-093000.txt"  # the same dump, not compressed: a duplicate
+    plain.write_bytes(text)
+    assert import_dumps([plain], tmp_path / "ds", instance="r0").captures_written == 0
+
+
+def test_a_truncated_archive_is_an_error_that_names_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "clients.txt.gz"
+    broken.write_bytes(gzip.compress(b"id=3 addr=10.0.0.1:5000 fd=8 name=x\n" * 50)[:40])
+    with pytest.raises(InputError, match=r"clients\.txt\.gz: starts like a gzip file but does not decompress"):
+        import_dumps([broken], tmp_path / "ds")

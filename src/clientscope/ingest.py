@@ -17,8 +17,11 @@ result says which was used for every file.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import json
+import lzma
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -320,6 +323,27 @@ def _hash(*parts: bytes) -> str:
     return h.hexdigest()
 
 
+_COMPRESSED: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {  # by their first bytes
+    b"\x1f\x8b": ("gzip", gzip.decompress),
+    b"BZh": ("bzip2", bz2.decompress),
+    b"\xfd7zXZ\x00": ("xz", lzma.decompress),
+}
+
+
+def _decompressed(path: Path, data: bytes) -> bytes:
+    """The text of a gzip / bzip2 / xz dump (told by its first bytes, not its name)."""
+    for magic, (kind, decompress) in _COMPRESSED.items():
+        if data.startswith(magic):
+            try:
+                return decompress(data)
+            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+                raise InputError(
+                    f"{path}: starts like a {kind} file but does not decompress ({exc}). "
+                    "Is it complete? Try decompressing it by hand to see."
+                ) from exc
+    return data
+
+
 @dataclass
 class _Pending:
     path: Path
@@ -336,8 +360,9 @@ def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[lis
         raise InputError(
             f"{path}: cannot read it ({exc.strerror}). Check the path and permissions."
         ) from exc
+    data = _decompressed(path, data)
     segments = split_dump(data, default_tz=default_tz, where=str(path))
-    file_hash = _hash(data)
+    file_hash = _hash(data)  # of the text: a dump imported plain and gzipped is one dump
     if at is not None:
         if len(segments) > 1:
             raise TimestampError(

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 IMPORT_HELP = """Import text dumps you already have into a capture dataset.
 
 Reads `redis-cli client list`, `redis-cli info` and `redis-cli config get` output, one capture per
-file or many per file separated by `date` lines (the output of a shell loop). Each capture's time
+file or many per file separated by `date` lines (the output of a shell loop); gzip, bzip2 and
+xz files are read as the text inside. Each capture's time
 comes from --at, a `date` line before it, a timestamp in the file name (ISO 8601,
 YYYYmmdd-HHMMSS, unix seconds or ms) or the file's modification time; the table says which.
 Importing the same file again is detected and skipped. Lines that are not client lines are kept
