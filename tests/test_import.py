@@ -284,3 +284,21 @@ def test_a_truncated_archive_is_an_error_that_names_the_file(tmp_path: Path) -> 
     broken.write_bytes(gzip.compress(b"id=3 addr=10.0.0.1:5000 fd=8 name=x\n" * 50)[:40])
     with pytest.raises(InputError, match=r"clients\.txt\.gz: starts like a gzip file but does not decompress"):
         import_dumps([broken], tmp_path / "ds")
+
+
+@needs_cli
+def test_a_dump_piped_to_standard_input(live: tuple[Server, list[object]], tmp_path: Path) -> None:
+    srv, _ = live
+    assert REDIS_CLI is not None
+    pipe = (f"{REDIS_CLI} -h 127.0.0.1 -p {srv.port} client list | {' '.join(CLI)} import - "
+            f"-o {tmp_path / 'ds'} --instance r0 --json")  # fmt: skip
+    done = subprocess.run(pipe, shell=True, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["captures_written"] == 1
+    assert result["files"][0]["path"] == "<stdin>" and result["files"][0]["ts_source"] == "read"
+    names = open_dataset(tmp_path / "ds").clients.collect()["name"].to_list()
+    assert names.count("api-pool") == 5
+    empty = subprocess.run([*CLI, "import", "-", "-o", str(tmp_path / "ds")], input="",
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert empty.returncode == 1 and "standard input was empty" in empty.stderr

@@ -11,8 +11,8 @@ Handles what incident responders actually save:
   reported with their file line numbers, never dropped.
 
 Each capture's time comes, in order of preference, from `--at`, a `date` line
-that precedes it, a timestamp in the file name, or the file's mtime; the
-result says which was used for every file.
+that precedes it, a timestamp in the file name, or the file's mtime (standard
+input, `-`: the time it is read); the result says which was used for every file.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import json
 import lzma
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -100,7 +101,7 @@ class FileReport:
 
     path: Path
     captures: int
-    ts_source: str  # explicit | date_line | filename | mtime
+    ts_source: str  # explicit | date_line | filename | mtime | read (standard input)
     first_ts: datetime | None
     skipped: bool = False  # every capture in it was already in the dataset
     rejected_lines: tuple[tuple[int, str], ...] = ()  # (file line, reason)
@@ -282,12 +283,20 @@ def split_dump(data: bytes, *, default_tz: tzinfo = UTC, where: str = "") -> lis
 
 
 # ------------------------------------------------------------------ importing
+STDIN = Path("<stdin>")  # what `-` among the inputs stands for
+
+
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files, globs and directories (recursively), in a stable order; hidden files skipped."""
+    """Files, globs and directories (recursively), in a stable order; hidden files skipped.
+
+    `-` is standard input (`redis-cli client list | clientscope import - ...`).
+    """
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if any(ch in str(item) for ch in "*?["):
+        if str(item) == "-" or path == STDIN:
+            found.append(STDIN)
+        elif any(ch in str(item) for ch in "*?["):
             anchor = Path(path.anchor or ".")
             pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(item)
             matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
@@ -311,7 +320,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             raise InputError(
                 f"{item}: no such file or directory. Give dump files, globs or folders."
             )
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    unique = list(dict.fromkeys(p if p == STDIN else p.resolve() for p in found))
     return unique
 
 
@@ -353,9 +362,23 @@ class _Pending:
     content: str
 
 
+def _read(path: Path) -> bytes:
+    if path == STDIN:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError(
+                "-: standard input is a terminal; pipe a dump in, e.g. "
+                "redis-cli client list | clientscope import - --out DATASET"
+            )
+        data = sys.stdin.buffer.read()
+        if not data.strip():
+            raise InputError("-: standard input was empty: nothing to import")
+        return data
+    return path.read_bytes()
+
+
 def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[list[_Pending], str]:
     try:
-        data = path.read_bytes()
+        data = _read(path)
     except OSError as exc:
         raise InputError(
             f"{path}: cannot read it ({exc.strerror}). Check the path and permissions."
@@ -370,6 +393,8 @@ def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[lis
                 "time for all. Drop --at to use the date lines."
             )
         base, source = at, "explicit"
+    elif path == STDIN:
+        base, source = datetime.now(UTC), "read"
     elif (named := timestamp_from_name(path.name, default_tz=default_tz)) is not None:
         base, source = named, "filename"
     else:

@@ -20,7 +20,8 @@ Reads `redis-cli client list`, `redis-cli info` and `redis-cli config get` outpu
 file or many per file separated by `date` lines (the output of a shell loop); gzip, bzip2 and
 xz files are read as the text inside. Each capture's time
 comes from --at, a `date` line before it, a timestamp in the file name (ISO 8601,
-YYYYmmdd-HHMMSS, unix seconds or ms) or the file's modification time; the table says which.
+YYYYmmdd-HHMMSS, unix seconds or ms) or the file's modification time (for standard input: the
+time it is read); the table says which.
 Importing the same file again is detected and skipped. Lines that are not client lines are kept
 and listed with their file line numbers.
 
@@ -32,7 +33,8 @@ def import_command(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Dump files, globs (quote them) or directories (read recursively).",
+            help="Dump files, globs (quote them), directories (read recursively), or - for "
+            "standard input (redis-cli client list | clientscope import - -o DS).",
             show_default=False,
         ),
     ],
