@@ -308,3 +308,39 @@ def test_a_connection_the_server_closed_is_replaced_within_the_capture(
         .collect()
     )
     assert clients["id"].n_unique() == 4  # a new connection each time it was killed
+
+
+def test_a_restart_that_loads_its_dataset_shows_as_loading(tmp_path: Path) -> None:
+    """Redis 7 answers TIME, CLIENT LIST, INFO and CONFIG while it loads its RDB; INFO says
+    loading:1 and applications get -LOADING. key-load-delay (µs per key) makes the load last."""
+    import threading
+
+    from clientscope import summary
+    from clientscope.reporting import facts
+    from clientscope.reporting.series import capture_series
+
+    with redis_server(key_load_delay=100, loading_process_events_interval_bytes=1024) as srv:
+        admin = srv.client()
+        pipe = admin.pipeline(transaction=False)
+        for i in range(25_000):  # 25,000 keys x 100 µs: about 2.5 s of loading
+            pipe.set(f"k{i}", "v")
+        pipe.execute()
+        admin.save()
+        admin.close()
+        srv.stop()
+        starting = threading.Thread(target=srv.start, kwargs={"timeout": 60})
+        starting.start()  # start() returns once PING works, i.e. after the load
+        time.sleep(0.3)
+        collect([srv.url], tmp_path / "ds", interval=0.2, duration=5.0, handle_signals=False)
+        starting.join(60)
+    ds = open_dataset(tmp_path / "ds")
+    info = ds.info.sort("ts").select("ts", "loading").collect()
+    flags = info["loading"].to_list()
+    assert 1 in flags and flags[-1] == 0, flags  # loading at first, then done
+    assert flags.index(0) > flags.index(1)
+    loading_at = info.filter(pl.col("loading") == 1)["ts"][0]
+    assert summary(ds, at=loading_at).snapshot["loading"].to_list() == [True]
+    events = facts.timeline(capture_series(ds), None, growing=False)
+    kinds = [(e.kind, e.text.split(":")[0]) for e in events if e.kind == "loading"]
+    assert kinds == [("loading", "server loading its dataset from disk"),
+                     ("loading", "dataset loaded")]  # fmt: skip

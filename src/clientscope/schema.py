@@ -165,6 +165,7 @@ INFO_INT_FIELDS = (
     "keyspace_misses", "expired_keys", "evicted_keys", "total_net_input_bytes",
     "total_net_output_bytes", "client_query_buffer_limit_disconnections",
     "client_output_buffer_limit_disconnections", "io_threads_active",
+    "loading", "async_loading", "loading_eta_seconds",
 )  # fmt: skip
 INFO_STR_FIELDS = (
     "redis_version", "valkey_version", "server_name", "redis_mode", "os", "run_id", "role",

@@ -73,7 +73,7 @@ def summary(
         "instance", "capture_id", "ts", "run_id", "connected_clients", "connected_slaves",
         "cluster_connections", "used", "maxclients", "maxclients_source", "utilization",
         "connected_ratio", "blocked_clients", "pubsub_clients", "rejected_connections",
-        "timeout", "tcp_keepalive",
+        "timeout", "tcp_keepalive", "loading",
     ).join(per, on="instance", how="left")  # fmt: skip
     maxclients = picked.select("instance", "maxclients")
     tops = {dim: _top(rows, dim, maxclients, limit) for dim in TOP_DIMENSIONS}

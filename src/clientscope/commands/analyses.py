@@ -138,6 +138,11 @@ def _register_views(app: typer.Typer) -> None:
                 f"blocked {row['blocked_clients']}; idle >300 s {row['idle_over_300']}, "
                 f">600 s {row['idle_over_600']}; timeout {row['timeout']}, tcp-keepalive {row['tcp_keepalive']}"
             )
+            if row["loading"]:
+                console.print(
+                    f"[yellow]{row['instance']} was loading its dataset from disk (INFO loading:1): "
+                    "applications get -LOADING until it is done[/]"
+                )
         for dim, frame in result.tops.items():
             _table(frame, f"top {dim}", ["instance", "value", "clients", "share", "share_of_maxclients",
                                          "idle_over_300"])  # fmt: skip

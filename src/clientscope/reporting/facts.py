@@ -55,7 +55,7 @@ class Event:
 
     at: datetime
     kind: (
-        str  # data | growth | threshold | limit | rejection | restart | alert | collector | finding
+        str  # data | growth | threshold | limit | rejection | restart | loading | alert | collector | finding
     )
     instance: str
     text: str
@@ -133,6 +133,9 @@ def timeline(
         events += _rejections(frame, name)
         events += [Event(t, "restart", name, "server restarted (new run_id); every connection was dropped")
                    for t in frame.filter(pl.col("restart"))["ts"]]  # fmt: skip
+        events += _runs(frame, name, pl.col("loading"), "loading",
+                        "server loading its dataset from disk: most commands answer -LOADING",
+                        "dataset loaded: the server serves commands again", seen_only=False)  # fmt: skip
         events += _collector_errors(frame, name)
     if growing and fit is not None and fit.slope_per_hour > 0:
         events.append(Event(fit.start, "growth", S.primary_instance(series) or "",
@@ -158,14 +161,17 @@ def _clients(row: dict[str, object]) -> str:
 
 
 def _runs(
-    frame: pl.DataFrame, inst: str, cond: pl.Expr, kind: str, begin: str, end: str
+    frame: pl.DataFrame, inst: str, cond: pl.Expr, kind: str, begin: str, end: str,
+    *, seen_only: bool = True,
 ) -> list[Event]:
+    """An event where each run of `cond` begins, and one at the next capture after it ends
+    (`seen_only`: counting only captures that saw the client count)."""
     events = []
     last_ts = frame["ts"].max()
-    seen = frame.filter(pl.col("connected").is_not_null())
-    for row in S.episodes(seen, cond, merge_within=MERGE_WITHIN).iter_rows(named=True):
+    seen = pl.col("connected").is_not_null() if seen_only else pl.lit(True)
+    for row in S.episodes(frame.filter(seen), cond, merge_within=MERGE_WITHIN).iter_rows(named=True):
         events.append(Event(row["first"], kind, inst, begin))
-        after = frame.filter((pl.col("ts") > row["last"]) & pl.col("connected").is_not_null())
+        after = frame.filter((pl.col("ts") > row["last"]) & seen)
         if row["last"] != last_ts and after.height:
             events.append(Event(after["ts"][0], kind, inst, end))
     return events

@@ -39,7 +39,9 @@ def capture_series(ds: Tables) -> pl.DataFrame:
     """One row per capture attempt, with the server-wide numbers and their rates.
 
     Columns: instance, ts, capture_id, ok, error_kind, connected, maxclients, blocked,
-    utilization, run_id, restart, new_conns_per_s, new_rejections, timeout, rejected_error.
+    utilization, run_id, restart, new_conns_per_s, new_rejections, timeout, rejected_error,
+    loading (INFO loading:1 — the server is reading its dataset and answers most commands
+    with -LOADING).
     `connected` is what the server counts against maxclients: INFO connected_clients +
     connected_slaves + cluster_connections (else the CLIENT LIST line count);
     `maxclients` the effective limit the capture recorded (CONFIG, else INFO), carried
@@ -53,7 +55,7 @@ def capture_series(ds: Tables) -> pl.DataFrame:
         "capture_id", "connected_clients", "connected_slaves", "cluster_connections",
         "blocked_clients", "total_connections_received",
         "rejected_connections", pl.col("maxclients").alias("info_maxclients"),
-        pl.col("run_id").alias("info_run_id"),
+        pl.col("run_id").alias("info_run_id"), "loading",
     )  # fmt: skip
     frame = (
         caps.join(info, on="capture_id", how="left")
@@ -87,6 +89,7 @@ def capture_series(ds: Tables) -> pl.DataFrame:
         (pl.col("connected") / pl.col("maxclients")).alias("utilization"),
         "run_id", "restart", "new_conns_per_s", "new_rejections", "timeout",
         (pl.col("error_kind") == "max_clients").fill_null(False).alias("rejected_error"),
+        ((pl.col("loading") == 1) | (pl.col("error_kind") == "loading")).fill_null(False).alias("loading"),
     )  # fmt: skip
 
 
