@@ -302,3 +302,55 @@ def test_a_dump_piped_to_standard_input(live: tuple[Server, list[object]], tmp_p
     empty = subprocess.run([*CLI, "import", "-", "-o", str(tmp_path / "ds")], input="",
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert empty.returncode == 1 and "standard input was empty" in empty.stderr
+
+
+def _dump(n: int, *, bad_line: bool = False) -> bytes:
+    lines = [f"id={i} addr=10.0.0.{n}:{5000 + i} fd={i} name=app-{n} age=9 idle=1" for i in range(3)]
+    if bad_line:
+        lines.insert(1, "W1126 09:30:00.000 warning: kubectl exec is deprecated")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_copies_given_in_one_run_are_imported_once(tmp_path: Path) -> None:
+    dump = tmp_path / "clients-20261126-093000.txt"
+    dump.write_bytes(_dump(1))
+    copy = tmp_path / "copy" / dump.name
+    copy.parent.mkdir()
+    copy.write_bytes(_dump(1))
+    result = import_dumps([dump, copy], tmp_path / "ds", instance="r0")
+    assert result.captures_written == 1
+    assert [(f.captures, f.skipped) for f in result.files] == [(1, False), (0, True)]
+    assert open_dataset(tmp_path / "ds").captures.collect()["capture_id"].n_unique() == 1
+
+
+def test_a_large_import_is_written_in_batches_and_keeps_every_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clientscope.ingest as ingest
+
+    monkeypatch.setattr(ingest, "IMPORT_BATCH_BYTES", 1)  # one capture per batch
+    paths = []
+    for n in range(1, 4):
+        paths.append(tmp_path / f"clients-20261126-09300{n}.txt")
+        paths[-1].write_bytes(_dump(n, bad_line=n == 3))
+    result = import_dumps(paths, tmp_path / "ds", instance="r0")
+    assert result.captures_written == 3 and len(set(result.batches)) == 3
+    assert result.batch == result.batches[0]
+    assert [f.rejected_lines for f in result.files][2] == (
+        (2, "not a CLIENT LIST line: expected space-separated key=value fields"),
+    )
+    clients = open_dataset(tmp_path / "ds").clients.collect()
+    assert sorted(clients["name"].unique()) == ["app-1", "app-2", "app-3"] and clients.height == 9
+
+
+def test_a_file_that_changes_during_the_import_is_an_error(tmp_path: Path) -> None:
+    first, second = tmp_path / "a-20261126-093000.txt", tmp_path / "b-20261126-093005.txt"
+    first.write_bytes(_dump(1))
+    second.write_bytes(_dump(2))
+
+    def planned(path: Path) -> None:
+        if path == second.resolve():  # both planned: change the first before it is written
+            first.write_bytes(_dump(7))
+
+    with pytest.raises(InputError, match=r"a-20261126-093000\.txt: changed while it was being imported"):
+        import_dumps([first, second], tmp_path / "ds", progress=planned)

@@ -24,8 +24,8 @@ import json
 import lzma
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -115,7 +115,8 @@ class ImportResult:
     instance: str
     files: tuple[FileReport, ...]
     captures_written: int
-    batch: str
+    batch: str  # the first of `batches` (one per IMPORT_BATCH_BYTES of text written)
+    batches: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -129,6 +130,7 @@ class ImportResult:
             "captures_written": self.captures_written,
             "rejected_lines": self.rejected_lines,
             "batch": self.batch,
+            "batches": list(self.batches),
             "notes": list(self.notes),
             "files": [
                 {
@@ -353,13 +355,23 @@ def _decompressed(path: Path, data: bytes) -> bytes:
     return data
 
 
+IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays bounded, any input
+
+
 @dataclass
 class _Pending:
+    """One capture found in a file. Its text is dropped after planning and read again to write
+    it (`_with_text`), so a large import holds only one batch of text at a time."""
+
     path: Path
+    index: int  # of the segment in its file
     segment: Segment
     ts: datetime
     ts_source: str
     content: str
+    file_hash: str
+    has_clients: bool
+    size: int  # bytes of text
 
 
 def _read(path: Path) -> bytes:
@@ -376,7 +388,8 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[list[_Pending], str]:
+def _segments(path: Path, default_tz: tzinfo) -> tuple[str, list[Segment]]:
+    """(hash of the text, its captures) of one input file."""
     try:
         data = _read(path)
     except OSError as exc:
@@ -384,8 +397,15 @@ def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[lis
             f"{path}: cannot read it ({exc.strerror}). Check the path and permissions."
         ) from exc
     data = _decompressed(path, data)
-    segments = split_dump(data, default_tz=default_tz, where=str(path))
-    file_hash = _hash(data)  # of the text: a dump imported plain and gzipped is one dump
+    # the hash is of the text: a dump imported plain and gzipped is one dump
+    return _hash(data), split_dump(data, default_tz=default_tz, where=str(path))
+
+
+def _plan_file(
+    path: Path, at: datetime | None, default_tz: tzinfo
+) -> tuple[list[_Pending], str, list[Segment]]:
+    """The file's captures (without their text), its time source, and the segments with it."""
+    file_hash, segments = _segments(path, default_tz)
     if at is not None:
         if len(segments) > 1:
             raise TimestampError(
@@ -404,17 +424,58 @@ def _plan_file(path: Path, at: datetime | None, default_tz: tzinfo) -> tuple[lis
         ts, seg_source = (
             (seg.ts, "date_line") if seg.ts is not None and at is None else (base, source)
         )
+        content = _hash(file_hash.encode(), str(index).encode())
+        size = len(seg.client_list or b"") + len(seg.info or b"")
+        light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
+        has_clients = seg.client_list is not None
         pending.append(
-            _Pending(path, seg, ts, seg_source, _hash(file_hash.encode(), str(index).encode()))
+            _Pending(path, index, light, ts, seg_source, content, file_hash, has_clients, size)
         )
     sources = {p.ts_source for p in pending} or {source}
-    return pending, "+".join(sorted(sources))
+    return pending, "+".join(sorted(sources)), segments
+
+
+def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_Pending]]]:
+    batch: list[list[_Pending]] = []
+    size = 0
+    for group in groups:
+        batch.append(group)
+        size += sum(p.size for p in group)
+        if size >= budget:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _with_text(
+    batch: list[list[_Pending]], default_tz: tzinfo, kept: dict[Path, list[Segment]]
+) -> list[list[_Pending]]:
+    """The batch's captures with their text again: their files read anew (a pipe: kept)."""
+    read: dict[Path, list[Segment]] = {}
+    out = []
+    for group in batch:
+        full = []
+        for p in group:
+            if p.path not in read:
+                if p.path in kept:
+                    read[p.path] = kept[p.path]
+                else:
+                    file_hash, read[p.path] = _segments(p.path, default_tz)
+                    if file_hash != p.file_hash:
+                        raise InputError(
+                            f"{p.path}: changed while it was being imported; import it again "
+                            "once nothing writes to it (what was written before is kept)"
+                        )
+            full.append(replace(p, segment=read[p.path][p.index]))
+        out.append(full)
+    return out
 
 
 def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pending]]:
     """Group an INFO-only or CONFIG-only capture with the client list taken at the same time."""
-    lists = [p for p in pending if p.segment.client_list is not None]
-    extras = [p for p in pending if p.segment.client_list is None]
+    lists = [p for p in pending if p.has_clients]
+    extras = [p for p in pending if not p.has_clients]
     groups = [[p] for p in lists]
     for extra in extras:
         best = min(
@@ -483,20 +544,37 @@ def import_dumps(
     known = known_content_hashes(root)
     pending: list[_Pending] = []
     sources: dict[Path, str] = {}
+    piped: dict[Path, list[Segment]] = {}  # standard input cannot be read twice
     for path in files:
-        planned, sources[path] = _plan_file(path, at, default_tz)
+        planned, sources[path], segments = _plan_file(path, at, default_tz)
         pending.extend(planned)
+        if path == STDIN:
+            piped[path] = segments
         if progress is not None:
             progress(path)
-    fresh = [p for p in pending if p.content not in known]
+    fresh = []
+    for p in pending:  # new to the dataset, and the first of copies given in this run
+        if p.content not in known:
+            fresh.append(p)
+            known.add(p.content)
+    written_here = {(p.path, p.index) for p in fresh}
     groups = _merge_pairs(fresh, pair_window)
-    rows = [_raw_row(g, instance, maxclients) for g in groups]
-    result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES)) if rows else None
-    rejects = _rejects_by_file(groups, result.rejects if result else None)
+    rejects: dict[Path, list[tuple[int, str]]] = {}
+    batches: list[str] = []
+    for batch in _batches(groups, IMPORT_BATCH_BYTES):
+        loaded = _with_text(batch, default_tz, piped)
+        rows = [_raw_row(g, instance, maxclients) for g in loaded]
+        result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
+        batches.append(result.batch)
+        for path, lines in _rejects_by_file(loaded, result.rejects).items():
+            rejects.setdefault(path, []).extend(lines)
+    by_file: dict[Path, list[_Pending]] = {}
+    for p in pending:
+        by_file.setdefault(p.path, []).append(p)
     reports = []
     for path in files:
-        mine = [p for p in pending if p.path == path]
-        written = [p for p in mine if p.content not in known]
+        mine = by_file.get(path, [])
+        written = [p for p in mine if (p.path, p.index) in written_here]
         reports.append(
             FileReport(
                 path=path,
@@ -514,8 +592,9 @@ def import_dumps(
         dataset=root,
         instance=instance,
         files=tuple(reports),
-        captures_written=len(rows),
-        batch=result.batch if result else "",
+        captures_written=len(groups),
+        batch=batches[0] if batches else "",
+        batches=tuple(batches),
         notes=tuple(notes),
     )
 
