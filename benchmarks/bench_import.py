@@ -1,0 +1,59 @@
+"""Benchmark: `clientscope import` of many text dumps (time, and memory that must not grow).
+
+    .venv/bin/python benchmarks/bench_import.py                       # 2,000 dumps x 1,000 clients
+    .venv/bin/python benchmarks/bench_import.py --files 500           # quicker
+
+Writes N `redis-cli client list` dumps (Redis 7.2 lines from bench_parse, one capture
+each, timestamps in the file names, 5 s apart) to a temporary folder, then runs
+`clientscope import FOLDER --out DATASET` in a fresh process and prints wall time,
+captures/s, client rows/s and that process's peak RSS. The import writes in batches
+of `IMPORT_BATCH_BYTES` of text, so its peak should stay flat as N grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_parse import make_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=2000, help="number of dump files")
+    parser.add_argument("--clients", type=int, default=1000, help="client lines per dump")
+    args = parser.parse_args()
+    text = make_text(args.clients)
+    start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    with tempfile.TemporaryDirectory(prefix="cs-bench-import-") as tmp:
+        folder = Path(tmp) / "dumps"
+        folder.mkdir()
+        for i in range(args.files):
+            ts = start + timedelta(seconds=5 * i)
+            # each dump its own content (a different first id), as real captures are
+            body = text.replace("id=", f"id={i}", 1)
+            (folder / f"clients-{ts:%Y%m%d-%H%M%S}.txt").write_text(body)
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        command = [sys.executable, "-m", "clientscope.cli", "import", str(folder),
+                   "--out", str(Path(tmp) / "ds"), "--instance", "bench", "--json"]  # fmt: skip
+        began = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds = time.perf_counter() - began
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    rows = args.files * args.clients
+    print(f"{args.files:,} dumps x {args.clients:,} clients = {rows:,} client lines, {size / 1e6:.0f} MB "
+          f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    print(f"  import: {seconds:.1f} s, {args.files / seconds:,.0f} captures/s, {rows / seconds:,.0f} client "
+          f"lines/s, peak RSS {peak / 2**20:,.0f} MiB ({peak / size:.2f}x the text)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
