@@ -333,8 +333,10 @@ def test_a_large_import_is_written_in_batches_and_keeps_every_line(
     for n in range(1, 4):
         paths.append(tmp_path / f"clients-20261126-09300{n}.txt")
         paths[-1].write_bytes(_dump(n, bad_line=n == 3))
-    result = import_dumps(paths, tmp_path / "ds", instance="r0")
+    progress: list[tuple[int, int]] = []
+    result = import_dumps(paths, tmp_path / "ds", instance="r0", written=lambda *a: progress.append(a))
     assert result.captures_written == 3 and len(set(result.batches)) == 3
+    assert progress == [(1, 3), (2, 3), (3, 3)]
     assert result.batch == result.batches[0]
     assert [f.rejected_lines for f in result.files][2] == (
         (2, "not a CLIENT LIST line: expected space-separated key=value fields"),

@@ -529,11 +529,14 @@ def import_dumps(
     maxclients: int | None = None,
     pair_window: timedelta = timedelta(seconds=5),
     progress: Callable[[Path], None] | None = None,
+    written: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Import text dumps (`redis-cli client list`, `info`, `config get`, loops with `date`).
 
     Appends to the dataset at `out` (created if missing); captures already in it
-    (same file content) are skipped, so running an import twice is safe.
+    (same file content) are skipped, so running an import twice is safe. `progress`
+    is called after each file is read, `written(done, total)` after each batch of
+    captures is written.
     """
     default_tz = _zone(tz, UTC, "--tz")
     if at is not None and at.tzinfo is None:
@@ -561,6 +564,7 @@ def import_dumps(
     groups = _merge_pairs(fresh, pair_window)
     rejects: dict[Path, list[tuple[int, str]]] = {}
     batches: list[str] = []
+    done = 0
     for batch in _batches(groups, IMPORT_BATCH_BYTES):
         loaded = _with_text(batch, default_tz, piped)
         rows = [_raw_row(g, instance, maxclients) for g in loaded]
@@ -568,20 +572,23 @@ def import_dumps(
         batches.append(result.batch)
         for path, lines in _rejects_by_file(loaded, result.rejects).items():
             rejects.setdefault(path, []).extend(lines)
+        done += len(batch)
+        if written is not None:
+            written(done, len(groups))
     by_file: dict[Path, list[_Pending]] = {}
     for p in pending:
         by_file.setdefault(p.path, []).append(p)
     reports = []
     for path in files:
         mine = by_file.get(path, [])
-        written = [p for p in mine if (p.path, p.index) in written_here]
+        new = [p for p in mine if (p.path, p.index) in written_here]
         reports.append(
             FileReport(
                 path=path,
-                captures=len(written),
+                captures=len(new),
                 ts_source=sources[path],
                 first_ts=min((p.ts for p in mine), default=None),
-                skipped=bool(mine) and not written,
+                skipped=bool(mine) and not new,
                 rejected_lines=tuple(sorted(rejects.get(path, []))),
             )
         )

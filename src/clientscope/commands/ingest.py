@@ -72,7 +72,12 @@ def import_command(
 
     files = expand_inputs(inputs)  # walked once; import_dumps takes the files as they are
     with Progress(transient=True, disable=as_json or len(files) < 5) as bar:
-        task = bar.add_task("reading dumps", total=len(files))
+        reading = bar.add_task("reading dumps", total=len(files))
+        writing = bar.add_task("writing captures", total=None, visible=False)
+
+        def written(done: int, total: int) -> None:
+            bar.update(writing, completed=done, total=total, visible=True)
+
         result = import_dumps(
             files,
             out,
@@ -80,7 +85,8 @@ def import_command(
             at=at,
             tz=tz,
             maxclients=maxclients,
-            progress=lambda _path: bar.advance(task),
+            progress=lambda _path: bar.advance(reading),
+            written=written,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
