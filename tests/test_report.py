@@ -168,6 +168,9 @@ def test_several_instances_centre_on_the_one_with_the_cause(tmp_path: Path) -> N
     assert "instances:** cache-a, cache-b" in md
     assert "| cache-b |" in md  # the timeline names each event's instance
     assert "orders-svc" in result.cause
+    growth = [line for line in md.splitlines() if "| growth |" in line]
+    # the leak grows on cache-a; cache-b is busier but flat: the growth row is cache-a's
+    assert len(growth) == 1 and "| cache-a |" in growth[0], growth
 
 
 def test_imported_dumps_without_maxclients_say_so(tmp_path: Path) -> None:

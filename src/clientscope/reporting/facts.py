@@ -115,7 +115,12 @@ def _int(row: dict[str, object] | None, key: str) -> int | None:
 
 
 def timeline(
-    series: pl.DataFrame, fit: TrendFit | None, *, growing: bool, threshold: float = 0.8
+    series: pl.DataFrame,
+    fit: TrendFit | None,
+    *,
+    growing: bool,
+    threshold: float = 0.8,
+    fit_instance: str | None = None,
 ) -> list[Event]:
     """Threshold crossings, the limit, rejections, restarts and collector errors, in time order.
 
@@ -138,7 +143,7 @@ def timeline(
                         "dataset loaded: the server serves commands again", seen_only=False)  # fmt: skip
         events += _collector_errors(frame, name)
     if growing and fit is not None and fit.slope_per_hour > 0:
-        events.append(Event(fit.start, "growth", S.primary_instance(series) or "",
+        events.append(Event(fit.start, "growth", fit_instance or S.primary_instance(series) or "",
                             f"steady growth begins: {fit.slope_per_hour:+.1f} connections/h "
                             f"(least squares over {fit.points} captures)"))  # fmt: skip
     return sorted(events, key=lambda e: (e.at, e.instance, e.kind))

@@ -133,7 +133,7 @@ def _content(
     summary = replace(exhaustion(ds, summary, notes), cause=cause(found))
     growing = summary.verdict in ("will_exhaust", "growing", "exhausted")
     events = [
-        *F.timeline(series, fit, growing=growing),
+        *F.timeline(series, fit, growing=growing, fit_instance=summary.instance),
         *alert_events(ds, notes),
         *finding_events(found, summary.instance),
     ]
