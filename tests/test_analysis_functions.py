@@ -22,7 +22,7 @@ from clientscope.analysis import (
     plan,
     top,
 )
-from clientscope.analysis._common import human_duration
+from clientscope.analysis._common import as_tables, human_duration, timeline
 from clientscope.analysis.capacity import nice_ceil
 from clientscope.cli import app
 from clientscope.dataset import open_dataset
@@ -309,9 +309,42 @@ def test_two_instances_are_judged_apart(tmp_path: Path) -> None:
     ]
     assert d.instances == ("cache-a", "cache-b")
     assert top(path, "name")["instance"].unique().sort().to_list() == ["cache-a", "cache-b"]
+    with pytest.raises(ConfigError, match=r"2 instances \(cache-a, cache-b\).*choose one with --instance"):
+        kill_script(path)  # ids are per server: no guessing
+    assert kill_script(path, instance="cache-a", group="orders-svc").instance == "cache-a"
     assert forecast(path, instance="cache-a").slope_per_hour == pytest.approx(
         leaking.leaking[0].rate_per_min * 60, rel=0.4
     )
+
+
+def test_a_fleet_leak_is_measured_on_its_own_server(tmp_path: Path) -> None:
+    path = tmp_path / "fleet"
+    simulate("leak", path, seed=1, captures=80, clients=60, instance="cache-a")
+    simulate("healthy", path, seed=2, captures=80, clients=2000, instance="cache-z")  # busier
+    (leak,) = [f for f in diagnose(path).findings if f.kind == "leak"]
+    assert leak.instance == "cache-a"
+    assert any("--instance 'cache-a'" in r for r in leak.remediation)
+    own = timeline(as_tables(path), "cache-a").filter(pl.col("ok")).tail(1).row(0, named=True)
+    hours = (own["maxclients"] - own["used"]) / leak.evidence["slope_per_hour"]
+    assert f"reached in {human_duration(hours * 3600)}." in leak.summary  # cache-a's headroom
+
+
+def test_forecast_command_covers_every_instance_most_urgent_first(tmp_path: Path) -> None:
+    path = tmp_path / "fleet"
+    simulate("healthy", path, seed=2, captures=80, clients=200, instance="cache-busy")
+    simulate("leak", path, seed=1, captures=80, clients=60, instance="cache-leaky")
+    runner = CliRunner()
+    data = json.loads(runner.invoke(app, ["forecast", str(path), "--json"]).output)
+    assert [(f["instance"], f["verdict"]) for f in data] == [
+        ("cache-leaky", "will_exhaust"),  # first, though cache-busy holds more connections
+        ("cache-busy", "stable"),
+    ]
+    human = runner.invoke(app, ["forecast", str(path)], env={"COLUMNS": "200"}).output
+    assert human.index("cache-leaky") < human.index("cache-busy")
+    stable = human[human.index("cache-busy") :]
+    assert "maxclients at 20" not in stable.split("Prometheus")[0]  # no crossing for a flat line
+    one = json.loads(runner.invoke(app, ["forecast", str(path), "--instance", "cache-busy", "--json"]).output)
+    assert one["instance"] == "cache-busy"
 
 
 def test_idle_histogram_bins_add_up(datasets: dict[str, SimulationResult]) -> None:

@@ -276,13 +276,14 @@ def _leaks(ctx: _Context) -> list[Finding]:
     out = []
     exhausted = bool(_exhaustion(ctx))
     timeout = suggest_timeout(ctx.reuse_gaps)
+    fleet = ctx.tl["instance"].n_unique() > 1
     for row in leaking.iter_rows(named=True):
         rate_h = row["slope_theil_sen_per_h"]
-        headroom = (
-            max(ctx.maxclients - (ctx.ok["used"].tail(1).item() or 0), 0)
-            if ctx.maxclients
-            else None
-        )
+        inst = row.get("instance")
+        mine = ctx.ok.filter(pl.col("instance") == inst) if inst is not None else ctx.ok
+        used = (mine["used"].tail(1).item() if mine.height else None) or 0
+        limit = int((mine["maxclients"].tail(1).item() if mine.height else None) or ctx.maxclients)
+        headroom = max(limit - used, 0) if limit else None  # on the leaking group's own server
         hours_left = headroom / rate_h if headroom is not None and rate_h > 0 else math.inf
         severe = exhausted or hours_left < 24
         ips = row.get("top_ips") or []
@@ -307,7 +308,8 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 f"fix the code in {row['group']} that opens connections without closing them "
                 "(use one pool per process; `with pool.get_connection()` / close clients)",
                 f"CONFIG SET timeout {timeout}   # safety net: the server closes idle leaked connections",
-                f"clientscope kill-script DATASET --group '{row['group']}' --idle-over 600   # review, then run",
+                f"clientscope kill-script DATASET --group '{row['group']}' --idle-over 600"
+                + (f" --instance '{inst}'" if fleet and inst else "") + "   # review, then run",
             ),
             group=row["group"], first_seen=row.get("first_survivor_born"), confidence=float(row["confidence"]),
             instance=row["instance"],

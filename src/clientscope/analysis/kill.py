@@ -15,6 +15,7 @@ from clientscope.analysis._common import (
     snapshot_clients,
     timeline,
 )
+from clientscope.errors import ConfigError
 
 PROTECTED_ROLES = ("collector", "replica", "master", "monitor")
 
@@ -58,8 +59,12 @@ def kill_script(
     """Clients at the latest capture (or `at`) matching every filter given; one CLIENT KILL ID each."""
     tables = as_tables(ds)
     caps = pick_captures(timeline(tables, instance), at)
-    if caps.height > 1:
-        caps = caps.sort(["used", "instance"], descending=[True, False], nulls_last=True).head(1)
+    if caps.height > 1:  # client ids are per server: never guess which one
+        names = ", ".join(sorted(caps["instance"].cast(pl.String).to_list()))
+        raise ConfigError(
+            f"the dataset holds {caps.height} instances ({names}) and CLIENT KILL ids are only "
+            "valid on their own server: choose one with --instance"
+        )
     cap = caps.row(0, named=True)
     rows = snapshot_clients(tables, [cap["capture_id"]]).collect()
     cond = pl.lit(True)

@@ -86,6 +86,46 @@ def _table(
         console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
 
 
+def _instances(dataset: Path) -> list[str]:
+    from clientscope.dataset import open_dataset
+
+    captures = open_dataset(dataset).captures.select("instance").unique().collect()
+    return sorted(captures["instance"].to_list())
+
+
+def _urgency(f: Any) -> tuple[int, float]:
+    """Most urgent first: at the limit, then by time to it, then the fastest growing."""
+    if f.verdict == "exhausted":
+        return (0, f.exhausted_at.timestamp() if f.exhausted_at else 0.0)
+    if f.verdict == "will_exhaust" and f.eta_maxclients is not None:
+        return (1, f.eta_maxclients.timestamp())
+    return (2, -f.slope_per_hour)
+
+
+def _print_forecast(f: Any) -> None:
+    console = _console()
+    console.print(
+        f"[bold]{f.instance}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
+        f"trend {f.slope_per_hour:+.1f}/h (R² {f.r2:.2f}), Theil-Sen {f.theil_sen_per_hour:+.1f}/h "
+        f"over {f.samples} captures -> [bold]{f.verdict}[/]"
+    )
+    if f.note:
+        console.print(f.note)
+    elif f.exhausted_at:
+        console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
+    if f.verdict in ("will_exhaust", "growing", "exhausted"):  # a flat line's crossing means nothing
+        low, high = _fmt(f.eta_maxclients_low), _fmt(f.eta_maxclients_high)
+        band = "within the same second" if low == high != "-" else f"{low} .. {high}"
+        console.print(
+            f"maxclients at {_fmt(f.eta_maxclients)} (95%: {band}); "
+            f"{f.threshold:.0%} at {_fmt(f.eta_threshold)}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
+        )
+    console.print(
+        f"Prometheus predict_linear(connected_clients) would say: maxclients at "
+        f"{_fmt(f.prometheus_eta_maxclients)}, {f.prometheus_predicted_1h:.0f} in 1 h"
+    )
+
+
 def _fitting(columns: list[str], rows: list[list[str]], width: int) -> int:
     """How many leading columns fit `width` characters unabridged (columns come most useful first)."""
     used = 1  # the table's left border
@@ -251,33 +291,35 @@ def _register_trends(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.8, help="Alert threshold as a share of maxclients."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
-        """When connections reach maxclients (and the alert threshold), next to predict_linear."""
-        from clientscope.analysis import forecast
+        """When connections reach maxclients (and the alert threshold), next to predict_linear.
 
-        f = forecast(dataset, instance=instance, window=window, threshold=threshold)
-        if as_json:
-            _json(f)
+        Without --instance, every instance of the dataset, most urgent first (--json: a list
+        when there are several)."""
+        from clientscope.analysis import forecast
+        from clientscope.errors import AnalysisError
+
+        if instance is not None or len(names := _instances(dataset)) <= 1:
+            one = forecast(dataset, instance=instance, window=window, threshold=threshold)
+            if as_json:
+                _json(one)
+                return
+            _print_forecast(one)
             return
-        console = _console()
-        console.print(
-            f"[bold]{f.instance}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
-            f"trend {f.slope_per_hour:+.1f}/h (R² {f.r2:.2f}), Theil-Sen {f.theil_sen_per_hour:+.1f}/h "
-            f"over {f.samples} captures -> [bold]{f.verdict}[/]"
-        )
-        if f.note:
-            console.print(f.note)
-        elif f.exhausted_at:
-            console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
-        low, high = _fmt(f.eta_maxclients_low), _fmt(f.eta_maxclients_high)
-        band = "within the same second" if low == high != "-" else f"{low} .. {high}"
-        console.print(
-            f"maxclients at {_fmt(f.eta_maxclients)} (95%: {band}); "
-            f"{f.threshold:.0%} at {_fmt(f.eta_threshold)}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
-        )
-        console.print(
-            f"Prometheus predict_linear(connected_clients) would say: maxclients at "
-            f"{_fmt(f.prometheus_eta_maxclients)}, {f.prometheus_predicted_1h:.0f} in 1 h"
-        )
+        results, skipped = [], []
+        for name in names:  # every instance: the busiest one may not be the one in trouble
+            try:
+                results.append(forecast(dataset, instance=name, window=window, threshold=threshold))
+            except AnalysisError as exc:
+                skipped.append((name, str(exc)))
+        results.sort(key=_urgency)
+        if as_json:
+            _json([*(r.to_dict() for r in results), *({"instance": n, "error": e} for n, e in skipped)])
+            return
+        for f in results:
+            _print_forecast(f)
+            _console().print("")
+        for name, why in skipped:
+            _console().print(f"[bold]{name}[/]: {why}")
 
     @app.command("alerts")
     def alerts_command(
