@@ -329,6 +329,24 @@ def test_a_fleet_leak_is_measured_on_its_own_server(tmp_path: Path) -> None:
     assert f"reached in {human_duration(hours * 3600)}." in leak.summary  # cache-a's headroom
 
 
+def test_a_fleet_is_diagnosed_server_by_server(tmp_path: Path) -> None:
+    path = tmp_path / "fleet"
+    incident = simulate("incident", path, seed=3, captures=120, instance="cache-full")
+    simulate("healthy", path, seed=2, captures=120, clients=150, instance="cache-calm")
+    d = diagnose(path)
+    by_kind = {(f.kind, f.instance) for f in d.findings}
+    assert ("exhaustion", "cache-full") in by_kind  # every finding says which server
+    assert all(f.instance for f in d.findings)
+    assert not any(f.instance == "cache-calm" and f.severity == "critical" for f in d.findings)
+    (full,) = [f for f in d.findings if f.kind == "exhaustion"]
+    assert f"maxclients {incident.maxclients} reached" in full.title
+    alone = diagnose(path, instance="cache-full")
+    assert {(f.kind, f.group) for f in alone.findings} == {
+        (f.kind, f.group) for f in d.findings if f.instance == "cache-full"
+    }  # the same verdicts as judging that server alone
+    assert set(d.leak_report.groups["instance"]) == {"cache-full", "cache-calm"}
+
+
 def test_forecast_command_covers_every_instance_most_urgent_first(tmp_path: Path) -> None:
     path = tmp_path / "fleet"
     simulate("healthy", path, seed=2, captures=80, clients=200, instance="cache-busy")

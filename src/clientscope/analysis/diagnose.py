@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,7 @@ from clientscope.analysis._common import (
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
 from clientscope.analysis.groups import suggest_timeout
-from clientscope.analysis.leaks import LeakReport, _analyse
+from clientscope.analysis.leaks import LeakReport, _analyse, merge_reports
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MIB = 1024 * 1024
@@ -131,6 +131,7 @@ class _Context:
     timeout: int | None
     keepalive: int | None
     reuse_gaps: np.ndarray
+    fleet: bool = False  # the dataset holds several servers (commands must name one)
 
 
 def diagnose(
@@ -145,23 +146,44 @@ def diagnose(
     tl = timeline(tables, instance)
     if tl.is_empty():
         raise no_data("diagnose")
-    ctx = _context(tables, tl, instance, min_leak_rate_per_hour, alpha)
-    findings = [f for detect in DETECTORS for f in detect(ctx)]
+    names = tuple(tl["instance"].unique().sort().to_list())
+    if instance is None and len(names) > 1:  # each server judged on its own numbers
+        parts = [(name, tl.filter(pl.col("instance") == name)) for name in names]
+    else:
+        parts = [(instance, tl)]
+    findings: list[Finding] = []
+    contexts = []
+    fleet = len(names) > 1 or _servers(tables) > 1
+    for name, part in parts:
+        ctx = replace(_context(tables, part, name, min_leak_rate_per_hour, alpha), fleet=fleet)
+        contexts.append(ctx)
+        for detect in DETECTORS:
+            findings += [f if f.instance or name is None else replace(f, instance=name)
+                         for f in detect(ctx)]  # fmt: skip
     findings.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 3), -f.confidence, f.kind,
                                  f.instance or "", f.group or ""))  # fmt: skip
-    peak = ctx.ok.select(pl.col("used").max(), pl.col("utilization").max()).row(0)
+    ok = pl.concat([c.ok for c in contexts])
+    peak = ok.sort(["utilization", "used"], descending=True, nulls_last=True).head(1)
     return Diagnosis(
         findings=tuple(findings),
         window_start=tl.select(pl.col("ts").min()).item(),
         window_end=tl.select(pl.col("ts").max()).item(),
         captures=tl.height,
         failed_captures=int((~tl["ok"]).sum()),
-        instances=tuple(tl["instance"].unique().sort().to_list()),
-        peak_used=None if peak[0] is None else int(peak[0]),
-        maxclients=ctx.maxclients or None,
-        peak_utilization=peak[1],
-        leak_report=ctx.leaks,
+        instances=names,
+        peak_used=int(ok["used"].max()) if ok["used"].max() is not None else None,  # type: ignore[arg-type]
+        maxclients=(
+            (contexts[0].maxclients or None)  # one server: its limit now
+            if len(contexts) == 1
+            else (int(peak["maxclients"][0]) if peak.height and peak["maxclients"][0] else None)
+        ),
+        peak_utilization=peak["utilization"][0] if peak.height else None,
+        leak_report=merge_reports([c.leaks for c in contexts]),
     )
+
+
+def _servers(tables: Tables) -> int:
+    return int(tables.captures.select(pl.col("instance").n_unique()).collect().item())
 
 
 def _context(
@@ -276,7 +298,6 @@ def _leaks(ctx: _Context) -> list[Finding]:
     out = []
     exhausted = bool(_exhaustion(ctx))
     timeout = suggest_timeout(ctx.reuse_gaps)
-    fleet = ctx.tl["instance"].n_unique() > 1
     for row in leaking.iter_rows(named=True):
         rate_h = row["slope_theil_sen_per_h"]
         inst = row.get("instance")
@@ -309,7 +330,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 "(use one pool per process; `with pool.get_connection()` / close clients)",
                 f"CONFIG SET timeout {timeout}   # safety net: the server closes idle leaked connections",
                 f"clientscope kill-script DATASET --group '{row['group']}' --idle-over 600"
-                + (f" --instance '{inst}'" if fleet and inst else "") + "   # review, then run",
+                + (f" --instance '{inst}'" if ctx.fleet and inst else "") + "   # review, then run",
             ),
             group=row["group"], first_seen=row.get("first_survivor_born"), confidence=float(row["confidence"]),
             instance=row["instance"],

@@ -254,9 +254,6 @@ def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFram
     confidence = (
         (0.4 * strength + 0.3 * explained + 0.3 * idle_share) * (0.5 + 0.5 * pl.col("r2"))
     ).clip(0, 1)
-    order = pl.col("verdict").replace_strict(
-        {"leak": 0, "growth": 1, "shrinking": 2, "stable": 3}, default=4, return_dtype=pl.Int8
-    )
     return (
         frame.with_columns(
             retained_share=retained,
@@ -269,14 +266,35 @@ def _verdicts(frame: pl.DataFrame, min_rate: float, alpha: float) -> pl.DataFram
             .then(confidence)
             .otherwise(pl.when(pl.col("role") == "normal").then(1 - confidence))
         )
-        .sort(
-            [
-                order,
-                pl.col("slope_theil_sen_per_h"),
-                pl.col("instance"),
-                pl.col("group"),
-                pl.col("role"),
-            ],
-            descending=[False, True, False, False, False],
-        )
+        .pipe(_ranked)
+    )
+
+
+def _ranked(groups: pl.DataFrame) -> pl.DataFrame:
+    """Leaks first, then growth, shrinking, stable, excluded; fastest growth first in each."""
+    order = pl.col("verdict").replace_strict(
+        {"leak": 0, "growth": 1, "shrinking": 2, "stable": 3}, default=4, return_dtype=pl.Int8
+    )
+    return groups.sort(
+        [order, pl.col("slope_theil_sen_per_h"), pl.col("instance"), pl.col("group"), pl.col("role")],
+        descending=[False, True, False, False, False],
+    )
+
+
+def merge_reports(reports: list[LeakReport]) -> LeakReport:
+    """One report from per-instance ones (each computed as `leaks(ds, instance=...)` would)."""
+    if len(reports) == 1:
+        return reports[0]
+    groups = [r.groups for r in reports if not r.groups.is_empty()]
+    series = [r.series for r in reports if not r.series.is_empty()]
+    starts = [r.window_start for r in reports if r.window_start is not None]
+    ends = [r.window_end for r in reports if r.window_end is not None]
+    return LeakReport(
+        groups=_ranked(pl.concat(groups, how="diagonal_relaxed")) if groups else reports[0].groups,
+        series=pl.concat(series).sort("instance", "group", "ts") if series else reports[0].series,
+        window_start=min(starts, default=None),
+        window_end=max(ends, default=None),
+        captures=sum(r.captures for r in reports),
+        min_rate_per_hour=reports[0].min_rate_per_hour,
+        alpha=reports[0].alpha,
     )
