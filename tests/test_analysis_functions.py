@@ -363,6 +363,8 @@ def test_forecast_command_covers_every_instance_most_urgent_first(tmp_path: Path
     assert "maxclients at 20" not in stable.split("Prometheus")[0]  # no crossing for a flat line
     one = json.loads(runner.invoke(app, ["forecast", str(path), "--instance", "cache-busy", "--json"]).output)
     assert one["instance"] == "cache-busy"
+    planned = runner.invoke(app, ["plan", str(path)], env={"COLUMNS": "200"}).output
+    assert "busiest of 2 instances (cache-busy, cache-leaky); plan another with --instance" in planned
 
 
 def test_idle_histogram_bins_add_up(datasets: dict[str, SimulationResult]) -> None:

@@ -389,6 +389,11 @@ def _register_actions(app: typer.Typer) -> None:
         for w in p.warnings:
             console.print(f"[yellow]warning:[/] {w}")
         console.print("[bold]apply:[/]\n  " + "\n  ".join(p.settings))
+        if instance is None and len(names := _instances(dataset)) > 1:
+            console.print(
+                f"[dim]this is the busiest of {len(names)} instances ({', '.join(names)}); "
+                "plan another with --instance[/]"
+            )
 
     @app.command("diagnose")
     def diagnose_command(
