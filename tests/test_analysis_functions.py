@@ -345,6 +345,9 @@ def test_a_fleet_is_diagnosed_server_by_server(tmp_path: Path) -> None:
         (f.kind, f.group) for f in d.findings if f.instance == "cache-full"
     }  # the same verdicts as judging that server alone
     assert set(d.leak_report.groups["instance"]) == {"cache-full", "cache-calm"}
+    shown = CliRunner().invoke(app, ["diagnose", str(path)], env={"COLUMNS": "200"}).output
+    assert "(exhaustion on cache-full, confidence" in shown
+    assert "(on cache-full)" in d.to_markdown()
 
 
 def test_forecast_command_covers_every_instance_most_urgent_first(tmp_path: Path) -> None:

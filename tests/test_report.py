@@ -171,6 +171,9 @@ def test_several_instances_centre_on_the_one_with_the_cause(tmp_path: Path) -> N
     growth = [line for line in md.splitlines() if "| growth |" in line]
     # the leak grows on cache-a; cache-b is busier but flat: the growth row is cache-a's
     assert len(growth) == 1 and "| cache-a |" in growth[0], growth
+    findings = md[md.index("## Findings") :].split("### ")[1:]
+    (leak,) = [f for f in findings if "connection leak from orders-svc" in f.split("\n")[0]]
+    assert "instance `cache-a`" in leak  # each finding says which server
 
 
 def test_imported_dumps_without_maxclients_say_so(tmp_path: Path) -> None:

@@ -114,7 +114,8 @@ class Diagnosis(ResultMixin):
     def to_markdown(self) -> str:
         lines = [f"## Findings ({len(self.findings)})", ""]
         for f in self.findings:
-            lines += [f"### [{f.severity}] {f.title}", "", f.summary, ""]
+            where = f" (on {f.instance})" if len(self.instances) > 1 and f.instance else ""
+            lines += [f"### [{f.severity}] {f.title}{where}", "", f.summary, ""]
             lines += [f"- {k}: {jsonable(v)}" for k, v in f.evidence.items()]
             lines += ["", "Remediation:", ""] + [f"1. `{r}`" for r in f.remediation] + [""]
         return "\n".join(lines)

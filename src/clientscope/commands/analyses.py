@@ -479,9 +479,11 @@ def _render_diagnosis(d: Any) -> None:
     if not d.findings:
         console.print("[green]no findings: connections look healthy[/]")
     colors = {"critical": "red", "warning": "yellow", "info": "cyan"}
+    fleet = len(d.instances) > 1
     for f in d.findings:
+        where = f" on {f.instance}" if fleet and f.instance else ""
         console.print(f"\n[bold {colors.get(f.severity, 'white')}][{f.severity}][/] [bold]{f.title}[/]"
-                      f"  [dim]({f.kind}, confidence {f.confidence:.2f})[/]")  # fmt: skip
+                      f"  [dim]({f.kind}{where}, confidence {f.confidence:.2f})[/]")  # fmt: skip
         console.print(f"  {f.summary}", highlight=False)
         for r in f.remediation:
             console.print(f"  -> {r}", highlight=False, markup=False)

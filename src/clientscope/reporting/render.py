@@ -186,7 +186,8 @@ def _timeline_html(events: tuple[Event, ...]) -> str:
 
 
 def _finding_html(f: FindingView) -> str:
-    meta = [f"kind <code>{_e(f.kind)}</code>" if f.kind else "", f"group <code>{_e(f.group)}</code>" if f.group else "",
+    meta = [f"instance <code>{_e(f.instance)}</code>" if f.instance else "",
+            f"kind <code>{_e(f.kind)}</code>" if f.kind else "", f"group <code>{_e(f.group)}</code>" if f.group else "",
             f"first seen {_e(when(f.first_seen))}" if f.first_seen else "",
             f"confidence {f.confidence:.0%}" if f.confidence is not None else ""]  # fmt: skip
     evidence = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in f.evidence)
@@ -361,7 +362,8 @@ def _md_figure(f: FigureFile, base: Path) -> str:
 
 def _md_finding(f: FindingView) -> list[str]:
     lines = [f"### {f.severity.upper()}: {f.title}", "", f.summary, ""]
-    meta = [f"kind `{f.kind}`" if f.kind else "", f"group `{f.group}`" if f.group else "",
+    meta = [f"instance `{f.instance}`" if f.instance else "",
+            f"kind `{f.kind}`" if f.kind else "", f"group `{f.group}`" if f.group else "",
             f"first seen {when(f.first_seen)}" if f.first_seen else "",
             f"confidence {f.confidence:.0%}" if f.confidence is not None else ""]  # fmt: skip
     if any(meta):
