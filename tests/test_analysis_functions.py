@@ -204,6 +204,18 @@ def test_plan_from_spec_and_what_if(datasets: dict[str, SimulationResult]) -> No
         plan(r.path, what_if={"api": 12})
 
 
+def test_plan_does_not_size_maxclients_from_a_peak_that_is_still_growing(
+    datasets: dict[str, SimulationResult],
+) -> None:
+    p = plan(datasets["leak"].path)
+    assert p.observed_recommended < p.current_maxclients  # the leaking peak + 25% ...
+    assert p.recommended_maxclients == p.current_maxclients  # ... is not applied
+    assert p.warnings[0].startswith(f"connections on {p.instance} are still growing")
+    assert f"CONFIG SET maxclients {p.current_maxclients}" in p.settings
+    calm = plan(datasets["healthy"].path)
+    assert not any("still growing" in w for w in calm.warnings)
+
+
 def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> None:
     r = datasets["incident"]
     p = plan(r.path, SPECS / "deployment.yaml")

@@ -162,7 +162,12 @@ def plan(
     )
     keepalive = keepalive if keepalive > 0 else 300
     fit = _pool_fit(spec, observed, current, what_if) if spec else None
+    growing = _still_growing(tables, inst)
+    if growing is not None:  # a peak taken mid-leak is not a capacity: never size down from it
+        recommended = max(recommended, current)
     warnings = _warnings(ok, current, recommended, spec_total, fit)
+    if growing is not None:
+        warnings = (growing, *warnings)
     settings = (
         f"CONFIG SET maxclients {recommended}",
         f"CONFIG SET timeout {timeout}",
@@ -175,6 +180,25 @@ def plan(
         per_pod_pool_fit=fit, suggested_timeout=timeout, suggested_tcp_keepalive=keepalive,
         headroom=room, observed=observed, apps=apps, warnings=warnings, settings=settings,
     )  # fmt: skip
+
+
+def _still_growing(tables: Any, instance: str) -> str | None:
+    """Why the observed peak must not size maxclients, when connections are still growing."""
+    from clientscope.analysis.forecast import forecast
+    from clientscope.errors import AnalysisError
+
+    try:
+        f = forecast(tables, instance=instance)
+    except AnalysisError:
+        return None
+    if f.verdict not in ("will_exhaust", "growing", "exhausted"):
+        return None
+    when = f" ({f.note})" if f.note else ""
+    return (
+        f"connections on {instance} are still growing, {f.slope_per_hour:+.0f}/h{when}: a peak taken "
+        "during growth (a leak?) is not a capacity. maxclients is not sized below the current limit; "
+        "find the growth first (clientscope diagnose / leaks)."
+    )
 
 
 def _observed(counts: pl.DataFrame) -> pl.DataFrame:
