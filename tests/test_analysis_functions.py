@@ -27,6 +27,7 @@ from clientscope.analysis.capacity import nice_ceil
 from clientscope.cli import app
 from clientscope.dataset import open_dataset
 from clientscope.errors import AnalysisError, ConfigError
+from clientscope.ingest import import_dumps
 from clientscope.simulation import SimulationResult, simulate, simulate_tables
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
@@ -411,3 +412,24 @@ def test_results_serialise_and_render(datasets: dict[str, SimulationResult]) -> 
     ):
         assert json.dumps(result.to_dict(), default=str)
         assert "<table" in result._repr_html_()
+
+
+def test_fresh_eyes_details(datasets: dict[str, SimulationResult], tmp_path: Path) -> None:
+    """What a user run found: wrong errors, `None` and `-0.0` on screen, placeholders to edit."""
+    runner = CliRunner()
+    leak = str(datasets["leak"].path)
+    with pytest.raises(ConfigError, match=r"no instance 'nope' in this dataset; it has redis-master-0"):
+        forecast(leak, instance="nope")  # not "needs 3 captures, the dataset has 0"
+    data = json.loads(runner.invoke(app, ["forecast", leak, "--json"]).output)
+    assert isinstance(data, list) and data[0]["instance"] == "redis-master-0"  # always a list ...
+    one = json.loads(runner.invoke(app, ["forecast", leak, "--instance", "redis-master-0", "--json"]).output)
+    assert isinstance(one, dict)  # ... unless one instance is asked for
+    calm = runner.invoke(app, ["forecast", str(datasets["healthy"].path)], env={"COLUMNS": "200"}).output
+    assert "-0.0/h" not in calm and "maxclients at -," not in calm
+    shown = runner.invoke(app, ["diagnose", leak], env={"COLUMNS": "300"}).output
+    assert f"clientscope kill-script {leak} --group" in shown  # ready to paste, no DATASET
+    dump = tmp_path / "c-20261126-093000.txt"
+    dump.write_text("id=3 addr=10.0.0.1:5000 fd=8 name=a age=1 idle=1\n")
+    import_dumps([dump], tmp_path / "ds", instance="x")
+    bare = runner.invoke(app, ["summary", str(tmp_path / "ds")], env={"COLUMNS": "300"}).output
+    assert "None" not in bare and "maxclients unknown" in bare

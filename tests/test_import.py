@@ -282,7 +282,7 @@ def test_compressed_dumps_are_read_as_their_text(
 def test_a_truncated_archive_is_an_error_that_names_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "clients.txt.gz"
     broken.write_bytes(gzip.compress(b"id=3 addr=10.0.0.1:5000 fd=8 name=x\n" * 50)[:40])
-    with pytest.raises(InputError, match=r"clients\.txt\.gz: starts like a gzip file but does not decompress"):
+    with pytest.raises(InputError, match=r"clients\.txt\.gz: starts like gzip data but does not decompress"):
         import_dumps([broken], tmp_path / "ds")
 
 

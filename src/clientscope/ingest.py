@@ -349,7 +349,7 @@ def _decompressed(path: Path, data: bytes) -> bytes:
                 return decompress(data)
             except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
                 raise InputError(
-                    f"{path}: starts like a {kind} file but does not decompress ({exc}). "
+                    f"{path}: starts like {kind} data but does not decompress ({exc}). "
                     "Is it complete? Try decompressing it by hand to see."
                 ) from exc
     return data

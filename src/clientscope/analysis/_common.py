@@ -116,6 +116,14 @@ def snapshot_clients(ds: Tables, capture_ids: list[str]) -> pl.LazyFrame:
 
 
 # ------------------------------------------------------------------ capture timeline
+def _check_instance(ds: Tables, instance: str) -> None:
+    names = ds.captures.select(pl.col("instance").unique().sort()).collect()["instance"].to_list()
+    if names and instance not in names:
+        raise ConfigError(
+            f"no instance {instance!r} in this dataset; it has {', '.join(map(str, names))}"
+        )
+
+
 def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
     """One row per capture attempt with the server-level numbers, sorted by instance and time.
 
@@ -134,6 +142,7 @@ def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
         (pl.col("loading") == 1).alias("loading"),
     )  # fmt: skip
     if instance is not None:
+        _check_instance(ds, instance)
         caps = caps.filter(pl.col("instance") == instance)
     frame = (
         caps.select(

@@ -7,6 +7,7 @@ anything the library does not.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,11 +103,16 @@ def _urgency(f: Any) -> tuple[int, float]:
     return (2, -f.slope_per_hour)
 
 
+def _signed(value: float) -> str:
+    """`+1.5`, `-0.3`, and `0.0` rather than `-0.0`."""
+    return "0.0" if round(value, 1) == 0 else f"{value:+.1f}"
+
+
 def _print_forecast(f: Any) -> None:
     console = _console()
     console.print(
         f"[bold]{f.instance}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
-        f"trend {f.slope_per_hour:+.1f}/h (R² {f.r2:.2f}), Theil-Sen {f.theil_sen_per_hour:+.1f}/h "
+        f"trend {_signed(f.slope_per_hour)}/h (R² {f.r2:.2f}), Theil-Sen {_signed(f.theil_sen_per_hour)}/h "
         f"over {f.samples} captures -> [bold]{f.verdict}[/]"
     )
     if f.note:
@@ -120,9 +126,10 @@ def _print_forecast(f: Any) -> None:
             f"maxclients at {_fmt(f.eta_maxclients)} (95%: {band}); "
             f"{f.threshold:.0%} at {_fmt(f.eta_threshold)}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
         )
+    eta = _fmt(f.prometheus_eta_maxclients) if f.prometheus_eta_maxclients else "never (not rising)"
     console.print(
-        f"Prometheus predict_linear(connected_clients) would say: maxclients at "
-        f"{_fmt(f.prometheus_eta_maxclients)}, {f.prometheus_predicted_1h:.0f} in 1 h"
+        f"Prometheus predict_linear(connected_clients) would say: maxclients at {eta}, "
+        f"{f.prometheus_predicted_1h:.0f} in 1 h"
     )
 
 
@@ -170,13 +177,24 @@ def _register_views(app: typer.Typer) -> None:
         for row in result.snapshot.iter_rows(named=True):
             util = row["utilization"]
             color = "red" if util and util >= 0.8 else "green"
+            v = {k: _fmt(x) for k, x in row.items()}  # "-" where the capture had no INFO / CONFIG
+            parts = (
+                f"= clients {v['connected_clients']} + replicas {row['connected_slaves'] or 0} + "
+                f"cluster links {row['cluster_connections'] or 0}"
+                if row["connected_clients"] is not None
+                else "(listed clients: no INFO in this capture)"
+            )
+            limit_text = (
+                f"maxclients from {row['maxclients_source']}"
+                if row["maxclients"] is not None
+                else "maxclients unknown (no CONFIG/INFO: give --maxclients when importing)"
+            )
             console.print(
-                f"[bold]{row['instance']}[/] at {_fmt(row['ts'])}: [{color}]{row['used']} / "
-                f"{row['maxclients']} connections ({_fmt(util and util * 100)}%)[/] = clients "
-                f"{row['connected_clients']} + replicas {row['connected_slaves'] or 0} + cluster links "
-                f"{row['cluster_connections'] or 0}; maxclients from {row['maxclients_source']}; "
-                f"blocked {row['blocked_clients']}; idle >300 s {row['idle_over_300']}, "
-                f">600 s {row['idle_over_600']}; timeout {row['timeout']}, tcp-keepalive {row['tcp_keepalive']}"
+                f"[bold]{row['instance']}[/] at {v['ts']}: [{color}]{v['used']} / "
+                f"{v['maxclients']} connections ({_fmt(util and util * 100)}%)[/] {parts}; {limit_text}; "
+                f"blocked {v['blocked_clients']}; idle >300 s {v['idle_over_300']}, "
+                f">600 s {v['idle_over_600']}; timeout {v['timeout']}, tcp-keepalive {v['tcp_keepalive']}",
+                highlight=False,
             )
             if row["loading"]:
                 console.print(
@@ -293,15 +311,16 @@ def _register_trends(app: typer.Typer) -> None:
     ) -> None:
         """When connections reach maxclients (and the alert threshold), next to predict_linear.
 
-        Without --instance, every instance of the dataset, most urgent first (--json: a list
-        when there are several)."""
+        Without --instance, every instance of the dataset, most urgent first (--json: a list;
+        with --instance: one object)."""
         from clientscope.analysis import forecast
         from clientscope.errors import AnalysisError
 
-        if instance is not None or len(names := _instances(dataset)) <= 1:
+        names = [instance] if instance is not None else _instances(dataset)
+        if len(names) == 1:
             one = forecast(dataset, instance=instance, window=window, threshold=threshold)
-            if as_json:
-                _json(one)
+            if as_json:  # the shape follows the question: --instance -> an object, else a list
+                _json(one if instance is not None else [one.to_dict()])
                 return
             _print_forecast(one)
             return
@@ -412,7 +431,7 @@ def _register_actions(app: typer.Typer) -> None:
         if markdown:
             typer.echo(d.to_markdown())
             return
-        _render_diagnosis(d)
+        _render_diagnosis(d, dataset)
 
     @app.command("kill-script")
     def kill_script_command(
@@ -424,7 +443,9 @@ def _register_actions(app: typer.Typer) -> None:
         lib: str | None = typer.Option(None, help="Only this lib-name."),
         user: str | None = typer.Option(None, help="Only this ACL user."),
         at: str | None = typer.Option(None, help=AT_HELP),
-        instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        instance: str | None = typer.Option(
+            None, help="The server to kill on; needed when the dataset holds several (ids are per server)."
+        ),
         include_protected: bool = typer.Option(
             False, help="Also list replicas, masters, MONITOR and the collector (normally skipped)."
         ),
@@ -468,7 +489,7 @@ def _what_if(items: list[str]) -> dict[str, int]:
     return out
 
 
-def _render_diagnosis(d: Any) -> None:
+def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
     console = _console()
     util = d.peak_utilization
     console.print(
@@ -485,5 +506,6 @@ def _render_diagnosis(d: Any) -> None:
         console.print(f"\n[bold {colors.get(f.severity, 'white')}][{f.severity}][/] [bold]{f.title}[/]"
                       f"  [dim]({f.kind}{where}, confidence {f.confidence:.2f})[/]")  # fmt: skip
         console.print(f"  {f.summary}", highlight=False)
-        for r in f.remediation:
-            console.print(f"  -> {r}", highlight=False, markup=False)
+        for r in f.remediation:  # the commands name this dataset, ready to paste
+            step = r.replace("DATASET", shlex.quote(str(dataset))) if dataset else r
+            console.print(f"  -> {step}", highlight=False, markup=False)
