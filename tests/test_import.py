@@ -356,3 +356,16 @@ def test_a_file_that_changes_during_the_import_is_an_error(tmp_path: Path) -> No
 
     with pytest.raises(InputError, match=r"a-20261126-093000\.txt: changed while it was being imported"):
         import_dumps([first, second], tmp_path / "ds", progress=planned)
+
+
+def test_a_file_with_nothing_readable_is_a_gap_not_zero_clients(tmp_path: Path) -> None:
+    junk = tmp_path / "garbage-20261126-093000.gz"  # not gzip at all, whatever its name says
+    junk.write_bytes(b"this is not a dump\n")
+    result = import_dumps([junk], tmp_path / "ds", instance="r0")
+    assert result.captures_written == 1 and result.files[0].rejected_lines == (
+        (1, "not a CLIENT LIST line: expected space-separated key=value fields"),
+    )
+    ds = open_dataset(tmp_path / "ds")
+    capture = ds.captures.collect().row(0, named=True)
+    assert capture["ok"] is False and capture["error_kind"] == "unreadable"  # analyses skip it
+    assert ds.rejects.collect()["raw_line"].to_list() == ["this is not a dump"]  # kept, not dropped

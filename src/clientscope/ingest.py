@@ -501,6 +501,7 @@ def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> di
     notes: dict[str, object] = {"files": [str(p.path) for p in group]}
     if maxclients is not None:
         notes["maxclients"] = maxclients
+    readable = info or config or any(_CLIENT_LINE.match(line) for line in (client_list or b"").split(b"\n"))
     return {
         "capture_id": main.content[:32],
         "instance": instance,
@@ -509,7 +510,10 @@ def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> di
         "collector_time": None,
         "source": "import",
         "origin": origin,
-        "ok": True,
+        # nothing readable is a gap, not a server with 0 clients; its lines stay in rejects
+        "ok": bool(readable),
+        "error_kind": None if readable else "unreadable",
+        "error_message": None if readable else "no CLIENT LIST line, INFO or CONFIG GET output in it",
         "client_list": client_list,
         "info": info,
         "config": json.dumps(config, sort_keys=True) if config else None,
@@ -612,6 +616,8 @@ _ROW_TYPES = {
     "client_list": pl.Binary(),
     "info": pl.Binary(),
     "config": pl.String(),
+    "error_kind": pl.String(),
+    "error_message": pl.String(),
 }
 
 
