@@ -41,8 +41,10 @@ from clientscope.analysis._common import (
     with_clients,
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
+from clientscope.analysis.forecast import forecast
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.analysis.leaks import LeakReport, _analyse, merge_reports
+from clientscope.errors import AnalysisError
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MIB = 1024 * 1024
@@ -133,6 +135,7 @@ class _Context:
     keepalive: int | None
     reuse_gaps: np.ndarray
     fleet: bool = False  # the dataset holds several servers (commands must name one)
+    tables: Any = None  # for analyses a detector shares with other commands (forecast)
 
 
 def diagnose(
@@ -156,7 +159,9 @@ def diagnose(
     contexts = []
     fleet = len(names) > 1 or _servers(tables) > 1
     for name, part in parts:
-        ctx = replace(_context(tables, part, name, min_leak_rate_per_hour, alpha), fleet=fleet)
+        ctx = replace(
+            _context(tables, part, name, min_leak_rate_per_hour, alpha), fleet=fleet, tables=tables
+        )
         contexts.append(ctx)
         for detect in DETECTORS:
             findings += [f if f.instance or name is None else replace(f, instance=name)
@@ -299,6 +304,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
     out = []
     exhausted = bool(_exhaustion(ctx))
     timeout = suggest_timeout(ctx.reuse_gaps)
+    totals: dict[str | None, float | None] = {}  # hours to maxclients per server, once each
     for row in leaking.iter_rows(named=True):
         rate_h = row["slope_theil_sen_per_h"]
         inst = row.get("instance")
@@ -307,6 +313,12 @@ def _leaks(ctx: _Context) -> list[Finding]:
         limit = int((mine["maxclients"].tail(1).item() if mine.height else None) or ctx.maxclients)
         headroom = max(limit - used, 0) if limit else None  # on the leaking group's own server
         hours_left = headroom / rate_h if headroom is not None and rate_h > 0 else math.inf
+        rate_of = "this group's rate"
+        if inst not in totals:
+            totals[inst] = _forecast_of(ctx, inst)
+        total = totals[inst]
+        if total is not None:  # the same time to maxclients as `forecast` and the report say
+            hours_left, rate_of = total, "the server's rate"
         severe = exhausted or hours_left < 24
         ips = row.get("top_ips") or []
         out.append(Finding(
@@ -317,7 +329,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 f"({rate_h:.0f}/h Theil-Sen, R² {row['r2']:.2f}, Mann-Kendall p={row['mk_p']:.1e}). "
                 f"Of {row['births']} connections it opened in the window {row['survivors']} never closed and "
                 f"{row['survivors_idle_share']:.0%} of those sat idle since their first command."
-                + (f" At this rate maxclients is reached in {human_duration(hours_left * 3600)}." if math.isfinite(hours_left) and not exhausted else "")
+                + (f" At {rate_of} maxclients is reached in {human_duration(hours_left * 3600)}." if math.isfinite(hours_left) and not exhausted else "")
             ),
             evidence={
                 "slope_per_hour": rate_h, "slope_ols_per_hour": row["slope_ols_per_h"], "r2": row["r2"],
@@ -337,6 +349,19 @@ def _leaks(ctx: _Context) -> list[Finding]:
             instance=row["instance"],
         ))  # fmt: skip
     return out
+
+
+def _forecast_of(ctx: _Context, instance: str | None) -> float | None:
+    """Hours until the server's connections reach maxclients, as `forecast` projects them."""
+    if ctx.tables is None:
+        return None
+    try:
+        f = forecast(ctx.tables, instance=instance)
+    except AnalysisError:
+        return None
+    if f.verdict != "will_exhaust" or f.eta_maxclients is None:
+        return None
+    return (f.eta_maxclients - f.now).total_seconds() / 3600
 
 
 def _no_pooling(ctx: _Context) -> list[Finding]:
