@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_parse import make_text
+
+# the CLI, then its own peak RSS (VmHWM: ru_maxrss would carry this process's through fork)
+CHILD = """
+import sys
+from clientscope.cli import main
+sys.argv = ["clientscope", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0], file=sys.stderr)
+"""
 
 
 def main() -> None:
@@ -42,12 +52,11 @@ def main() -> None:
             body = text.replace("id=", f"id={i}", 1)
             (folder / f"clients-{ts:%Y%m%d-%H%M%S}.txt").write_text(body)
         size = sum(p.stat().st_size for p in folder.iterdir())
-        command = [sys.executable, "-m", "clientscope.cli", "import", str(folder),
-                   "--out", str(Path(tmp) / "ds"), "--instance", "bench", "--json"]  # fmt: skip
+        argv = ["import", str(folder), "--out", str(Path(tmp) / "ds"), "--instance", "bench", "--json"]
         began = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", CHILD, *argv], check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - began
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        peak = int(done.stderr.strip().splitlines()[-1].split()[1]) * 1024
     rows = args.files * args.clients
     print(f"{args.files:,} dumps x {args.clients:,} clients = {rows:,} client lines, {size / 1e6:.0f} MB "
           f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.2f})")  # fmt: skip
