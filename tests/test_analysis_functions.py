@@ -322,6 +322,10 @@ def test_two_instances_are_judged_apart(tmp_path: Path) -> None:
     ]
     assert d.instances == ("cache-a", "cache-b")
     assert top(path, "name")["instance"].unique().sort().to_list() == ["cache-a", "cache-b"]
+    effect = idle(path).timeouts  # the timeout is per server: its effect too
+    assert set(effect["instance"]) == {"cache-a", "cache-b"}
+    per = {(r["instance"], r["timeout"]): r["would_close_now"] for r in effect.iter_rows(named=True)}
+    assert per[("cache-a", 300)] > 0 and per[("cache-b", 300)] == 0  # only the leaking one's idle
     with pytest.raises(ConfigError, match=r"2 instances \(cache-a, cache-b\).*choose one with --instance"):
         kill_script(path)  # ids are per server: no guessing
     assert kill_script(path, instance="cache-a", group="orders-svc").instance == "cache-a"

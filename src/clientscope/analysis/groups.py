@@ -248,18 +248,32 @@ def _histogram(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
 
 
 def _timeout_effect(rows: pl.DataFrame, life: pl.DataFrame, candidates: list[int]) -> pl.DataFrame:
-    total = max(rows.height, 1)
-    return pl.DataFrame(
-        {
-            "timeout": candidates,
-            "would_close_now": [int((rows["idle"] > t).sum()) for t in candidates],
-            "share_now": [float((rows["idle"] > t).sum()) / total for t in candidates],
-            "connections_closed_over_window": [
-                int((life["max_idle"] > t).sum()) for t in candidates
-            ],
-            "live_connections_hit": [
-                int(((life["max_idle"] > t) & life.select(reused()).to_series()).sum())
-                for t in candidates
-            ],
-        }
-    )
+    """Per instance (the setting is per server) and candidate timeout, what it would close."""
+    parts = []
+    for inst in sorted(rows["instance"].unique().to_list()):
+        mine = rows.filter(pl.col("instance") == inst)
+        lived = life.filter(pl.col("instance") == inst) if "instance" in life.columns else life
+        total = max(mine.height, 1)
+        reused_ = lived.select(reused()).to_series()
+        parts.append(
+            pl.DataFrame(
+                {
+                    "instance": [inst] * len(candidates),
+                    "timeout": candidates,
+                    "would_close_now": [int((mine["idle"] > t).sum()) for t in candidates],
+                    "share_now": [float((mine["idle"] > t).sum()) / total for t in candidates],
+                    "connections_closed_over_window": [
+                        int((lived["max_idle"] > t).sum()) for t in candidates
+                    ],
+                    "live_connections_hit": [
+                        int(((lived["max_idle"] > t) & reused_).sum()) for t in candidates
+                    ],
+                },
+                schema_overrides={"instance": rows.schema["instance"]},
+            )
+        )
+    if parts:
+        return pl.concat(parts)
+    counts = ("would_close_now", "connections_closed_over_window", "live_connections_hit")
+    schema = {"instance": pl.String(), "timeout": pl.Int64(), "share_now": pl.Float64()}
+    return pl.DataFrame(schema={**schema, **dict.fromkeys(counts, pl.Int64())})
