@@ -426,3 +426,13 @@ def test_the_least_privilege_acl_of_the_kubernetes_doc_is_enough(
         b"name=clientscope-collector" in row["client_list"]
         and b"user=clientscope" in row["client_list"]
     )
+
+
+def test_the_live_count_is_what_the_server_counts_against_maxclients() -> None:
+    from clientscope.capture.snapshot import connections_in
+
+    listed = b"id=3 addr=127.0.0.1:1 fd=8\nid=4 addr=127.0.0.1:2 fd=9\n"
+    info = b"# Clients\r\nconnected_clients:2\r\ncluster_connections:6\r\n# Replication\r\nconnected_slaves:1\r\n"
+    assert connections_in(listed, info) == 2 + 6 + 1  # as `summary` counts: cluster links too
+    assert connections_in(listed, None) == 2  # no INFO: the clients listed
+    assert connections_in(listed, b"# Server\r\nredis_version:7.0.15\r\n") == 2

@@ -33,7 +33,7 @@ from clientscope.capture.snapshot import (
     CaptureOptions,
     CaptureState,
     announce_once,
-    clients_in,
+    connections_in,
     maxclients_seen,
     take_capture,
 )
@@ -499,7 +499,7 @@ class _Worker(threading.Thread):
         tally.attempts += 1
         if row["ok"]:
             tally.ok += 1
-            tally.last_clients = clients_in(row["client_list"])
+            tally.last_clients = connections_in(row["client_list"], row["info"])
         else:
             tally.errors[str(row["error_kind"])] += 1
         tally.restarts += "restart" in notes

@@ -30,6 +30,7 @@ CONFIG_NAMES = (
     "client-output-buffer-limit",
 )
 _RUN_ID = re.compile(rb"(?:^|\n)run_id:([0-9a-fA-F]+)")
+_INFO_COUNTS = re.compile(rb"^(connected_clients|connected_slaves|cluster_connections):(\d+)\r?$", re.M)
 _INFO_MAXCLIENTS = re.compile(rb"(?:^|\n)maxclients:(\d+)")
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 T = TypeVar("T")
@@ -247,6 +248,15 @@ def run_id_of(info: bytes | None) -> str | None:
 def clients_in(client_list: bytes | None) -> int | None:
     """How many clients a CLIENT LIST reply lists."""
     return client_list.count(b"\n") if client_list is not None else None
+
+
+def connections_in(client_list: bytes | None, info: bytes | None) -> int | None:
+    """What the server counts against maxclients: INFO connected_clients + connected_slaves +
+    cluster_connections (as `summary` does), else the clients CLIENT LIST lists."""
+    fields = dict(_INFO_COUNTS.findall(info)) if info else {}
+    if b"connected_clients" not in fields:
+        return clients_in(client_list)
+    return sum(int(v) for v in fields.values())
 
 
 def announce_once(state: CaptureState, messages: Sequence[str]) -> list[str]:
