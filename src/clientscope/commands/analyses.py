@@ -60,28 +60,40 @@ def _fmt(value: Any, column: str = "") -> str:
     return str(value)
 
 
+SHORT_HEADERS = {  # long column names, shorter on screen (--json keeps the names)
+    "slope_theil_sen_per_h": "slope/h", "slope_ols_per_h": "ols/h",
+    "survivors_idle_share": "idle share", "growth_idle_share": "growth idle",
+    "share_of_maxclients": "of max", "idle_over_300": "idle>300", "idle_over_600": "idle>600",
+    "connections_closed_over_window": "closed in window", "live_connections_hit": "live hit",
+}  # fmt: skip
+
+
 def _table(
     frame: pl.DataFrame, title: str, columns: list[str] | None = None, limit: int = 50
 ) -> None:
     from rich.table import Table
 
+    if frame.is_empty():
+        _console().print(f"[dim]{title}: none[/]")
+        return
     cols = [c for c in (columns or frame.columns) if c in frame.columns]
     rows = [
         [_fmt(v, c) for v, c in zip(row, cols, strict=True)]
         for row in frame.head(limit).select(cols).iter_rows()
     ]
     console = _console()
-    shown = _fitting(cols, rows, console.width)
+    headers = [SHORT_HEADERS.get(c, c) for c in cols]
+    shown = _fitting(headers, rows, console.width)
     table = Table(title=title, title_justify="left")
-    for c in cols[:shown]:
-        table.add_column(c, justify="right" if frame.schema[c].is_numeric() else "left")
+    for c, header in zip(cols[:shown], headers, strict=False):
+        table.add_column(header, justify="right" if frame.schema[c].is_numeric() else "left")
     for row in rows:
         table.add_row(*row[:shown])
     console.print(table)
     if shown < len(cols):
         console.print(
             f"[dim]{len(cols) - shown} more column(s) do not fit {console.width} characters: "
-            f"{', '.join(cols[shown:])} (widen the terminal or use --json)[/]"
+            f"{', '.join(headers[shown:])} (widen the terminal or use --json)[/]"
         )
     if frame.height > limit:
         console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
@@ -361,10 +373,11 @@ def _register_trends(app: typer.Typer) -> None:
         if as_json:
             _json(frame)
             return
-        _table(frame, "alert firings", ["rule", "severity", "instance", "expr", "pending_since",
-                                        "fired_at", "resolved_at", "peak"])  # fmt: skip
         if frame.is_empty():
             _console().print("[green]no rule would have fired[/]")
+            return
+        _table(frame, "alert firings", ["rule", "severity", "instance", "expr", "pending_since",
+                                        "fired_at", "resolved_at", "peak"])  # fmt: skip
 
 
 # ------------------------------------------------------------------ plan, diagnose, kill-script

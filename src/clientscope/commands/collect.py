@@ -217,7 +217,7 @@ def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None
     table.add_column("instance", no_wrap=True, min_width=widest)
     for col in ("captures", "ok", "failed", "errors", "missed", "restarts", "clients/max"):
         table.add_column(col, justify="left" if col == "errors" else "right")
-    for t in result.targets:
+    for t in sorted(result.targets, key=lambda t: t.instance):
         errors = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())) or "-"
         table.add_row(
             t.instance, str(t.attempts), str(t.ok), str(t.failed), errors, str(t.missed),

@@ -94,6 +94,14 @@ def import_command(
     _render(result)
 
 
+def _shown(path: Path) -> str:
+    """A file as the user would write it: relative to here when it is below here."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _render(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -101,10 +109,14 @@ def _render(result: Any) -> None:
     console = Console()
     table = Table(title=f"Imported into {result.dataset} (instance {result.instance})")
     for col in ("file", "captures", "time from", "first capture (UTC)", "rejected lines"):
-        table.add_column(col, justify="right" if col in ("captures", "rejected lines") else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("captures", "rejected lines") else "left",
+            overflow="fold" if col == "file" else "ellipsis",  # a path is shown whole
+        )
     for f in result.files:
         table.add_row(
-            str(f.path),
+            _shown(f.path),
             "skipped (already imported)" if f.skipped else str(f.captures),
             f.ts_source,
             f.first_ts.strftime("%Y-%m-%d %H:%M:%S") if f.first_ts else "-",
