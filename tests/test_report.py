@@ -174,6 +174,10 @@ def test_several_instances_centre_on_the_one_with_the_cause(tmp_path: Path) -> N
     findings = md[md.index("## Findings") :].split("### ")[1:]
     (leak,) = [f for f in findings if "connection leak from orders-svc" in f.split("\n")[0]]
     assert "instance `cache-a`" in leak  # each finding says which server
+    servers = md[md.index("### Servers") :].split("\n\n")[1].splitlines()[2:]
+    assert [row.split(" | ")[0] for row in servers] == ["| cache-a", "| cache-b"]  # most at risk first
+    assert "will_exhaust" in servers[0] and "stable" in servers[1] and "| none |" in servers[1]
+    assert "<h3>Servers</h3>" in result.html.read_text()
 
 
 def test_imported_dumps_without_maxclients_say_so(tmp_path: Path) -> None:

@@ -71,6 +71,10 @@ class Content:
         tuple[str, ...], ...
     ] = ()  # group, role, peak, pods, peak/pod, busy peak, idle>300 s
     notes: tuple[str, ...] = field(default_factory=tuple)
+    servers: tuple[tuple[str, ...], ...] = ()  # one row per instance when there are several
+
+
+SERVER_HEAD = ("instance", "peak / maxclients", "trend", "time to maxclients", "findings")
 
 
 # ------------------------------------------------------------------ formatting
@@ -222,6 +226,14 @@ def _step(text: str) -> str:
     return f"<code>{_e(command.strip())}</code>{note}"
 
 
+def _servers_html(rows: tuple[tuple[str, ...], ...]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in SERVER_HEAD)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h3>Servers</h3><table><tr>{head}</tr>{body}</table>"
+
+
 def _settings_html(settings: tuple[Setting, ...]) -> str:
     if not settings:
         return "<p>No change recommended.</p>"
@@ -298,7 +310,8 @@ def render_html(content: Content) -> str:
     )
     return template.substitute(
         title=_e(content.title), subtitle=_e(content.subtitle), version=_e(content.version), css=css,
-        dataset=_e(content.dataset), cards=_cards_html(content.summary), main_figure=_img(main) if main else "",
+        dataset=_e(content.dataset), cards=_cards_html(content.summary) + _servers_html(content.servers),
+        main_figure=_img(main) if main else "",
         timeline=_timeline_html(content.events), findings=findings, settings=_settings_html(content.settings) + _pools_html(content.pools),
         figures="".join(_img(f) for f in rest if f is not None), coverage=_coverage_html(content.coverage, content.notes),
     )  # fmt: skip
@@ -315,6 +328,10 @@ def render_markdown(content: Content, base: Path) -> str:
     out += [
         f"- **{label}:** {value} — {note}" for label, value, note, _ in card_values(content.summary)
     ]
+    if content.servers:
+        out += ["", "### Servers", "", "| " + " | ".join(SERVER_HEAD) + " |"]
+        out += ["| " + " | ".join("---" for _ in SERVER_HEAD) + " |"]
+        out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in content.servers]
     out += [""] + [_md_figure(f, base) for f in content.figures[:1]]
     out += [
         "## Incident timeline",

@@ -149,8 +149,44 @@ def _content(
         figures=write_figures(
             ds, out / "figures", instance=summary.instance, overview=instance is None
         ),
-        coverage=coverage, notes=tuple(notes),
+        coverage=coverage, notes=tuple(notes), servers=_servers(ds, series, found),
     )  # fmt: skip
+
+
+def _servers(ds: Dataset, series: pl.DataFrame, found: list[FindingView]) -> tuple[tuple[str, ...], ...]:
+    """One row per server of a fleet, the one in most trouble first: peak, trend, findings."""
+    from clientscope.analysis import forecast
+    from clientscope.analysis._common import human_duration
+    from clientscope.errors import AnalysisError
+
+    names = sorted(series["instance"].unique().to_list())
+    if len(names) < 2:
+        return ()
+    rows = []
+    for name in names:
+        peak = S.peak_capture(series.filter(pl.col("instance") == name), name) or {}
+        util = peak.get("utilization")
+        used = f"{peak.get('connected', '?')} / {peak.get('maxclients') or '?'}" + (
+            f" ({util:.0%})" if isinstance(util, float) else ""
+        )
+        try:
+            f = forecast(ds, instance=name)
+            slope = "0" if round(f.slope_per_hour) == 0 else f"{f.slope_per_hour:+.0f}"
+            trend, rank = f"{f.verdict}, {slope}/h", (0 if f.verdict == "exhausted" else 1)
+            eta = (
+                f"reached {f.exhausted_at:%Y-%m-%d %H:%M} UTC" if f.exhausted_at
+                else human_duration(f.eta_maxclients - f.now) if f.verdict == "will_exhaust" and f.eta_maxclients
+                else "—"
+            )  # fmt: skip
+            order = f.eta_maxclients.timestamp() if f.verdict == "will_exhaust" and f.eta_maxclients else float("inf")
+        except AnalysisError as exc:
+            trend, eta, rank, order = f"not forecast ({exc})", "—", 2, float("inf")
+        mine = [v for v in found if v.instance == name]
+        counts = ", ".join(f"{sum(v.severity == sev for v in mine)} {sev}"
+                           for sev in ("critical", "warning") if any(v.severity == sev for v in mine))  # fmt: skip
+        busy = -util if isinstance(util, float) else 0.0
+        rows.append(((rank, order, busy, name), (name, used, trend, eta, counts or "none")))
+    return tuple(row for _, row in sorted(rows, key=lambda r: r[0]))
 
 
 MAX_EVENTS = 80
