@@ -221,8 +221,39 @@ def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> 
     r = datasets["incident"]
     p = plan(r.path, SPECS / "deployment.yaml")
     assert p.current_maxclients == r.maxclients
-    assert p.per_pod_pool_fit is not None and p.per_pod_pool_fit * (8 + 6 + 3) <= r.maxclients * 0.8
+    # pools are fitted to the limit the plan says to apply, not the one in force
+    assert p.per_pod_pool_fit is not None
+    assert p.per_pod_pool_fit * (8 + 6 + 3) <= p.recommended_maxclients * 0.8
     assert any("HPA max" in w for w in p.warnings)
+
+
+def test_plan_checks_the_spec_against_what_the_server_saw(
+    tmp_path: Path, datasets: dict[str, SimulationResult]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "apps:\n"
+        "  - {name: api, match: api-pol, replicas: 4, hpa_max: 8, pool_size: 20}\n"  # a typo
+        "  - {name: orders, match: orders-svc, replicas: 3, hpa_max: 3, pool_size: 10}\n"
+    )
+    p = plan(datasets["incident"].path, spec)
+    said = "\n".join(p.warnings)
+    assert "spec app api: match 'api-pol' is no client group seen here" in said
+    assert "orders: " in said and "more than the spec's worst case 30" in said  # it leaked past it
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apps:\n  - {name: orders, replicas: 3, hpa_max: 1, pool_size: 10}\n")
+    with pytest.raises(ConfigError, match=r"\(orders\): hpa_max 1 is below replicas 3"):
+        plan(datasets["incident"].path, bad)
+    bad.write_text("apps:\n  - {name: orders, replicas: 3, hpa_mx: 4, pool_size: 10}\n")
+    with pytest.raises(ConfigError, match=r"unknown field 'hpa_mx'; did you mean 'hpa_max'\?"):
+        plan(datasets["incident"].path, bad)
+    with pytest.raises(ConfigError, match=r"--headroom -0\.9 is a share on top of the peak"):
+        plan(datasets["healthy"].path, headroom=-0.9)
+    with pytest.raises(ConfigError, match=r"--what-if api=2\.5: replicas must be a whole number"):
+        plan(datasets["healthy"].path, SPECS / "deployment.yaml", what_if={"api": 2.5})  # type: ignore[dict-item]
+    low = plan(datasets["healthy"].path)
+    if low.recommended_maxclients * 2 < low.current_maxclients:
+        assert any(w.startswith(f"this lowers maxclients from {low.current_maxclients}") for w in low.warnings)
 
 
 def test_bad_spec_names_the_field(tmp_path: Path, datasets: dict[str, SimulationResult]) -> None:

@@ -62,6 +62,7 @@ def load_spec(path: Path | str) -> DeploymentSpec:
     doc = read_yaml(path, "deployment spec")
     if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list) or not doc["apps"]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'apps:' list")
+    _known_keys(doc, {"apps", "buffer", "headroom"}, str(path))
     apps = tuple(_app(a, f"{path}: app {i + 1}") for i, a in enumerate(doc["apps"]))
     headroom = doc.get("headroom")
     return DeploymentSpec(
@@ -73,6 +74,7 @@ def _app(item: Any, where: str) -> AppSpec:
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"{where}: expected a mapping with name, replicas, pool_size")
     values = {}
+    _known_keys(item, {"name", "match", "replicas", "hpa_max", "pool_size"}, f"{where} ({item['name']})")
     for key in ("replicas", "pool_size"):
         if key not in item:
             raise ConfigError(f"{where} ({item['name']}): field {key!r} is missing")
@@ -83,8 +85,24 @@ def _app(item: Any, where: str) -> AppSpec:
                 f"{where} ({item['name']}): field {key!r} is {raw!r}; expected a whole number >= 0"
             )
         values[key] = raw
+    if values["hpa_max"] < values["replicas"]:
+        raise ConfigError(
+            f"{where} ({item['name']}): hpa_max {values['hpa_max']} is below replicas "
+            f"{values['replicas']}; an HPA never runs more pods than its max: fix one of them"
+        )
     return AppSpec(str(item["name"]), str(item.get("match", item["name"])), values["replicas"],
-                   max(values["hpa_max"], values["replicas"]), values["pool_size"])  # fmt: skip
+                   values["hpa_max"], values["pool_size"])  # fmt: skip
+
+
+def _known_keys(item: dict[str, Any], known: set[str], where: str) -> None:
+    """A misspelt key is an error that suggests the right one, never silently ignored."""
+    import difflib
+
+    for key in item:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
+            raise ConfigError(f"{where}: unknown field {key!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,13 @@ def plan(
         raise ConfigError(
             "--what-if scales the apps of a deployment spec: give --spec deployment.yaml too"
         )
+    if headroom is not None and not 0 <= headroom <= 10:
+        raise ConfigError(
+            f"--headroom {headroom:g} is a share on top of the peak: give 0 to 10 (0.25 = 25 %)"
+        )
+    for app, replicas in (what_if or {}).items():
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ConfigError(f"--what-if {app}={replicas!r}: replicas must be a whole number >= 0")
     tables = as_tables(ds)
     if isinstance(spec, str | Path):
         spec = load_spec(spec)
@@ -161,11 +186,29 @@ def plan(
         else 0
     )
     keepalive = keepalive if keepalive > 0 else 300
-    fit = _pool_fit(spec, observed, current, what_if) if spec else None
     growing = _still_growing(tables, inst)
     if growing is not None:  # a peak taken mid-leak is not a capacity: never size down from it
         recommended = max(recommended, current)
+    # pools are fitted to the limit the plan says to apply, not the one in force now
+    fit = _pool_fit(spec, observed, recommended, what_if) if spec else None
     warnings = _warnings(ok, current, recommended, spec_total, fit)
+    if spec:
+        warnings = (*warnings, *_spec_warnings(spec, apps, observed))
+        if fit is not None:
+            tight = apps.filter(pl.col("observed_per_pod") > fit)
+            warnings = (*warnings, *(
+                f"{r['app']} already held {r['observed_per_pod']} connections per pod, more than a "
+                f"pool of {fit}: raise maxclients (or add servers) rather than shrink its pool"
+                for r in tight.iter_rows(named=True)
+            ))  # fmt: skip
+    if recommended * 2 < current:
+        span = ok.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_seconds()).item()
+        hours = float(span or 0) / 3600
+        warnings = (*warnings, (
+            f"this lowers maxclients from {current} to {recommended}, from {ok.height} captures over "
+            f"{hours:.1f} h: above it the server refuses connections. That makes a leak fail fast, "
+            "but only lower it if this window held your real peak (deploys, batch jobs, failovers)."
+        ))  # fmt: skip
     if growing is not None:
         warnings = (growing, *warnings)
     settings = (
@@ -284,9 +327,26 @@ def _warnings(ok: pl.DataFrame, current: int, recommended: int, spec_total: floa
         out.append(
             f"at HPA max the apps can open {int(spec_total)} connections, over {ALERT_SHARE:.0%} of "
             f"maxclients {current}"
-            + (f"; a pool of {fit} per pod would fit" if fit is not None else "")
+            + (f"; a pool of {fit} per pod fits the recommended maxclients {recommended}"
+               if fit is not None else "")
         )
     return tuple(out)
+
+
+def _spec_warnings(spec: DeploymentSpec, apps: pl.DataFrame, observed: pl.DataFrame) -> list[str]:
+    """Where the deployment spec and what the server saw disagree."""
+    out = []
+    seen = set(observed["group"].to_list())
+    for app in spec.apps:
+        if app.match not in seen:
+            out.append(f"spec app {app.name}: match {app.match!r} is no client group seen here "
+                       f"(a typo? groups: {', '.join(sorted(map(str, seen))[:8])})")  # fmt: skip
+    for row in apps.iter_rows(named=True):
+        if row["observed_peak"] is not None and row["observed_peak"] > row["worst_case"]:
+            out.append(f"{row['app']}: {row['observed_peak']} connections seen, more than the spec's "
+                       f"worst case {row['worst_case']} (pool_size x hpa_max): the spec is wrong, "
+                       "or connections leak")  # fmt: skip
+    return out
 
 
 def _looks_fd_limited(maxclients: int) -> bool:
