@@ -175,6 +175,19 @@ def test_bad_rules_name_file_rule_and_field(tmp_path: Path) -> None:
     path.write_text("rules:\n  - metric: colour\n    threshold: 1\n")
     with pytest.raises(ConfigError, match="alert metric 'colour' is not known"):
         load_rules(path)
+    path.write_text("rules:\n  - metric: used\n    threshold: 1\n    fro: 10m\n")  # a typo
+    with pytest.raises(ConfigError, match=r"rule 1: unknown field 'fro'; did you mean 'for'\?"):
+        load_rules(path)  # not a rule that fires at once
+    path.write_text("rules:\n  - {name: A, metric: used, threshold: 1}\n  - {name: A, metric: used, threshold: 2}\n")
+    with pytest.raises(ConfigError, match="rule name\\(s\\) A used twice"):
+        load_rules(path)
+
+
+def test_alerts_help_lists_every_metric() -> None:
+    from clientscope.analysis.alerts import METRICS
+
+    shown = " ".join(CliRunner().invoke(app, ["alerts", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert all(m in shown for m in METRICS), [m for m in METRICS if m not in shown]
 
 
 # ------------------------------------------------------------------ plan

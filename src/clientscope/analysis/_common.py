@@ -347,3 +347,14 @@ def human_duration(delta: timedelta | float | None) -> str:
     ]
     text = " ".join(p for p in parts if p)
     return text if text and days + hours else (text + f" {secs} s").strip()
+
+
+def check_keys(item: dict[str, Any], known: set[str], where: str) -> None:
+    """A misspelt key is an error that suggests the right one, never silently ignored."""
+    import difflib
+
+    for key in item:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
+            raise ConfigError(f"{where}: unknown field {key!r}{hint}")

@@ -35,6 +35,7 @@ import polars as pl
 from clientscope.analysis._common import (
     DatasetLike,
     as_tables,
+    check_keys,
     parse_duration,
     read_yaml,
     timeline,
@@ -93,6 +94,9 @@ def metric_expr(metric: str) -> pl.Expr:
     return pl.col(parts[0]).cast(pl.Float64)
 
 
+RULE_FIELDS = {"name", "alert", "metric", "op", "threshold", "for", "severity", "summary"}
+
+
 def load_rules(path: Path | str) -> tuple[Rule, ...]:
     """Rules from a YAML file (see module docstring); errors name the file, rule and field."""
     path = Path(path)
@@ -102,12 +106,18 @@ def load_rules(path: Path | str) -> tuple[Rule, ...]:
         raise ConfigError(
             f"{path}: expected a list under 'rules:' (see `clientscope alerts --help`)"
         )
-    return tuple(_rule(item, f"{path}: rule {i + 1}") for i, item in enumerate(items))
+    rules = tuple(_rule(item, f"{path}: rule {i + 1}") for i, item in enumerate(items))
+    names = [r.name for r in rules]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{path}: rule name(s) {', '.join(twice)} used twice; give each rule its own")
+    return rules
 
 
 def _rule(item: Any, where: str) -> Rule:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: expected a mapping with metric, op, threshold, for")
+    check_keys(item, RULE_FIELDS, where)
     for key in ("metric", "threshold"):
         if key not in item:
             raise ConfigError(f"{where}: field {key!r} is missing")

@@ -29,6 +29,7 @@ from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
     as_tables,
+    check_keys,
     read_yaml,
     require_captures,
     timeline,
@@ -62,7 +63,7 @@ def load_spec(path: Path | str) -> DeploymentSpec:
     doc = read_yaml(path, "deployment spec")
     if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list) or not doc["apps"]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'apps:' list")
-    _known_keys(doc, {"apps", "buffer", "headroom"}, str(path))
+    check_keys(doc, {"apps", "buffer", "headroom"}, str(path))
     apps = tuple(_app(a, f"{path}: app {i + 1}") for i, a in enumerate(doc["apps"]))
     headroom = doc.get("headroom")
     return DeploymentSpec(
@@ -74,7 +75,7 @@ def _app(item: Any, where: str) -> AppSpec:
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"{where}: expected a mapping with name, replicas, pool_size")
     values = {}
-    _known_keys(item, {"name", "match", "replicas", "hpa_max", "pool_size"}, f"{where} ({item['name']})")
+    check_keys(item, {"name", "match", "replicas", "hpa_max", "pool_size"}, f"{where} ({item['name']})")
     for key in ("replicas", "pool_size"):
         if key not in item:
             raise ConfigError(f"{where} ({item['name']}): field {key!r} is missing")
@@ -92,17 +93,6 @@ def _app(item: Any, where: str) -> AppSpec:
         )
     return AppSpec(str(item["name"]), str(item.get("match", item["name"])), values["replicas"],
                    values["hpa_max"], values["pool_size"])  # fmt: skip
-
-
-def _known_keys(item: dict[str, Any], known: set[str], where: str) -> None:
-    """A misspelt key is an error that suggests the right one, never silently ignored."""
-    import difflib
-
-    for key in item:
-        if key not in known:
-            near = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
-            raise ConfigError(f"{where}: unknown field {key!r}{hint}")
 
 
 @dataclass(frozen=True)

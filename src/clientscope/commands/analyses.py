@@ -356,7 +356,12 @@ def _register_trends(app: typer.Typer) -> None:
     def alerts_command(
         dataset: Path = DATASET,
         rules: Path | None = typer.Option(
-            None, help="YAML file of rules (metric, op, threshold, for, severity)."
+            None,
+            help="YAML file of rules: 'rules:' then items with name, metric, op (> >= < <= == !=), "
+            "threshold, for (e.g. 5m), severity (critical|warning|info), summary. Metrics: "
+            "connected_clients, used, maxclients, utilization, connected_ratio, blocked_clients, "
+            "pubsub_clients, connected_slaves, rejected_connections, rejected_per_s, "
+            "connections_per_s, n_clients, or a ratio 'a / b'.",
         ),
         defaults: bool = typer.Option(
             False,
