@@ -408,8 +408,10 @@ def _sc_incident(b: _Builder, n: int, p: _Plan) -> None:
     b.pool(gid, pods, 5)
     stable = round(n * 0.4 / 4) * 4 + round(n * 0.3 / 3) * 3 + round(n * 0.3 / 2) * 2 + 5 + 2
     p.maxclients = max(stable + 20, int(stable * 1.25))
-    rate = (p.maxclients - stable) / (0.7 * b.duration / 60.0)
-    b.leak(gid, pods, rate * 1.3)  # attempts; the server refuses those above maxclients
+    rate = (p.maxclients - stable) / (0.7 * b.duration / 60.0) * 1.3
+    b.leak(gid, pods, rate)  # attempts; the server refuses those above maxclients
+    # the truth is the rate it leaks at until the limit stops it (was the slower average to
+    # fill the limit, which no estimator should have matched)
     p.leaking.append(_truth(b, gid, round(rate, 3), pods))
     p.saturate = True
     p.expected += ["leak", "exhaustion", "no_idle_timeout", "saturation"]
