@@ -480,6 +480,11 @@ def test_fresh_eyes_details(datasets: dict[str, SimulationResult], tmp_path: Pat
     import_dumps([dump], tmp_path / "ds", instance="x")
     bare = runner.invoke(app, ["summary", str(tmp_path / "ds")], env={"COLUMNS": "300"}).output
     assert "None" not in bare and "maxclients unknown" in bare
+    d = diagnose(datasets["incident"].path)
+    assert {f.instance for f in d.findings} == {"redis-master-0"}  # one server: named all the same
+    (full,) = [f for f in d.findings if f.kind == "exhaustion"]
+    (sat,) = [f for f in d.findings if f.kind == "saturation"]
+    assert full.evidence["maxclients"] == sat.evidence["maxclients"]  # one limit in one diagnosis
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -153,8 +153,8 @@ def diagnose(
     names = tuple(tl["instance"].unique().sort().to_list())
     if instance is None and len(names) > 1:  # each server judged on its own numbers
         parts = [(name, tl.filter(pl.col("instance") == name)) for name in names]
-    else:
-        parts = [(instance, tl)]
+    else:  # one server: every finding names it too
+        parts = [(instance if instance is not None else names[0], tl)]
     findings: list[Finding] = []
     contexts = []
     fleet = len(names) > 1 or _servers(tables) > 1
@@ -234,21 +234,24 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
     if hits.is_empty():
         return []
     first = hits.select(pl.col("ts").min()).item()
+    at_first = hits.sort("ts")["maxclients"][0]
+    limit = int(at_first) if at_first is not None else ctx.maxclients  # the limit it hit
+    later = f" (maxclients is {ctx.maxclients} now)" if ctx.maxclients and ctx.maxclients != limit else ""
     top = _leading_group(ctx)
     return [Finding(
         kind="exhaustion", severity="critical",
-        title=f"maxclients {ctx.maxclients} reached: the server refused connections",
+        title=f"maxclients {limit} reached: the server refused connections",
         summary=(
             f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full: {rejected} connection(s) "
             f"rejected (rejected_connections), {failed.height} capture(s) failed with "
-            f"'max number of clients reached', {full.height} capture(s) at maxclients."
+            f"'max number of clients reached', {full.height} capture(s) at maxclients{later}."
             + (f" The largest holder at the end was {top[0]} with {top[1]} connections." if top else "")
         ),
         evidence={"first_at": first, "rejected_connections": rejected, "failed_captures": failed.height,
-                  "captures_at_maxclients": full.height, "maxclients": ctx.maxclients,
+                  "captures_at_maxclients": full.height, "maxclients": limit,
                   "largest_group": top[0] if top else None},
         remediation=(
-            f"CONFIG SET maxclients {nice_ceil(ctx.maxclients * 1.5)}   # temporary relief; check ulimit -n",
+            f"CONFIG SET maxclients {nice_ceil(max(limit, ctx.maxclients) * 1.5)}   # temporary relief; check ulimit -n",
             "CONFIG SET timeout 300   # close connections idle for 5 minutes",
             "fix the source holding the connections (see the other findings), then restart it",
         ),
