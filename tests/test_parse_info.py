@@ -171,3 +171,15 @@ def test_live_info_matches_redis_py(kind: str, request: pytest.FixtureRequest) -
     for name in INFO_STR_FIELDS:
         want = expected.get(name)
         assert wide[name] == (str(want) if want not in (None, "") else None), name
+
+
+def test_a_typed_field_that_is_not_a_number_is_a_reject_not_a_silent_null() -> None:
+    text = b"# Clients\r\nconnected_clients:5\r\nblocked_clients:oops\r\n"
+    wide = parse_info(text)
+    assert isinstance(wide, pl.DataFrame) and wide["blocked_clients"][0] is None
+    long = parse_info(text, form="long")
+    assert isinstance(long, pl.DataFrame)
+    bad = long.filter(pl.col("parse_error").is_not_null())
+    assert bad.select("key", "parse_error", "raw_line").rows() == [
+        ("blocked_clients", "field blocked_clients is not an integer: oops", "blocked_clients:oops\r")
+    ]

@@ -66,7 +66,18 @@ def _long(lines: pl.LazyFrame, carried: tuple[str, ...]) -> pl.LazyFrame:
     ).filter(header.is_null() & ~is_blank)
     key = pl.col("_text").str.extract(_KEY_LINE, 1)
     value = pl.col("_text").str.extract(_KEY_LINE, 2)
-    return rows.with_columns(key.alias("key"), value.alias("value"))
+    # a typed field that does not read as a number would be a silent null in the wide table
+    not_int = (
+        pl.col("key").is_in(INFO_INT_FIELDS)
+        & (pl.col("value").str.strip_chars() != "")
+        & pl.col("value").str.strip_chars().str.to_integer(strict=False).is_null()
+    )
+    return rows.with_columns(key.alias("key"), value.alias("value")).with_columns(
+        pl.when(pl.col("parse_error").is_null() & not_int)
+        .then(pl.format("field {} is not an integer: {}", pl.col("key"), pl.col("value")))
+        .otherwise(pl.col("parse_error"))
+        .alias("parse_error")
+    )
 
 
 def _expand(rows: pl.LazyFrame) -> pl.LazyFrame:
