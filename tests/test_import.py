@@ -369,3 +369,26 @@ def test_a_file_with_nothing_readable_is_a_gap_not_zero_clients(tmp_path: Path) 
     capture = ds.captures.collect().row(0, named=True)
     assert capture["ok"] is False and capture["error_kind"] == "unreadable"  # analyses skip it
     assert ds.rejects.collect()["raw_line"].to_list() == ["this is not a dump"]  # kept, not dropped
+
+
+def test_an_info_dump_with_a_kubectl_line_still_pairs_and_junk_files_stay_apart(
+    live: tuple[Server, list[object]], tmp_path: Path
+) -> None:
+    srv, _ = live
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    (folder / "clients-20261126-093000.txt").write_bytes(cli(srv, "client", "list"))
+    kubectl = b'Defaulted container "redis" out of: redis, metrics (init)\n'
+    (folder / "info-20261126-093001.txt").write_bytes(kubectl + cli(srv, "info"))
+    (folder / "notes-20261126-093000.json").write_bytes(b'{"ticket": "INC-1"}\n')
+    result = import_dumps([folder], tmp_path / "ds", instance="r0")
+    ds = open_dataset(tmp_path / "ds")
+    caps = ds.captures.sort("ok", descending=True).collect()
+    assert caps["ok"].to_list() == [True, False]  # the dump (client list + its INFO), the junk
+    assert caps["maxclients"][0] is not None and caps["n_clients"][0] > 0  # INFO went to it
+    assert caps["error_kind"][1] == "unreadable"
+    rejects = ds.rejects.collect()
+    assert ('Defaulted container "redis" out of: redis, metrics (init)', "info") in rejects.select(
+        "raw_line", "table"
+    ).rows()
+    assert result.captures_written == 2

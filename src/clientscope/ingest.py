@@ -49,6 +49,7 @@ CONFIG_NAMES = frozenset(
     {"maxclients", "timeout", "tcp-keepalive", "tcp-backlog", "client-output-buffer-limit"}
 )
 _CLIENT_LINE = re.compile(rb"^\s*(id|addr)=")
+_ANY_CLIENT_LINE = re.compile(rb"(?m)^\s*(?:id|addr)=")
 _INFO_HEADER = re.compile(rb"^# [A-Za-z]")
 _INFO_FIELD = re.compile(rb"^[A-Za-z][A-Za-z0-9_.-]*:")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -238,9 +239,9 @@ def _segment(block: list[tuple[int, bytes]], ts: datetime | None) -> Segment | N
             config[name] = block[i + 1][1].strip().decode("utf-8", "replace")
             i += 2
             continue
-        is_info = has_info and (
-            _INFO_HEADER.match(line) or _INFO_FIELD.match(line) or not line.strip()
-        )
+        # in an INFO dump, a stray line (kubectl's "Defaulted container ...") is the INFO
+        # parser's to reject, so the dump still pairs with the client list of its time
+        is_info = has_info and not _CLIENT_LINE.match(line)
         (info if is_info else clients).append((no, line))
         i += 1
     return Segment(
@@ -427,7 +428,9 @@ def _plan_file(
         content = _hash(file_hash.encode(), str(index).encode())
         size = len(seg.client_list or b"") + len(seg.info or b"")
         light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
-        has_clients = seg.client_list is not None
+        has_clients = bool(seg.client_list and _ANY_CLIENT_LINE.search(seg.client_list))
+        if seg.info is not None:
+            light = replace(light, info=b"")  # only that it has INFO, for pairing
         pending.append(
             _Pending(path, index, light, ts, seg_source, content, file_hash, has_clients, size)
         )
@@ -475,7 +478,10 @@ def _with_text(
 def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pending]]:
     """Group an INFO-only or CONFIG-only capture with the client list taken at the same time."""
     lists = [p for p in pending if p.has_clients]
-    extras = [p for p in pending if not p.has_clients]
+    # INFO / CONFIG without client lines pair with the client list of their time; a capture
+    # with nothing readable stays on its own (a gap), never joined to a real one
+    extras = [p for p in pending if not p.has_clients and (p.segment.info is not None or p.segment.config)]
+    alone = [p for p in pending if not p.has_clients and p not in extras]
     groups = [[p] for p in lists]
     for extra in extras:
         best = min(
@@ -487,7 +493,7 @@ def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pendi
             groups.append([extra])
         else:
             best.append(extra)
-    return groups
+    return groups + [[p] for p in alone]
 
 
 def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> dict[str, object]:
