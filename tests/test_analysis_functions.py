@@ -84,6 +84,11 @@ def test_idle_distribution_and_timeout_effect(datasets: dict[str, SimulationResu
     assert set(report.excluded["role"]) == {"collector", "replica"}
     # healthy pools reuse every connection within a minute: the shortest usual timeout is safe
     assert idle(datasets["healthy"].path).suggested_timeout == 300
+    custom = idle(datasets["leak"].path, timeouts=(30, 3600)).groups  # the columns follow the ask
+    assert {"over_30", "over_3600", "share_over_30"} <= set(custom.columns)
+    assert "over_300" not in custom.columns
+    orders = custom.filter(pl.col("group") == "orders-svc").row(0, named=True)
+    assert orders["over_30"] == rows.filter((pl.col("name") == "orders-svc") & (pl.col("idle") > 30)).height
 
 
 # ------------------------------------------------------------------ forecast

@@ -179,7 +179,7 @@ def idle(
     suggested = suggest_timeout(gaps.to_numpy() if gaps.len() else np.zeros(0))
     candidates = sorted({*timeouts, suggested})
     return IdleReport(
-        groups=_idle_groups(normal, dims),
+        groups=_idle_groups(normal, dims, timeouts),
         histogram=_histogram(normal, dims),
         timeouts=_timeout_effect(normal, life, candidates),
         excluded=rows.filter(pl.col("role") != "normal")
@@ -199,26 +199,26 @@ def suggest_timeout(reuse_gaps: np.ndarray) -> int:
     return next((t for t in SUGGESTED_TIMEOUTS if t >= need), SUGGESTED_TIMEOUTS[-1])
 
 
-def _idle_groups(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
+def _idle_groups(
+    rows: pl.DataFrame, dims: list[str], timeouts: Sequence[int] = (300, 600)
+) -> pl.DataFrame:
+    """Idle quantiles per group, and how many sat idle longer than each of `timeouts`."""
     never_used = (pl.col("age") >= 60) & (pl.col("idle") >= pl.col("age") - 1)
+    marks = sorted({int(t) for t in timeouts}) or [300]
     return (
         rows.group_by("instance", *dims)
         .agg(
-            clients=pl.len(),
-            idle_p50=pl.col("idle").quantile(0.5),
-            idle_p90=pl.col("idle").quantile(0.9),
-            idle_p99=pl.col("idle").quantile(0.99),
-            idle_max=pl.col("idle").max(),
-            over_300=(pl.col("idle") > 300).sum(),
-            over_600=(pl.col("idle") > 600).sum(),
-            never_used=never_used.sum(),
+            pl.len().alias("clients"),
+            pl.col("idle").quantile(0.5).alias("idle_p50"),
+            pl.col("idle").quantile(0.9).alias("idle_p90"),
+            pl.col("idle").quantile(0.99).alias("idle_p99"),
+            pl.col("idle").max().alias("idle_max"),
+            *((pl.col("idle") > t).sum().alias(f"over_{t}") for t in marks),
+            never_used.sum().alias("never_used"),
         )
-        .with_columns(
-            share_over_300=pl.col("over_300") / pl.col("clients"),
-            share_over_600=pl.col("over_600") / pl.col("clients"),
-        )
+        .with_columns((pl.col(f"over_{t}") / pl.col("clients")).alias(f"share_over_{t}") for t in marks)
         .sort(
-            ["instance", "over_300", "clients", *dims],
+            ["instance", f"over_{marks[0]}", "clients", *dims],
             descending=[False, True, True, *[False] * len(dims)],
         )
     )
