@@ -134,9 +134,11 @@ def _print_forecast(f: Any) -> None:
     if f.verdict in ("will_exhaust", "growing", "exhausted"):  # a flat line's crossing means nothing
         low, high = _fmt(f.eta_maxclients_low), _fmt(f.eta_maxclients_high)
         band = "within the same second" if low == high != "-" else f"{low} .. {high}"
+        above = f.maxclients and f.used_now >= f.threshold * f.maxclients
+        crossed = "already passed" if above else f"at {_fmt(f.eta_threshold)}"
         console.print(
             f"maxclients at {_fmt(f.eta_maxclients)} (95%: {band}); "
-            f"{f.threshold:.0%} at {_fmt(f.eta_threshold)}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
+            f"{f.threshold:.0%} {crossed}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
         )
     eta = _fmt(f.prometheus_eta_maxclients) if f.prometheus_eta_maxclients else "never (not rising)"
     console.print(
