@@ -206,12 +206,16 @@ def _finding_html(f: FindingView) -> str:
     )
 
 
+def _table_html(head: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> str:
+    cells = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
 def _pools_html(pools: tuple[tuple[str, ...], ...]) -> str:
     if not pools:
         return ""
-    head = "".join(f"<th>{_e(h)}</th>" for h in POOL_HEAD)
-    rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in pools)
-    return f'<h3 style="margin-top:18px">Pools</h3><p>{_e(POOL_NOTE)}</p><table><tr>{head}</tr>{rows}</table>'
+    return f'<h3 style="margin-top:18px">Pools</h3><p>{_e(POOL_NOTE)}</p>{_table_html(POOL_HEAD, pools)}'
 
 
 COMMAND_WORDS = ("CONFIG ", "CLIENT ", "clientscope ", "redis-cli ", "kubectl ", "valkey-cli ")
@@ -227,11 +231,7 @@ def _step(text: str) -> str:
 
 
 def _servers_html(rows: tuple[tuple[str, ...], ...]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{_e(h)}</th>" for h in SERVER_HEAD)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<h3>Servers</h3><table><tr>{head}</tr>{body}</table>"
+    return f"<h3>Servers</h3>{_table_html(SERVER_HEAD, rows)}" if rows else ""
 
 
 def _settings_html(settings: tuple[Setting, ...]) -> str:
