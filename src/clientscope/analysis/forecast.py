@@ -71,7 +71,10 @@ def forecast(
     threshold: float = 0.8,
 ) -> Forecast:
     """Time until maxclients and until `threshold` x maxclients, from the last `window` (default
-    all captures of the current server run; e.g. "1h", "30m")."""
+    all captures of the current server run; e.g. "1h", "30m").
+
+    One server: `instance`, else the busiest one. For a fleet, call it per instance (the
+    `clientscope forecast` command does, most urgent first)."""
     tables = as_tables(ds)
     tl = timeline(tables, instance)
     inst = instance or _busiest(tl)
