@@ -507,7 +507,7 @@ def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> di
     notes: dict[str, object] = {"files": [str(p.path) for p in group]}
     if maxclients is not None:
         notes["maxclients"] = maxclients
-    readable = info or config or any(_CLIENT_LINE.match(line) for line in (client_list or b"").split(b"\n"))
+    readable = info or config or any(p.has_clients for p in group)  # known since planning
     return {
         "capture_id": main.content[:32],
         "instance": instance,

@@ -116,8 +116,14 @@ def snapshot_clients(ds: Tables, capture_ids: list[str]) -> pl.LazyFrame:
 
 
 # ------------------------------------------------------------------ capture timeline
+def instances(ds: Tables) -> list[str]:
+    """The dataset's instances, sorted."""
+    names = ds.captures.select(pl.col("instance").unique().sort()).collect()["instance"]
+    return [str(n) for n in names.to_list()]
+
+
 def _check_instance(ds: Tables, instance: str) -> None:
-    names = ds.captures.select(pl.col("instance").unique().sort()).collect()["instance"].to_list()
+    names = instances(ds)
     if names and instance not in names:
         raise ConfigError(
             f"no instance {instance!r} in this dataset; it has {', '.join(map(str, names))}"
@@ -330,6 +336,11 @@ def read_yaml(path: Path | str, what: str) -> Any:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """`+1.5`, `-0.3`, and `0` rather than `-0.0`: a rate as people read it."""
+    return ("0" if digits == 0 else f"{0:.{digits}f}") if round(value, digits) == 0 else f"{value:+.{digits}f}"
 
 
 def human_duration(delta: timedelta | float | None) -> str:

@@ -176,7 +176,7 @@ def plan(
         else 0
     )
     keepalive = keepalive if keepalive > 0 else 300
-    growing = _still_growing(tables, inst)
+    growing = _still_growing(tl, inst)
     if growing is not None:  # a peak taken mid-leak is not a capacity: never size down from it
         recommended = max(recommended, current)
     # pools are fitted to the limit the plan says to apply, not the one in force now
@@ -215,13 +215,13 @@ def plan(
     )  # fmt: skip
 
 
-def _still_growing(tables: Any, instance: str) -> str | None:
+def _still_growing(tl: pl.DataFrame, instance: str) -> str | None:
     """Why the observed peak must not size maxclients, when connections are still growing."""
-    from clientscope.analysis.forecast import forecast
+    from clientscope.analysis.forecast import forecast_from
     from clientscope.errors import AnalysisError
 
     try:
-        f = forecast(tables, instance=instance)
+        f = forecast_from(tl, instance)
     except AnalysisError:
         return None
     if f.verdict not in ("will_exhaust", "growing", "exhausted"):

@@ -35,13 +35,14 @@ from clientscope.analysis._common import (
     Tables,
     as_tables,
     human_duration,
+    instances,
     jsonable,
     no_data,
     timeline,
     with_clients,
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
-from clientscope.analysis.forecast import forecast
+from clientscope.analysis.forecast import forecast_from
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.analysis.leaks import LeakReport, _analyse, merge_reports
 from clientscope.errors import AnalysisError
@@ -135,7 +136,6 @@ class _Context:
     keepalive: int | None
     reuse_gaps: np.ndarray
     fleet: bool = False  # the dataset holds several servers (commands must name one)
-    tables: Any = None  # for analyses a detector shares with other commands (forecast)
 
 
 def diagnose(
@@ -157,11 +157,9 @@ def diagnose(
         parts = [(instance if instance is not None else names[0], tl)]
     findings: list[Finding] = []
     contexts = []
-    fleet = len(names) > 1 or _servers(tables) > 1
+    fleet = len(names) > 1 or len(instances(tables)) > 1
     for name, part in parts:
-        ctx = replace(
-            _context(tables, part, name, min_leak_rate_per_hour, alpha), fleet=fleet, tables=tables
-        )
+        ctx = replace(_context(tables, part, name, min_leak_rate_per_hour, alpha), fleet=fleet)
         contexts.append(ctx)
         for detect in DETECTORS:
             findings += [f if f.instance or name is None else replace(f, instance=name)
@@ -186,10 +184,6 @@ def diagnose(
         peak_utilization=peak["utilization"][0] if peak.height else None,
         leak_report=merge_reports([c.leaks for c in contexts]),
     )
-
-
-def _servers(tables: Tables) -> int:
-    return int(tables.captures.select(pl.col("instance").n_unique()).collect().item())
 
 
 def _context(
@@ -355,11 +349,10 @@ def _leaks(ctx: _Context) -> list[Finding]:
 
 
 def _forecast_of(ctx: _Context, instance: str | None) -> float | None:
-    """Hours until the server's connections reach maxclients, as `forecast` projects them."""
-    if ctx.tables is None:
-        return None
+    """Hours until the server's connections reach maxclients, as `forecast` projects them
+    (from the timeline the context already holds)."""
     try:
-        f = forecast(ctx.tables, instance=instance)
+        f = forecast_from(ctx.tl, instance)
     except AnalysisError:
         return None
     if f.verdict != "will_exhaust" or f.eta_maxclients is None:

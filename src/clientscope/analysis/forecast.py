@@ -75,8 +75,16 @@ def forecast(
 
     One server: `instance`, else the busiest one. For a fleet, call it per instance (the
     `clientscope forecast` command does, most urgent first)."""
-    tables = as_tables(ds)
-    tl = timeline(tables, instance)
+    return forecast_from(timeline(as_tables(ds), instance), instance, window, threshold)
+
+
+def forecast_from(
+    tl: pl.DataFrame,
+    instance: str | None = None,
+    window: str | float | None = None,
+    threshold: float = 0.8,
+) -> Forecast:
+    """`forecast` on a timeline already built (`_common.timeline`), for analyses that have one."""
     inst = instance or _busiest(tl)
     tl = tl.filter(pl.col("instance") == inst)
     ok = require_captures(tl, "forecast", minimum=MIN_CAPTURES).filter(pl.col("used").is_not_null())

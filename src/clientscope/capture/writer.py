@@ -49,21 +49,12 @@ def drain(q: queue.Queue[object]) -> tuple[list[Any], bool]:
             return items, finishing
 
 
-class Writer(threading.Thread):
-    """Flushes raw captures as they come (whatever queued during the last write), then hands them on."""
+class _Draining(threading.Thread):
+    """A thread that takes what is queued in bursts (`drain`) until `finish()`."""
 
-    def __init__(self, root: Path, stop: threading.Event, parser: Parser) -> None:
-        super().__init__(name="collect-writer", daemon=True)
-        self.root = root
-        self.stop = stop
-        self.parser = parser
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
         self.queue: queue.Queue[object] = queue.Queue()
-        self.written = 0
-        self.most_queued = 0  # the most captures one write took at once: >1 means the writer lagged
-        self.error: Exception | None = None
-
-    def put(self, row: dict[str, Any]) -> None:
-        self.queue.put(row)
 
     def finish(self) -> None:
         self.queue.put(_FINISH)
@@ -72,10 +63,33 @@ class Writer(threading.Thread):
     def run(self) -> None:
         finishing = False
         while not finishing:
-            batch, finishing = drain(self.queue)
-            if batch and self.error is None:
-                self.most_queued = max(self.most_queued, len(batch))
-                self._write(batch)
+            items, finishing = drain(self.queue)
+            if items:
+                self.take(items)
+
+    def take(self, items: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class Writer(_Draining):
+    """Flushes raw captures as they come (whatever queued during the last write), then hands them on."""
+
+    def __init__(self, root: Path, stop: threading.Event, parser: Parser) -> None:
+        super().__init__("collect-writer")
+        self.root = root
+        self.stop = stop
+        self.parser = parser
+        self.written = 0
+        self.most_queued = 0  # the most captures one write took at once: >1 means the writer lagged
+        self.error: Exception | None = None
+
+    def put(self, row: dict[str, Any]) -> None:
+        self.queue.put(row)
+
+    def take(self, items: list[Any]) -> None:
+        if self.error is None:
+            self.most_queued = max(self.most_queued, len(items))
+            self._write(items)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
@@ -103,13 +117,12 @@ def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawPart]:
     return dataset.write_raw(root, frame, dataset.new_batch_id())
 
 
-class Parser(threading.Thread):
+class Parser(_Draining):
     """Writes the parsed tables of raw batches, behind the writer; never stops collection."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__(name="collect-parser", daemon=True)
+        super().__init__("collect-parser")
         self.root = root
-        self.queue: queue.Queue[object] = queue.Queue()
         self.parsed = 0
         self.left_for_open = 0  # raw batches not parsed here; open_dataset parses them
         self.error: str | None = None
@@ -120,16 +133,8 @@ class Parser(threading.Thread):
             return
         self.queue.put(batch)
 
-    def finish(self) -> None:
-        self.queue.put(_FINISH)
-        self.join()
-
-    def run(self) -> None:
-        finishing = False
-        while not finishing:
-            batches, finishing = drain(self.queue)
-            if batches:
-                self._parse_or_leave(batches)
+    def take(self, items: list[Any]) -> None:
+        self._parse_or_leave(items)
 
     def _parse_or_leave(self, batches: list[RawPart]) -> None:
         if self.error is None:

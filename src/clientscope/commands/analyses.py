@@ -99,13 +99,6 @@ def _table(
         console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
 
 
-def _instances(dataset: Path) -> list[str]:
-    from clientscope.dataset import open_dataset
-
-    captures = open_dataset(dataset).captures.select("instance").unique().collect()
-    return sorted(captures["instance"].to_list())
-
-
 def _urgency(f: Any) -> tuple[int, float]:
     """Most urgent first: at the limit, then by time to it, then the fastest growing."""
     if f.verdict == "exhausted":
@@ -115,16 +108,13 @@ def _urgency(f: Any) -> tuple[int, float]:
     return (2, -f.slope_per_hour)
 
 
-def _signed(value: float) -> str:
-    """`+1.5`, `-0.3`, and `0.0` rather than `-0.0`."""
-    return "0.0" if round(value, 1) == 0 else f"{value:+.1f}"
-
-
 def _print_forecast(f: Any) -> None:
+    from clientscope.analysis._common import signed
+
     console = _console()
     console.print(
         f"[bold]{f.instance}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
-        f"trend {_signed(f.slope_per_hour)}/h (R² {f.r2:.2f}), Theil-Sen {_signed(f.theil_sen_per_hour)}/h "
+        f"trend {signed(f.slope_per_hour)}/h (R² {f.r2:.2f}), Theil-Sen {signed(f.theil_sen_per_hour)}/h "
         f"over {f.samples} captures -> [bold]{f.verdict}[/]"
     )
     if f.note:
@@ -327,12 +317,16 @@ def _register_trends(app: typer.Typer) -> None:
 
         Without --instance, every instance of the dataset, most urgent first (--json: a list;
         with --instance: one object)."""
-        from clientscope.analysis import forecast
+        from clientscope.analysis._common import instances, timeline
+        from clientscope.analysis.forecast import forecast_from
+        from clientscope.dataset import open_dataset
         from clientscope.errors import AnalysisError
 
-        names = [instance] if instance is not None else _instances(dataset)
+        ds = open_dataset(dataset)
+        tl = timeline(ds, instance)  # once, for every instance's forecast
+        names = [instance] if instance is not None else instances(ds)
         if len(names) == 1:
-            one = forecast(dataset, instance=instance, window=window, threshold=threshold)
+            one = forecast_from(tl, instance, window, threshold)
             if as_json:  # the shape follows the question: --instance -> an object, else a list
                 _json(one if instance is not None else [one.to_dict()])
                 return
@@ -341,7 +335,7 @@ def _register_trends(app: typer.Typer) -> None:
         results, skipped = [], []
         for name in names:  # every instance: the busiest one may not be the one in trouble
             try:
-                results.append(forecast(dataset, instance=name, window=window, threshold=threshold))
+                results.append(forecast_from(tl, name, window, threshold))
             except AnalysisError as exc:
                 skipped.append((name, str(exc)))
         results.sort(key=_urgency)
@@ -406,9 +400,12 @@ def _register_actions(app: typer.Typer) -> None:
     ) -> None:
         """Capacity: recommended maxclients, per-pod pool sizes, timeout and tcp-keepalive."""
         from clientscope.analysis import plan
+        from clientscope.analysis._common import instances
+        from clientscope.dataset import open_dataset
 
         scaled = _what_if(what_if)
-        p = plan(dataset, spec, instance=instance, headroom=headroom, what_if=scaled)
+        ds = open_dataset(dataset)  # once: the plan and the list of instances read the same
+        p = plan(ds, spec, instance=instance, headroom=headroom, what_if=scaled)
         if as_json:
             _json(p)
             return
@@ -428,7 +425,7 @@ def _register_actions(app: typer.Typer) -> None:
         for w in p.warnings:
             console.print(f"[yellow]warning:[/] {w}")
         console.print("[bold]apply:[/]\n  " + "\n  ".join(p.settings))
-        if instance is None and len(names := _instances(dataset)) > 1:
+        if instance is None and len(names := instances(ds)) > 1:
             console.print(
                 f"[dim]this is the busiest of {len(names)} instances ({', '.join(names)}); "
                 "plan another with --instance[/]"

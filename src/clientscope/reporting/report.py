@@ -155,13 +155,14 @@ def _content(
 
 def _servers(ds: Dataset, series: pl.DataFrame, found: list[FindingView]) -> tuple[tuple[str, ...], ...]:
     """One row per server of a fleet, the one in most trouble first: peak, trend, findings."""
-    from clientscope.analysis import forecast
-    from clientscope.analysis._common import human_duration
+    from clientscope.analysis._common import human_duration, signed, timeline
+    from clientscope.analysis.forecast import forecast_from
     from clientscope.errors import AnalysisError
 
     names = sorted(series["instance"].unique().to_list())
     if len(names) < 2:
         return ()
+    tl = timeline(ds)  # once, for every server's forecast
     rows = []
     for name in names:
         peak = S.peak_capture(series.filter(pl.col("instance") == name), name) or {}
@@ -170,9 +171,8 @@ def _servers(ds: Dataset, series: pl.DataFrame, found: list[FindingView]) -> tup
             f" ({util:.0%})" if isinstance(util, float) else ""
         )
         try:
-            f = forecast(ds, instance=name)
-            slope = "0" if round(f.slope_per_hour) == 0 else f"{f.slope_per_hour:+.0f}"
-            trend, rank = f"{f.verdict}, {slope}/h", (0 if f.verdict == "exhausted" else 1)
+            f = forecast_from(tl, name)
+            trend, rank = f"{f.verdict}, {signed(f.slope_per_hour, 0)}/h", (0 if f.verdict == "exhausted" else 1)
             eta = (
                 f"reached {f.exhausted_at:%Y-%m-%d %H:%M} UTC" if f.exhausted_at
                 else human_duration(f.eta_maxclients - f.now) if f.verdict == "will_exhaust" and f.eta_maxclients
