@@ -392,3 +392,22 @@ def test_an_info_dump_with_a_kubectl_line_still_pairs_and_junk_files_stay_apart(
         "raw_line", "table"
     ).rows()
     assert result.captures_written == 2
+
+
+def test_a_loop_dump_that_spans_batches_is_read_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clientscope.ingest as ingest
+
+    monkeypatch.setattr(ingest, "IMPORT_BATCH_BYTES", 1)  # one capture per batch
+    loop = tmp_path / "loop.txt"
+    loop.write_bytes(b"".join(
+        f"{datetime(2026, 11, 26, 9, 30, i * 5, tzinfo=UTC):%a %b %d %H:%M:%S UTC %Y}\n".encode() + _dump(i)
+        for i in range(1, 4)
+    ))  # fmt: skip
+    reads: list[Path] = []
+    real = ingest._segments
+    monkeypatch.setattr(ingest, "_segments", lambda path, tz: reads.append(path) or real(path, tz))
+    result = import_dumps([loop], tmp_path / "ds", instance="r0")
+    assert result.captures_written == 3 and len(result.batches) == 3
+    assert len(reads) == 2  # planned once, read again once for its three batches (was 1 + 3)

@@ -372,6 +372,7 @@ class _Pending:
     content: str
     file_hash: str
     has_clients: bool
+    has_info: bool
     size: int  # bytes of text
 
 
@@ -429,11 +430,8 @@ def _plan_file(
         size = len(seg.client_list or b"") + len(seg.info or b"")
         light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
         has_clients = bool(seg.client_list and _ANY_CLIENT_LINE.search(seg.client_list))
-        if seg.info is not None:
-            light = replace(light, info=b"")  # only that it has INFO, for pairing
-        pending.append(
-            _Pending(path, index, light, ts, seg_source, content, file_hash, has_clients, size)
-        )
+        pending.append(_Pending(path, index, light, ts, seg_source, content, file_hash,
+                                has_clients, seg.info is not None, size))  # fmt: skip
     sources = {p.ts_source for p in pending} or {source}
     return pending, "+".join(sorted(sources)), segments
 
@@ -452,24 +450,25 @@ def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_P
 
 
 def _with_text(
-    batch: list[list[_Pending]], default_tz: tzinfo, kept: dict[Path, list[Segment]]
+    batch: list[list[_Pending]], default_tz: tzinfo, read: dict[Path, list[Segment]]
 ) -> list[list[_Pending]]:
-    """The batch's captures with their text again: their files read anew (a pipe: kept)."""
-    read: dict[Path, list[Segment]] = {}
+    """The batch's captures with their text again, their files read anew. `read` holds the
+    files read so far: those the batch does not use are dropped (a pipe, read once, stays),
+    so a long loop dump that spans batches is read once, not once per batch."""
+    used = {p.path for group in batch for p in group}
+    for path in [p for p in read if p not in used and p != STDIN]:
+        del read[path]
     out = []
     for group in batch:
         full = []
         for p in group:
             if p.path not in read:
-                if p.path in kept:
-                    read[p.path] = kept[p.path]
-                else:
-                    file_hash, read[p.path] = _segments(p.path, default_tz)
-                    if file_hash != p.file_hash:
-                        raise InputError(
-                            f"{p.path}: changed while it was being imported; import it again "
-                            "once nothing writes to it (what was written before is kept)"
-                        )
+                file_hash, read[p.path] = _segments(p.path, default_tz)
+                if file_hash != p.file_hash:
+                    raise InputError(
+                        f"{p.path}: changed while it was being imported; import it again "
+                        "once nothing writes to it (what was written before is kept)"
+                    )
             full.append(replace(p, segment=read[p.path][p.index]))
         out.append(full)
     return out
@@ -480,8 +479,8 @@ def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pendi
     lists = [p for p in pending if p.has_clients]
     # INFO / CONFIG without client lines pair with the client list of their time; a capture
     # with nothing readable stays on its own (a gap), never joined to a real one
-    extras = [p for p in pending if not p.has_clients and (p.segment.info is not None or p.segment.config)]
-    alone = [p for p in pending if not p.has_clients and p not in extras]
+    extras = [p for p in pending if not p.has_clients and (p.has_info or p.segment.config)]
+    alone = [p for p in pending if not (p.has_clients or p.has_info or p.segment.config)]
     groups = [[p] for p in lists]
     for extra in extras:
         best = min(
@@ -557,12 +556,12 @@ def import_dumps(
     known = known_content_hashes(root)
     pending: list[_Pending] = []
     sources: dict[Path, str] = {}
-    piped: dict[Path, list[Segment]] = {}  # standard input cannot be read twice
+    read: dict[Path, list[Segment]] = {}  # standard input cannot be read twice: kept here
     for path in files:
         planned, sources[path], segments = _plan_file(path, at, default_tz)
         pending.extend(planned)
         if path == STDIN:
-            piped[path] = segments
+            read[path] = segments
         if progress is not None:
             progress(path)
     fresh = []
@@ -576,7 +575,7 @@ def import_dumps(
     batches: list[str] = []
     done = 0
     for batch in _batches(groups, IMPORT_BATCH_BYTES):
-        loaded = _with_text(batch, default_tz, piped)
+        loaded = _with_text(batch, default_tz, read)
         rows = [_raw_row(g, instance, maxclients) for g in loaded]
         result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
         batches.append(result.batch)
