@@ -209,14 +209,16 @@ def collect(
         )
 
     workers = [worker(t, offset=i * spread) for i, t in enumerate(resolved)]
-    topology = _Topology(seeds, workers, worker, rediscover, timeouts) if cluster else None
+    topology = (  # rediscover None or 0: the members found at start only
+        _Topology(seeds, workers, worker, rediscover, timeouts) if cluster and rediscover else None
+    )
     reason = "stop"
     with _stop_on_signals(stop, handle_signals) as signalled:
         parser.start()
         writer.start()
         for w in workers:
             w.start()
-        if topology is not None and rediscover:
+        if topology is not None:
             topology.start()
         _wait(workers, topology)
         reason = "signal" if signalled else _why_stopped(plan, stop)
@@ -304,8 +306,7 @@ def _wait(workers: list[_Worker], topology: _Topology | None) -> None:
     _join(list(workers))
     if topology is not None:
         topology.halt.set()
-        if topology.is_alive():
-            _join([topology])
+        _join([topology])
         _join(list(workers))  # nodes found by the last refresh
 
 
@@ -328,14 +329,14 @@ class _Topology(threading.Thread):
         seeds: list[Target],
         workers: list[_Worker],
         make_worker: Callable[..., _Worker],
-        every: float | None,
+        every: float,
         timeouts: Timeouts,
     ) -> None:
         super().__init__(name="collect-topology", daemon=True)
         self.seeds = seeds
         self.workers = workers
         self.make_worker = make_worker
-        self.every = every or 0.0
+        self.every = every
         self.timeouts = timeouts
         self.halt = threading.Event()
         self.changes: list[str] = []
