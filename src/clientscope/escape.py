@@ -16,7 +16,7 @@ these functions, chosen by where it goes:
     for_shell(s)     one shell word, to paste; shell_line(*words) a whole command
 
 Each one costs time and memory bounded by `limit` (only the first characters of a
-long value are read), so a 500 MB name costs no more than a short one.
+long value are read), so a 500 MB name costs no more than a short one. `<`, `>` and `&` are left to `html.escape`, never backslashed.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SHOWN_CHARS = 200  # the most characters of one untrusted value shown in one pla
 # C0 controls, DEL, C1 controls, and Unicode's invisible direction / line controls
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
 def _visible(char: str) -> str:
