@@ -46,7 +46,10 @@ SHOWN_CHARS = 200  # the most characters of one untrusted value shown in one pla
 # C0 controls, DEL, C1 controls, and Unicode's invisible direction / line controls
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+# inline markers: emphasis, code, links, cells, strikes; `_` inside a word is no marker
+_MARKDOWN = re.compile(r"([\\`*\[\]|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
+_BACKTICKS = re.compile("`+")
+_MARKDOWN_START = re.compile(r"^(\s*|\s*\d+(?=[.)]))([#>+=.)-])")  # heading, quote, list markers
 
 
 def _visible(char: str) -> str:
@@ -96,9 +99,18 @@ def for_html(value: object, limit: int | None = None) -> str:
     return html.escape(text, quote=True)
 
 
-def for_markdown(value: object, limit: int = SHOWN_CHARS) -> str:
-    """`value` for a Markdown table cell or paragraph: no emphasis, link, code, HTML or cell break."""
+def for_markdown(value: object, limit: int = SHOWN_CHARS, *, code: bool = False) -> str:
+    """`value` for a Markdown table cell or paragraph: no emphasis, link, code, HTML or cell break.
+
+    With `code`, a code span (outside tables): its fence is longer than any run of
+    backticks inside, so the value can never close it; HTML in a code span is text.
+    """
+    if code:
+        text = printable(value, limit)
+        fence = "`" * (max((len(m) for m in _BACKTICKS.findall(text)), default=0) + 1)
+        return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
     text = _MARKDOWN.sub(r"\\\1", printable(value, limit))
+    text = _MARKDOWN_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
     return html.escape(text, quote=False)
 
 

@@ -18,11 +18,11 @@ clients table and one per-connection lifecycle aggregation feed every detector:
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,9 +46,12 @@ from clientscope.analysis.forecast import forecast_from
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.analysis.leaks import LeakReport, _analyse, merge_reports
 from clientscope.errors import AnalysisError
+from clientscope.escape import for_html, for_markdown, for_shell, shell_line
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MIB = 1024 * 1024
+DATASET_WORD = "DATASET"  # stands for the dataset path in the commands of a remediation
+PROSE_CHARS = 4000  # the most characters of a summary or step shown in Markdown
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,20 @@ class Finding:
         assert isinstance(out, dict)
         return out
 
+    def steps(self, dataset: Path | str | None = None) -> tuple[str, ...]:
+        """The remediation, its commands naming `dataset` (shell-quoted), ready to paste."""
+        if dataset is None:
+            return self.remediation
+        return tuple(r.replace(DATASET_WORD, for_shell(dataset)) for r in self.remediation)
+
     def _repr_html_(self) -> str:
         ev = "".join(
-            f"<li>{html.escape(k)}: {html.escape(str(jsonable(v)))}</li>"
-            for k, v in self.evidence.items()
+            f"<li>{for_html(k)}: {for_html(jsonable(v))}</li>" for k, v in self.evidence.items()
         )
-        fix = "".join(f"<li><code>{html.escape(r)}</code></li>" for r in self.remediation)
+        fix = "".join(f"<li><code>{for_html(r)}</code></li>" for r in self.remediation)
         return (
-            f"<div><strong>[{self.severity}] {html.escape(self.title)}</strong>"
-            f"<p>{html.escape(self.summary)}</p><ul>{ev}</ul><ol>{fix}</ol></div>"
+            f"<div><strong>[{for_html(self.severity)}] {for_html(self.title)}</strong>"
+            f"<p>{for_html(self.summary)}</p><ul>{ev}</ul><ol>{fix}</ol></div>"
         )
 
 
@@ -110,17 +118,23 @@ class Diagnosis(ResultMixin):
     def _repr_html_(self) -> str:
         head = (
             f"<p><strong>Diagnosis</strong> {self.captures} captures ({self.failed_captures} failed), "
-            f"{self.window_start} .. {self.window_end}; peak {self.peak_used} / {self.maxclients}</p>"
+            f"{for_html(self.window_start)} .. {for_html(self.window_end)}; "
+            f"peak {self.peak_used} / {self.maxclients}</p>"
         )
         return "<div>" + head + "".join(f._repr_html_() for f in self.findings) + "</div>"
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, dataset: Path | str | None = None) -> str:
+        """The findings as Markdown; every name in them is text, never markup or HTML."""
+
+        def md(value: object) -> str:
+            return for_markdown(value, limit=PROSE_CHARS)
+
         lines = [f"## Findings ({len(self.findings)})", ""]
         for f in self.findings:
             where = f" (on {f.instance})" if len(self.instances) > 1 and f.instance else ""
-            lines += [f"### [{f.severity}] {f.title}{where}", "", f.summary, ""]
-            lines += [f"- {k}: {jsonable(v)}" for k, v in f.evidence.items()]
-            lines += ["", "Remediation:", ""] + [f"1. `{r}`" for r in f.remediation] + [""]
+            lines += [f"### [{f.severity}] {md(f.title + where)}", "", md(f.summary), ""]
+            lines += [f"- {md(k)}: {md(jsonable(v))}" for k, v in f.evidence.items()]
+            lines += ["", "Remediation:", ""] + [f"1. {md(r)}" for r in f.steps(dataset)] + [""]
         return "\n".join(lines)
 
 
@@ -339,8 +353,9 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 f"fix the code in {row['group']} that opens connections without closing them "
                 "(use one pool per process; `with pool.get_connection()` / close clients)",
                 f"CONFIG SET timeout {timeout}   # safety net: the server closes idle leaked connections",
-                f"clientscope kill-script DATASET --group '{row['group']}' --idle-over 600"
-                + (f" --instance '{inst}'" if ctx.fleet and inst else "") + "   # review, then run",
+                shell_line("clientscope", "kill-script", DATASET_WORD, "--group", row["group"], "--idle-over", 600,
+                           *(("--instance", inst) if ctx.fleet and inst else ()))
+                + "   # review, then run",
             ),
             group=row["group"], first_seen=row.get("first_survivor_born"), confidence=float(row["confidence"]),
             instance=row["instance"],

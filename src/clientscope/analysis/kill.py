@@ -16,6 +16,7 @@ from clientscope.analysis._common import (
     timeline,
 )
 from clientscope.errors import ConfigError
+from clientscope.escape import printable
 
 PROTECTED_ROLES = ("collector", "replica", "master", "monitor")
 
@@ -35,7 +36,8 @@ class KillScript(ResultMixin):
         """A redis-cli script with a header that says what it is and when it stops being valid."""
         head = [
             "# clientscope kill-script: REVIEW BEFORE RUNNING. Nothing has been executed.",
-            f"# instance {self.instance}, capture {self.capture_ts}, server run_id {self.run_id}",
+            f"# instance {printable(self.instance)}, capture {self.capture_ts}, "
+            f"server run_id {printable(self.run_id)}",
             "# ids are only valid for this run_id: check `INFO server` run_id first.",
             f"# {len(self.commands)} client(s); run with: redis-cli -h HOST -p PORT < this-file",
         ]

@@ -7,7 +7,6 @@ anything the library does not.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,28 +71,31 @@ def _table(
     frame: pl.DataFrame, title: str, columns: list[str] | None = None, limit: int = 50
 ) -> None:
     from rich.table import Table
+    from rich.text import Text
+
+    from clientscope.escape import for_rich, printable
 
     if frame.is_empty():
-        _console().print(f"[dim]{title}: none[/]")
+        _console().print(f"[dim]{for_rich(title)}: none[/]")
         return
     cols = [c for c in (columns or frame.columns) if c in frame.columns]
-    rows = [
-        [_fmt(v, c) for v, c in zip(row, cols, strict=True)]
+    rows = [  # every cell is data (names come from whoever connects): shown as Text, never markup
+        [printable(_fmt(v, c)) for v, c in zip(row, cols, strict=True)]
         for row in frame.head(limit).select(cols).iter_rows()
     ]
     console = _console()
     headers = [SHORT_HEADERS.get(c, c) for c in cols]
     shown = _fitting(headers, rows, console.width)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(printable(title)), title_justify="left")
     for c, header in zip(cols[:shown], headers, strict=False):
-        table.add_column(header, justify="right" if frame.schema[c].is_numeric() else "left")
+        table.add_column(Text(header), justify="right" if frame.schema[c].is_numeric() else "left")
     for row in rows:
-        table.add_row(*row[:shown])
+        table.add_row(*(Text(cell) for cell in row[:shown]))
     console.print(table)
     if shown < len(cols):
         console.print(
             f"[dim]{len(cols) - shown} more column(s) do not fit {console.width} characters: "
-            f"{', '.join(headers[shown:])} (widen the terminal or use --json)[/]"
+            f"{for_rich(', '.join(headers[shown:]))} (widen the terminal or use --json)[/]"
         )
     if frame.height > limit:
         console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
@@ -110,15 +112,16 @@ def _urgency(f: Any) -> tuple[int, float]:
 
 def _print_forecast(f: Any) -> None:
     from clientscope.analysis._common import signed
+    from clientscope.escape import for_rich
 
     console = _console()
     console.print(
-        f"[bold]{f.instance}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
+        f"[bold]{for_rich(f.instance)}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
         f"trend {signed(f.slope_per_hour)}/h (R² {f.r2:.2f}), Theil-Sen {signed(f.theil_sen_per_hour)}/h "
         f"over {f.samples} captures -> [bold]{f.verdict}[/]"
     )
     if f.note:
-        console.print(f.note)
+        console.print(for_rich(f.note, limit=2000))
     elif f.exhausted_at:
         console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
     if f.verdict in ("will_exhaust", "growing", "exhausted"):  # a flat line's crossing means nothing
@@ -173,6 +176,8 @@ def _register_views(app: typer.Typer) -> None:
         if as_json:
             _json(result)
             return
+        from clientscope.escape import for_rich
+
         console = _console()
         console.print(
             f"{result.captures} captures ({result.failed_captures} failed), {_fmt(result.first)} .. "
@@ -194,7 +199,7 @@ def _register_views(app: typer.Typer) -> None:
                 else "maxclients unknown (no CONFIG/INFO: give --maxclients when importing)"
             )
             console.print(
-                f"[bold]{row['instance']}[/] at {v['ts']}: [{color}]{v['used']} / "
+                f"[bold]{for_rich(row['instance'])}[/] at {v['ts']}: [{color}]{v['used']} / "
                 f"{v['maxclients']} connections ({_fmt(util and util * 100)}%)[/] {parts}; {limit_text}; "
                 f"blocked {v['blocked_clients']}; idle >300 s {v['idle_over_300']}, "
                 f">600 s {v['idle_over_600']}; timeout {v['timeout']}, tcp-keepalive {v['tcp_keepalive']}",
@@ -202,7 +207,7 @@ def _register_views(app: typer.Typer) -> None:
             )
             if row["loading"]:
                 console.print(
-                    f"[yellow]{row['instance']} was loading its dataset from disk (INFO loading:1): "
+                    f"[yellow]{for_rich(row['instance'])} was loading its dataset from disk (INFO loading:1): "
                     "applications get -LOADING until it is done[/]"
                 )
         for dim, frame in result.tops.items():
@@ -345,8 +350,10 @@ def _register_trends(app: typer.Typer) -> None:
         for f in results:
             _print_forecast(f)
             _console().print("")
+        from clientscope.escape import for_rich
+
         for name, why in skipped:
-            _console().print(f"[bold]{name}[/]: {why}")
+            _console().print(f"[bold]{for_rich(name)}[/]: {for_rich(why)}")
 
     @app.command("alerts")
     def alerts_command(
@@ -409,9 +416,11 @@ def _register_actions(app: typer.Typer) -> None:
         if as_json:
             _json(p)
             return
+        from clientscope.escape import for_rich
+
         console = _console()
         console.print(
-            f"[bold]{p.instance}[/]: peak {p.peak_used} connections at {_fmt(p.peak_at)}, maxclients "
+            f"[bold]{for_rich(p.instance)}[/]: peak {p.peak_used} connections at {_fmt(p.peak_at)}, maxclients "
             f"{p.current_maxclients}; from the peak + {p.headroom:.0%}: {p.observed_recommended}"
             + (f"; from the spec: {p.spec_recommended}" if p.spec_recommended else "")
         )
@@ -423,11 +432,11 @@ def _register_actions(app: typer.Typer) -> None:
                 f"largest pool per pod that keeps HPA max under 80%: {p.per_pod_pool_fit}"
             )
         for w in p.warnings:
-            console.print(f"[yellow]warning:[/] {w}")
-        console.print("[bold]apply:[/]\n  " + "\n  ".join(p.settings))
+            console.print(f"[yellow]warning:[/] {for_rich(w, limit=2000)}")
+        console.print("[bold]apply:[/]\n  " + "\n  ".join(for_rich(s) for s in p.settings))
         if instance is None and len(names := instances(ds)) > 1:
             console.print(
-                f"[dim]this is the busiest of {len(names)} instances ({', '.join(names)}); "
+                f"[dim]this is the busiest of {len(names)} instances ({for_rich(', '.join(names))}); "
                 "plan another with --instance[/]"
             )
 
@@ -446,7 +455,7 @@ def _register_actions(app: typer.Typer) -> None:
             _json(d)
             return
         if markdown:
-            typer.echo(d.to_markdown())
+            typer.echo(d.to_markdown(dataset))
             return
         _render_diagnosis(d, dataset)
 
@@ -507,10 +516,12 @@ def _what_if(items: list[str]) -> dict[str, int]:
 
 
 def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
+    from clientscope.escape import for_rich
+
     console = _console()
     util = d.peak_utilization
     console.print(
-        f"{d.captures} captures ({d.failed_captures} failed) of {', '.join(d.instances)}, "
+        f"{d.captures} captures ({d.failed_captures} failed) of {for_rich(', '.join(d.instances))}, "
         f"{_fmt(d.window_start)} .. {_fmt(d.window_end)} UTC; peak {d.peak_used} / {d.maxclients} "
         f"({_fmt(util and util * 100)}%)"
     )
@@ -520,9 +531,9 @@ def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
     fleet = len(d.instances) > 1
     for f in d.findings:
         where = f" on {f.instance}" if fleet and f.instance else ""
-        console.print(f"\n[bold {colors.get(f.severity, 'white')}][{f.severity}][/] [bold]{f.title}[/]"
-                      f"  [dim]({f.kind}{where}, confidence {f.confidence:.2f})[/]")  # fmt: skip
-        console.print(f"  {f.summary}", highlight=False)
-        for r in f.remediation:  # the commands name this dataset, ready to paste
-            step = r.replace("DATASET", shlex.quote(str(dataset))) if dataset else r
-            console.print(f"  -> {step}", highlight=False, markup=False)
+        console.print(f"\n[bold {colors.get(f.severity, 'white')}]\\[{f.severity}][/] "
+                      f"[bold]{for_rich(f.title, limit=500)}[/]"
+                      f"  [dim]({f.kind}{for_rich(where)}, confidence {f.confidence:.2f})[/]")  # fmt: skip
+        console.print(f"  {for_rich(f.summary, limit=2000)}", highlight=False)
+        for step in f.steps(dataset):  # the commands name this dataset, ready to paste
+            console.print(f"  -> {for_rich(step, limit=2000)}", highlight=False)

@@ -89,6 +89,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embedded Valkey + a small app with a leaking worker: collect, diagnose, write the report."""
         from clientscope.demo import run_demo
+        from clientscope.escape import printable
 
         if not as_json:
             typer.echo(
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
         if result.interrupted:
             typer.echo(f"Stopped early: {result.captures} captures. The report covers them.")
         _print_findings(result.findings)
-        typer.echo(f"Cause: {result.report.cause}")
+        typer.echo(f"Cause: {printable(result.report.cause, limit=500)}")
         typer.echo(f"\nReport: {result.report.html.resolve()}")
         typer.echo(
             f"Dataset: {result.dataset.resolve()} (try: clientscope summary / top / leaks / "
@@ -122,17 +123,23 @@ def _progress(captures: int, elapsed: float, clients: int | None) -> None:
 def _print_report(result: Any) -> None:
     from rich.console import Console
 
+    from clientscope.escape import for_rich
+
     console = Console()
     console.print(
-        f"[bold]Report[/bold] {result.html}  ({result.html_bytes / 1024:.0f} KiB, {result.seconds:.1f} s)"
+        f"[bold]Report[/bold] {for_rich(result.html)}  ({result.html_bytes / 1024:.0f} KiB, "
+        f"{result.seconds:.1f} s)"
     )
-    console.print(f"Markdown {result.markdown}; figures in {result.out / 'figures'}")
-    console.print(f"{result.findings} finding(s). Cause: [bold]{result.cause}[/bold]")
+    console.print(f"Markdown {for_rich(result.markdown)}; figures in {for_rich(result.out / 'figures')}")
+    console.print(f"{result.findings} finding(s). Cause: [bold]{for_rich(result.cause, limit=500)}[/bold]")
 
 
 def _print_findings(findings: tuple[Any, ...]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from clientscope.escape import rich_text
 
     table = Table(title="Findings", show_lines=False)
     for column in ("severity", "finding", "group"):
@@ -140,6 +147,8 @@ def _print_findings(findings: tuple[Any, ...]) -> None:
     colors = {"critical": "red", "warning": "yellow", "info": "blue"}
     for f in findings:
         table.add_row(
-            f"[{colors.get(f.severity, 'white')}]{f.severity}[/]", str(f.title), str(f.group or "")
+            Text(f.severity, style=colors.get(f.severity, "white")),
+            rich_text(f.title, limit=500),
+            rich_text(f.group or ""),
         )
     Console().print(table if findings else "No findings.")

@@ -48,13 +48,15 @@ def register(app: typer.Typer) -> None:
             return
         from rich.console import Console
 
+        from clientscope.escape import for_rich
+
         console = Console()
         console.print(
-            f"[bold]{result.scenario}[/] → {result.path}: {result.captures} captures "
+            f"[bold]{result.scenario}[/] → {for_rich(result.path)}: {result.captures} captures "
             f"({result.failed_captures} failed), {result.client_rows:,} client rows, "
             f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%H:%M} UTC, maxclients {result.maxclients}"
         )
         for leak in result.leaking:
-            console.print(f"  leaking: {leak.group} at {leak.rate_per_min:g} connections/min")
+            console.print(f"  leaking: {for_rich(leak.group)} at {leak.rate_per_min:g} connections/min")
         if result.expected:
             console.print(f"  a diagnosis should report: {', '.join(result.expected)}")

@@ -24,6 +24,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from clientscope.escape import for_figure
 from clientscope.reporting import series as S
 from clientscope.reporting.style import COLORS, PALETTE, figure, no_data, style, time_axis
 
@@ -98,13 +99,13 @@ def _mark_restarts(ax: Axes, frame: pl.DataFrame) -> None:
 def _legend(fig: Figure, ax: Axes, *, title: str | None = None, ncols: int = 4) -> None:
     """The legend below the plot, never on top of the data."""
     handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)), title=title,
-                   title_fontsize=8.5)  # fmt: skip
+    if handles:  # labels name client groups: data, never mathtext
+        fig.legend(handles, [for_figure(label) for label in labels], loc="outside lower center",
+                   ncols=min(ncols, len(handles)), title=title and for_figure(title), title_fontsize=8.5)  # fmt: skip
 
 
 def _title(ax: Axes, title: str, instance: str | None) -> None:
-    ax.set_title(f"{title} — {instance}" if instance else title)
+    ax.set_title(for_figure(f"{title} — {instance}" if instance else title, limit=300))
 
 
 # ------------------------------------------------------------------ charts

@@ -11,7 +11,8 @@ The report states what happened (summary card, timeline), why (findings from
 
 from __future__ import annotations
 
-import html
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +22,7 @@ import polars as pl
 
 from clientscope.dataset import Dataset
 from clientscope.errors import DatasetError, DatasetWriteError
+from clientscope.escape import for_html
 from clientscope.reporting import facts as F
 from clientscope.reporting import series as S
 from clientscope.reporting.analyses import (
@@ -69,8 +71,8 @@ class ReportResult:
 
     def _repr_html_(self) -> str:
         return (
-            f"<div><strong>clientscope report</strong> <code>{html.escape(str(self.html))}</code>: "
-            f"{self.findings} finding(s); cause: {html.escape(self.cause)}; "
+            f"<div><strong>clientscope report</strong> <code>{for_html(str(self.html))}</code>: "
+            f"{self.findings} finding(s); cause: {for_html(self.cause)}; "
             f"{self.html_bytes / 1024:.0f} KiB, {len(self.figures)} figure files, {self.seconds:.1f} s</div>"
         )
 
@@ -92,12 +94,17 @@ def report(
         raise DatasetError(
             f"{ds.root} has no captures in the chosen window/instance: nothing to report"
         )
-    out = _prepare(Path(out))
-    content = _content(ds, series, out, instance, title)
+    out = Path(out)
+    staging = _prepare(out)
+    try:  # everything is written aside first: a failure leaves no half-written report
+        content = _content(ds, series, staging, instance, title)
+        _write_text(staging / "report.html", render_html(content))
+        _write_text(staging / "report.md", render_markdown(content, staging))
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     html_path, md_path = out / "report.html", out / "report.md"
-    _write_text(html_path, render_html(content))
-    _write_text(md_path, render_markdown(content, out))
-    files = tuple(p for f in content.figures for p in (f.png, f.svg))
+    files = tuple(out / "figures" / p.name for f in content.figures for p in (f.png, f.svg))
     return ReportResult(
         out=out, html=html_path, markdown=md_path, figures=files, findings=len(content.findings),
         cause=content.summary.cause, html_bytes=html_path.stat().st_size, seconds=time.perf_counter() - began,
@@ -105,13 +112,29 @@ def report(
 
 
 def _prepare(out: Path) -> Path:
+    """A fresh staging folder beside `out` (same file system, so publishing is a rename)."""
     try:
-        (out / "figures").mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        (staging / "figures").mkdir()
     except OSError as exc:
         raise DatasetWriteError(
             f"cannot create report directory {out}: {exc.strerror or exc}; choose another --out"
         ) from exc
-    return out
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move a complete report from `staging` into `out`, replacing the previous one's files only."""
+    old = staging / "previous-figures"
+    try:
+        if (out / "figures").exists():
+            (out / "figures").rename(old)
+        (staging / "figures").rename(out / "figures")
+        for name in ("report.md", "report.html"):  # the HTML last: it is what people open
+            (staging / name).replace(out / name)
+    except OSError as exc:
+        raise DatasetWriteError(f"could not write the report into {out}: {exc.strerror or exc}") from exc
 
 
 def _write_text(path: Path, text: str) -> None:

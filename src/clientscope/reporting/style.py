@@ -15,6 +15,8 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from clientscope.escape import for_figure
+
 __all__ = ["COLORS", "DPI", "PALETTE", "figure", "style", "time_axis"]
 
 DPI = 100
@@ -96,6 +98,7 @@ def time_axis(ax: Axes) -> None:
 
 def no_data(ax: Axes, message: str) -> None:
     """Say plainly that there is nothing to draw, instead of an empty frame."""
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777777")
+    ax.text(0.5, 0.5, for_figure(message, limit=300), ha="center", va="center",
+            transform=ax.transAxes, color="#777777")
     ax.set_xticks([])
     ax.set_yticks([])
