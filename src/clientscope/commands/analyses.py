@@ -8,97 +8,20 @@ anything the library does not.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
-if TYPE_CHECKING:
-    import polars as pl
-    from rich.console import Console
-
-DATASET = typer.Argument(..., help="Dataset directory (from collect, import or simulate).")
-INSTANCE_HELP = "Only this instance (default: all, or the busiest where one is needed)."
-JSON_HELP = "Print JSON instead of tables."
-AT_HELP = "Use the last capture at or before this time (ISO 8601, UTC), not the latest."
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console()
-
-
-def _json(value: Any) -> None:
-    import json
-
-    import polars as pl
-
-    from clientscope.analysis._common import jsonable
-
-    # a DataFrame has a to_dict() too, but of Series: rows are what a machine wants
-    plain = hasattr(value, "to_dict") and not isinstance(value, pl.DataFrame)
-    payload = value.to_dict() if plain else jsonable(value)
-    typer.echo(json.dumps(payload, indent=2, default=str))
-
-
-def _fmt(value: Any, column: str = "") -> str:
-    from datetime import datetime
-
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return "-"
-        if "share" in column or column.endswith(("_pct", "utilization")):
-            return f"{value:.1%}"
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.1f}"
-    if isinstance(value, datetime):
-        return f"{value:%Y-%m-%d %H:%M:%S}"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-SHORT_HEADERS = {  # long column names, shorter on screen (--json keeps the names)
-    "slope_theil_sen_per_h": "slope/h", "slope_ols_per_h": "ols/h",
-    "survivors_idle_share": "idle share", "growth_idle_share": "growth idle",
-    "share_of_maxclients": "of max", "idle_over_300": "idle>300", "idle_over_600": "idle>600",
-    "connections_closed_over_window": "closed in window", "live_connections_hit": "live hit",
-}  # fmt: skip
-
-
-def _table(
-    frame: pl.DataFrame, title: str, columns: list[str] | None = None, limit: int = 50
-) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from clientscope.escape import for_rich, printable
-
-    if frame.is_empty():
-        _console().print(f"[dim]{for_rich(title)}: none[/]")
-        return
-    cols = [c for c in (columns or frame.columns) if c in frame.columns]
-    rows = [  # every cell is data (names come from whoever connects): shown as Text, never markup
-        [printable(_fmt(v, c)) for v, c in zip(row, cols, strict=True)]
-        for row in frame.head(limit).select(cols).iter_rows()
-    ]
-    console = _console()
-    headers = [SHORT_HEADERS.get(c, c) for c in cols]
-    shown = _fitting(headers, rows, console.width)
-    table = Table(title=Text(printable(title)), title_justify="left")
-    for c, header in zip(cols[:shown], headers, strict=False):
-        table.add_column(Text(header), justify="right" if frame.schema[c].is_numeric() else "left")
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in row[:shown]))
-    console.print(table)
-    if shown < len(cols):
-        console.print(
-            f"[dim]{len(cols) - shown} more column(s) do not fit {console.width} characters: "
-            f"{for_rich(', '.join(headers[shown:]))} (widen the terminal or use --json)[/]"
-        )
-    if frame.height > limit:
-        console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
+from clientscope.commands.output import (
+    AT_HELP,
+    DATASET,
+    INSTANCE_HELP,
+    JSON_HELP,
+    fmt,
+    print_json,
+    screen,
+    table,
+)
 
 
 def _urgency(f: Any) -> tuple[int, float]:
@@ -114,41 +37,30 @@ def _print_forecast(f: Any) -> None:
     from clientscope.analysis._common import signed
     from clientscope.escape import for_rich
 
-    console = _console()
+    console = screen()
     console.print(
-        f"[bold]{for_rich(f.instance)}[/]: {f.used_now:.0f} / {f.maxclients} used at {_fmt(f.now)}; "
+        f"[bold]{for_rich(f.instance)}[/]: {f.used_now:.0f} / {f.maxclients} used at {fmt(f.now)}; "
         f"trend {signed(f.slope_per_hour)}/h (R² {f.r2:.2f}), Theil-Sen {signed(f.theil_sen_per_hour)}/h "
         f"over {f.samples} captures -> [bold]{f.verdict}[/]"
     )
     if f.note:
         console.print(for_rich(f.note, limit=2000))
     elif f.exhausted_at:
-        console.print(f"[red]maxclients was reached at {_fmt(f.exhausted_at)}[/]")
+        console.print(f"[red]maxclients was reached at {fmt(f.exhausted_at)}[/]")
     if f.verdict in ("will_exhaust", "growing", "exhausted"):  # a flat line's crossing means nothing
-        low, high = _fmt(f.eta_maxclients_low), _fmt(f.eta_maxclients_high)
+        low, high = fmt(f.eta_maxclients_low), fmt(f.eta_maxclients_high)
         band = "within the same second" if low == high != "-" else f"{low} .. {high}"
         above = f.maxclients and f.used_now >= f.threshold * f.maxclients
-        crossed = "already passed" if above else f"at {_fmt(f.eta_threshold)}"
+        crossed = "already passed" if above else f"at {fmt(f.eta_threshold)}"
         console.print(
-            f"maxclients at {_fmt(f.eta_maxclients)} (95%: {band}); "
-            f"{f.threshold:.0%} {crossed}; Theil-Sen: {_fmt(f.eta_theil_sen)}"
+            f"maxclients at {fmt(f.eta_maxclients)} (95%: {band}); "
+            f"{f.threshold:.0%} {crossed}; Theil-Sen: {fmt(f.eta_theil_sen)}"
         )
-    eta = _fmt(f.prometheus_eta_maxclients) if f.prometheus_eta_maxclients else "never (not rising)"
+    eta = fmt(f.prometheus_eta_maxclients) if f.prometheus_eta_maxclients else "never (not rising)"
     console.print(
         f"Prometheus predict_linear(connected_clients) would say: maxclients at {eta}, "
         f"{f.prometheus_predicted_1h:.0f} in 1 h"
     )
-
-
-def _fitting(columns: list[str], rows: list[list[str]], width: int) -> int:
-    """How many leading columns fit `width` characters unabridged (columns come most useful first)."""
-    used = 1  # the table's left border
-    for i, column in enumerate(columns):
-        cell = max([len(column), *(len(row[i]) for row in rows)])
-        used += cell + 3  # padding and the border after it
-        if used > width:
-            return max(i, 2)
-    return len(columns)
 
 
 def register(app: typer.Typer) -> None:
@@ -174,19 +86,19 @@ def _register_views(app: typer.Typer) -> None:
 
         result = summary(dataset, at=at, instance=instance, limit=limit)
         if as_json:
-            _json(result)
+            print_json(result)
             return
         from clientscope.escape import for_rich
 
-        console = _console()
+        console = screen()
         console.print(
-            f"{result.captures} captures ({result.failed_captures} failed), {_fmt(result.first)} .. "
-            f"{_fmt(result.last)} UTC"
+            f"{result.captures} captures ({result.failed_captures} failed), {fmt(result.first)} .. "
+            f"{fmt(result.last)} UTC"
         )
         for row in result.snapshot.iter_rows(named=True):
             util = row["utilization"]
             color = "red" if util and util >= 0.8 else "green"
-            v = {k: _fmt(x) for k, x in row.items()}  # "-" where the capture had no INFO / CONFIG
+            v = {k: fmt(x) for k, x in row.items()}  # "-" where the capture had no INFO / CONFIG
             parts = (
                 f"= clients {v['connected_clients']} + replicas {row['connected_slaves'] or 0} + "
                 f"cluster links {row['cluster_connections'] or 0}"
@@ -200,7 +112,7 @@ def _register_views(app: typer.Typer) -> None:
             )
             console.print(
                 f"[bold]{for_rich(row['instance'])}[/] at {v['ts']}: [{color}]{v['used']} / "
-                f"{v['maxclients']} connections ({_fmt(util and util * 100)}%)[/] {parts}; {limit_text}; "
+                f"{v['maxclients']} connections ({fmt(util and util * 100)}%)[/] {parts}; {limit_text}; "
                 f"blocked {v['blocked_clients']}; idle >300 s {v['idle_over_300']}, "
                 f">600 s {v['idle_over_600']}; timeout {v['timeout']}, tcp-keepalive {v['tcp_keepalive']}",
                 highlight=False,
@@ -211,10 +123,10 @@ def _register_views(app: typer.Typer) -> None:
                     "applications get -LOADING until it is done[/]"
                 )
         for dim, frame in result.tops.items():
-            _table(frame, f"top {dim}", ["instance", "value", "clients", "share", "share_of_maxclients",
+            table(frame, f"top {dim}", ["instance", "value", "clients", "share", "share_of_maxclients",
                                          "idle_over_300"])  # fmt: skip
         if per_capture:
-            _table(result.timeline, "captures", limit=10_000)
+            table(result.timeline, "captures", limit=10_000)
 
     @app.command("top")
     def top_command(
@@ -239,9 +151,9 @@ def _register_views(app: typer.Typer) -> None:
 
         frame = top(dataset, by, at=at, since=since, until=until, instance=instance, limit=limit)
         if as_json:
-            _json(frame)
+            print_json(frame)
             return
-        _table(frame.drop("maxclients", strict=False), f"clients by {by}")
+        table(frame.drop("maxclients", strict=False), f"clients by {by}")
 
     @app.command("idle")
     def idle_command(
@@ -260,16 +172,16 @@ def _register_views(app: typer.Typer) -> None:
 
         result = idle(dataset, by, at=at, instance=instance, timeouts=timeout)
         if as_json:
-            _json(result)
+            print_json(result)
             return
-        _table(result.groups, f"idle time by {by} at {_fmt(result.at)} (normal clients)")
+        table(result.groups, f"idle time by {by} at {fmt(result.at)} (normal clients)")
         if histogram:
-            _table(result.histogram, "idle histogram", limit=500)
-        _table(result.timeouts, "what a server timeout would close")
-        _table(result.excluded, "not judged (replicas, pub/sub, blocked, monitor, collector)")
-        _console().print(
+            table(result.histogram, "idle histogram", limit=500)
+        table(result.timeouts, "what a server timeout would close")
+        table(result.excluded, "not judged (replicas, pub/sub, blocked, monitor, collector)")
+        screen().print(
             f"suggested: [bold]CONFIG SET timeout {result.suggested_timeout}[/] (longest gap after which "
-            f"a connection was still reused: {_fmt(result.longest_reuse_gap_s)} s)"
+            f"a connection was still reused: {fmt(result.longest_reuse_gap_s)} s)"
         )
 
 
@@ -297,18 +209,18 @@ def _register_trends(app: typer.Typer) -> None:
 
         report = leaks(dataset, instance=instance, min_rate_per_hour=min_rate, alpha=alpha)
         if as_json:
-            _json(report)
+            print_json(report)
             return
         groups = report.groups
         if not show_all:
             groups = groups.filter(pl.col("verdict") != "stable")
-        _table(groups, f"groups over {report.captures} captures, {_fmt(report.window_start)} .. "
-               f"{_fmt(report.window_end)}", [
+        table(groups, f"groups over {report.captures} captures, {fmt(report.window_start)} .. "
+               f"{fmt(report.window_end)}", [
                    "instance", "group", "verdict", "slope_theil_sen_per_h", "first", "last",
                    "survivors", "confidence", "role", "slope_ols_per_h", "r2", "mk_p", "births",
                    "deaths", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
         n = report.leaking.height
-        _console().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
+        screen().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
 
     @app.command("forecast")
     def forecast_command(
@@ -333,7 +245,7 @@ def _register_trends(app: typer.Typer) -> None:
         if len(names) == 1:
             one = forecast_from(tl, instance, window, threshold)
             if as_json:  # the shape follows the question: --instance -> an object, else a list
-                _json(one if instance is not None else [one.to_dict()])
+                print_json(one if instance is not None else [one.to_dict()])
                 return
             _print_forecast(one)
             return
@@ -345,15 +257,15 @@ def _register_trends(app: typer.Typer) -> None:
                 skipped.append((name, str(exc)))
         results.sort(key=_urgency)
         if as_json:
-            _json([*(r.to_dict() for r in results), *({"instance": n, "error": e} for n, e in skipped)])
+            print_json([*(r.to_dict() for r in results), *({"instance": n, "error": e} for n, e in skipped)])
             return
         for f in results:
             _print_forecast(f)
-            _console().print("")
+            screen().print("")
         from clientscope.escape import for_rich
 
         for name, why in skipped:
-            _console().print(f"[bold]{for_rich(name)}[/]: {for_rich(why)}")
+            screen().print(f"[bold]{for_rich(name)}[/]: {for_rich(why)}")
 
     @app.command("alerts")
     def alerts_command(
@@ -379,12 +291,12 @@ def _register_trends(app: typer.Typer) -> None:
 
         frame = alerts(dataset, rules, instance=instance, include_defaults=defaults or None)
         if as_json:
-            _json(frame)
+            print_json(frame)
             return
         if frame.is_empty():
-            _console().print("[green]no rule would have fired[/]")
+            screen().print("[green]no rule would have fired[/]")
             return
-        _table(frame, "alert firings", ["rule", "severity", "instance", "expr", "pending_since",
+        table(frame, "alert firings", ["rule", "severity", "instance", "expr", "pending_since",
                                         "fired_at", "resolved_at", "peak"])  # fmt: skip
 
 
@@ -414,19 +326,19 @@ def _register_actions(app: typer.Typer) -> None:
         ds = open_dataset(dataset)  # once: the plan and the list of instances read the same
         p = plan(ds, spec, instance=instance, headroom=headroom, what_if=scaled)
         if as_json:
-            _json(p)
+            print_json(p)
             return
         from clientscope.escape import for_rich
 
-        console = _console()
+        console = screen()
         console.print(
-            f"[bold]{for_rich(p.instance)}[/]: peak {p.peak_used} connections at {_fmt(p.peak_at)}, maxclients "
+            f"[bold]{for_rich(p.instance)}[/]: peak {p.peak_used} connections at {fmt(p.peak_at)}, maxclients "
             f"{p.current_maxclients}; from the peak + {p.headroom:.0%}: {p.observed_recommended}"
             + (f"; from the spec: {p.spec_recommended}" if p.spec_recommended else "")
         )
         if not p.apps.is_empty():
-            _table(p.apps, "deployment spec" + (" (what-if)" if scaled else ""))
-        _table(p.observed, "observed per group", limit=20)
+            table(p.apps, "deployment spec" + (" (what-if)" if scaled else ""))
+        table(p.observed, "observed per group", limit=20)
         if p.per_pod_pool_fit is not None:
             console.print(
                 f"largest pool per pod that keeps HPA max under 80%: {p.per_pod_pool_fit}"
@@ -452,53 +364,12 @@ def _register_actions(app: typer.Typer) -> None:
 
         d = diagnose(dataset, instance=instance)
         if as_json:
-            _json(d)
+            print_json(d)
             return
         if markdown:
             typer.echo(d.to_markdown(dataset))
             return
         _render_diagnosis(d, dataset)
-
-    @app.command("kill-script")
-    def kill_script_command(
-        dataset: Path = DATASET,
-        idle_over: int | None = typer.Option(600, help="Only clients idle longer than this (s)."),
-        group: str | None = typer.Option(None, help="Only this group (client name, or lib@ip)."),
-        ip: str | None = typer.Option(None, help="Only this source IP."),
-        name: str | None = typer.Option(None, help="Only this client name."),
-        lib: str | None = typer.Option(None, help="Only this lib-name."),
-        user: str | None = typer.Option(None, help="Only this ACL user."),
-        at: str | None = typer.Option(None, help=AT_HELP),
-        instance: str | None = typer.Option(
-            None, help="The server to kill on; needed when the dataset holds several (ids are per server)."
-        ),
-        include_protected: bool = typer.Option(
-            False, help="Also list replicas, masters, MONITOR and the collector (normally skipped)."
-        ),
-        out: Path | None = typer.Option(
-            None, help="Write the script to this file instead of stdout."
-        ),
-        as_json: bool = typer.Option(
-            False, "--json", help="Print the matching clients and commands as JSON, not a script."
-        ),
-    ) -> None:
-        """Emit CLIENT KILL ID commands for matching clients, for review. Never runs them."""
-        from clientscope.analysis import kill_script
-
-        ks = kill_script(
-            dataset, idle_over=idle_over, group=group, ip=ip, name=name, lib=lib, user=user,
-            at=at, instance=instance, include_protected=include_protected,
-        )  # fmt: skip
-        if as_json:
-            _json(ks)
-            return
-        if out is not None:
-            out.write_text(ks.text())
-            typer.echo(
-                f"wrote {len(ks.commands)} command(s) to {out} (review before running)", err=True
-            )
-            return
-        typer.echo(ks.text(), nl=False)
 
 
 def _what_if(items: list[str]) -> dict[str, int]:
@@ -518,12 +389,12 @@ def _what_if(items: list[str]) -> dict[str, int]:
 def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
     from clientscope.escape import for_rich
 
-    console = _console()
+    console = screen()
     util = d.peak_utilization
     console.print(
         f"{d.captures} captures ({d.failed_captures} failed) of {for_rich(', '.join(d.instances))}, "
-        f"{_fmt(d.window_start)} .. {_fmt(d.window_end)} UTC; peak {d.peak_used} / {d.maxclients} "
-        f"({_fmt(util and util * 100)}%)"
+        f"{fmt(d.window_start)} .. {fmt(d.window_end)} UTC; peak {d.peak_used} / {d.maxclients} "
+        f"({fmt(util and util * 100)}%)"
     )
     if not d.findings:
         console.print("[green]no findings: connections look healthy[/]")
