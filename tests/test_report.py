@@ -203,11 +203,12 @@ def test_a_long_timeline_is_cut_with_a_note() -> None:
 
 
 def test_timeline_tells_a_restart_by_its_run_id(tmp_path: Path) -> None:
-    from clientscope.reporting import facts, series
+    from clientscope.analysis.timeline import timeline
+    from clientscope.reporting import facts
 
     cs.simulate("restart", tmp_path / "restart.cs", seed=4, captures=60, clients=80)
     ds = cs.open_dataset(tmp_path / "restart.cs")
-    frame = series.capture_series(ds)
+    frame = timeline(ds)
     runs = ds.info.select("ts", "run_id").sort("ts").collect()
     changed = runs.filter(pl.col("run_id") != pl.col("run_id").shift())["ts"]
     events = facts.timeline(frame, None, growing=False)

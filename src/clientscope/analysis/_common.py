@@ -115,92 +115,6 @@ def snapshot_clients(ds: Tables, capture_ids: list[str]) -> pl.LazyFrame:
     )
 
 
-# ------------------------------------------------------------------ capture timeline
-def instances(ds: Tables) -> list[str]:
-    """The dataset's instances, sorted."""
-    names = ds.captures.select(pl.col("instance").unique().sort()).collect()["instance"]
-    return [str(n) for n in names.to_list()]
-
-
-def _check_instance(ds: Tables, instance: str) -> None:
-    names = instances(ds)
-    if names and instance not in names:
-        raise ConfigError(
-            f"no instance {instance!r} in this dataset; it has {', '.join(map(str, names))}"
-        )
-
-
-def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
-    """One row per capture attempt with the server-level numbers, sorted by instance and time.
-
-    `used` = connected_clients + connected_slaves + cluster_connections (what the
-    server compares with maxclients; the number of listed clients when there was no
-    INFO); `utilization` = used / maxclients (effective, carried over captures that
-    lack it); `connected_ratio` is the naive connected_clients / maxclients that
-    dashboards show; `has_clients` marks captures that listed clients.
-    """
-    caps = ds.captures
-    info = ds.info.select(
-        "capture_id", "connected_clients", "connected_slaves", "cluster_connections",
-        "blocked_clients", "pubsub_clients", "total_connections_received", "rejected_connections",
-        "uptime_in_seconds", pl.col("maxclients").alias("info_maxclients"),
-        pl.col("run_id").alias("info_run_id"), "client_recent_max_output_buffer",
-        (pl.col("loading") == 1).alias("loading"),
-    )  # fmt: skip
-    if instance is not None:
-        _check_instance(ds, instance)
-        caps = caps.filter(pl.col("instance") == instance)
-    frame = (
-        caps.select(
-            "capture_id",
-            "instance",
-            "ts",
-            "ok",
-            "error_kind",
-            "run_id",
-            "n_clients",
-            "maxclients",
-            "maxclients_source",
-            "timeout",
-            "tcp_keepalive",
-        )
-        .join(info, on="capture_id", how="left")
-        .with_columns(
-            run_id=pl.coalesce("run_id", "info_run_id"),
-            maxclients=pl.coalesce("maxclients", "info_maxclients"),
-            maxclients_source=pl.when(
-                pl.col("maxclients").is_null() & pl.col("info_maxclients").is_not_null()
-            )
-            .then(pl.lit("info"))
-            .otherwise(pl.col("maxclients_source")),
-        )
-        .sort("instance", "ts")
-        .with_columns(
-            pl.col("maxclients", "maxclients_source", "timeout", "tcp_keepalive")
-            .forward_fill()
-            .backward_fill()
-            .over("instance"),
-            has_clients=pl.col("ok") & (pl.col("n_clients").fill_null(0) > 0),
-        )
-        .with_columns(
-            used=pl.when(pl.col("connected_clients").is_not_null())
-            .then(
-                pl.col("connected_clients")
-                + pl.col("connected_slaves").fill_null(0)
-                + pl.col("cluster_connections").fill_null(0)
-            )
-            .otherwise(pl.when(pl.col("ok")).then(pl.col("n_clients"))),
-        )
-        .with_columns(
-            utilization=pl.col("used") / pl.col("maxclients"),
-            connected_ratio=pl.col("connected_clients") / pl.col("maxclients"),
-        )
-        .drop("info_run_id", "info_maxclients")
-        .collect()
-    )
-    return frame
-
-
 def require_captures(tl: pl.DataFrame, what: str, minimum: int = 1) -> pl.DataFrame:
     ok = tl.filter(pl.col("ok"))
     if ok.height < minimum:
@@ -369,3 +283,8 @@ def check_keys(item: dict[str, Any], known: set[str], where: str) -> None:
             near = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
             raise ConfigError(f"{where}: unknown field {key!r}{hint}")
+
+
+# moved to analysis.timeline; re-exported until every module imports it from there
+from clientscope.analysis.timeline import instances as instances  # noqa: E402
+from clientscope.analysis.timeline import timeline as timeline  # noqa: E402

@@ -35,16 +35,15 @@ from clientscope.analysis._common import (
     Tables,
     as_tables,
     human_duration,
-    instances,
     jsonable,
     no_data,
-    timeline,
     with_clients,
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
 from clientscope.analysis.forecast import forecast_from
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.analysis.leaks import LeakReport, _analyse, merge_reports
+from clientscope.analysis.timeline import instances, timeline
 from clientscope.errors import AnalysisError
 from clientscope.escape import for_html, for_markdown, for_shell, shell_line
 

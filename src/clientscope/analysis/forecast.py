@@ -24,8 +24,8 @@ from clientscope.analysis._common import (
     human_duration,
     parse_duration,
     require_captures,
-    timeline,
 )
+from clientscope.analysis.timeline import timeline
 from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
 from clientscope.errors import AnalysisError
 

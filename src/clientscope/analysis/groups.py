@@ -21,8 +21,8 @@ from clientscope.analysis._common import (
     pick_captures,
     require_captures,
     role,
-    timeline,
 )
+from clientscope.analysis.timeline import timeline
 from clientscope.errors import ConfigError
 
 # `by` names users type -> expression over the clients table

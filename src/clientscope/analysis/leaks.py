@@ -35,9 +35,9 @@ from clientscope.analysis._common import (
     Tables,
     as_tables,
     require_captures,
-    timeline,
     with_clients,
 )
+from clientscope.analysis.timeline import timeline
 from clientscope.analysis.trend import trends
 
 WARMUP_AFTER_START_S = 120.0  # captures this soon after a server (re)start are left out

@@ -14,9 +14,9 @@ from clientscope.analysis._common import (
     no_data,
     pick_captures,
     snapshot_clients,
-    timeline,
 )
 from clientscope.analysis.groups import DIMENSIONS
+from clientscope.analysis.timeline import timeline
 
 TOP_DIMENSIONS = {dim: DIMENSIONS[dim] for dim in ("ip", "name", "lib", "user", "cmd")}
 

@@ -234,8 +234,8 @@ def _register_trends(app: typer.Typer) -> None:
 
         Without --instance, every instance of the dataset, most urgent first (--json: a list;
         with --instance: one object)."""
-        from clientscope.analysis._common import instances, timeline
         from clientscope.analysis.forecast import forecast_from
+        from clientscope.analysis.timeline import instances, timeline
         from clientscope.dataset import open_dataset
         from clientscope.errors import AnalysisError
 
@@ -319,7 +319,7 @@ def _register_actions(app: typer.Typer) -> None:
     ) -> None:
         """Capacity: recommended maxclients, per-pod pool sizes, timeout and tcp-keepalive."""
         from clientscope.analysis import plan
-        from clientscope.analysis._common import instances
+        from clientscope.analysis.timeline import instances
         from clientscope.dataset import open_dataset
 
         scaled = _what_if(what_if)

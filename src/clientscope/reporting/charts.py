@@ -24,6 +24,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from clientscope.analysis.timeline import busiest, timeline
 from clientscope.escape import for_figure
 from clientscope.reporting import series as S
 from clientscope.reporting.style import COLORS, PALETTE, figure, no_data, style, time_axis
@@ -80,7 +81,7 @@ def _v(frame: pl.DataFrame, column: str) -> np.ndarray:
 
 
 def _pick(series: pl.DataFrame, instance: str | None) -> tuple[pl.DataFrame, str | None]:
-    inst = instance or S.primary_instance(series)
+    inst = instance or busiest(series)
     return series.filter(pl.col("instance") == inst), inst
 
 
@@ -116,7 +117,7 @@ def clients_vs_maxclients(
 
     With several instances and no `instance`, draws one line per instance.
     """
-    series = S.capture_series(ds)
+    series = timeline(ds)
     with style():
         fig, ax = figure()
         if series.is_empty():
@@ -147,7 +148,7 @@ def clients_vs_maxclients(
 
 
 def _top(series: pl.DataFrame) -> float:
-    values = [_num(series["connected"].max()), _num(series["maxclients"].max())]
+    values = [_num(series["used"].max()), _num(series["maxclients"].max())]
     return max((v for v in values if v is not None), default=1.0)
 
 
@@ -163,8 +164,8 @@ def _num(value: object) -> float | None:
 def _draw_limits(
     ax: Axes, frame: pl.DataFrame, threshold: float, color: str | None, label: str | None
 ) -> None:
-    seen = frame.filter(pl.col("connected").is_not_null())
-    ax.plot(_t(seen), _v(seen, "connected"), color=color or COLORS["clients"],
+    seen = frame.filter(pl.col("used").is_not_null())
+    ax.plot(_t(seen), _v(seen, "used"), color=color or COLORS["clients"],
             label=f"connected clients {label}" if label else "connected clients")  # fmt: skip
     t, limit = _t(frame), _v(frame, "maxclients")
     ax.step(t, limit, where="post", color=color or COLORS["limit"], lw=1.4, ls="--",
@@ -194,7 +195,7 @@ def _annotate_peak(ax: Axes, series: pl.DataFrame) -> None:
     peak = S.peak_capture(series, None)
     if peak is None:
         return
-    limit, connected, ts = _num(peak["maxclients"]), _num(peak["connected"]) or 0.0, peak["ts"]
+    limit, connected, ts = _num(peak["maxclients"]), _num(peak["used"]) or 0.0, peak["ts"]
     pct = f" ({connected / limit:.0%} of {limit:.0f})" if limit else ""
     first, last = series["ts"].min(), series["ts"].max()
     left = False
@@ -220,8 +221,8 @@ def clients_by_source(
     ds: S.Tables, *, by: str = "name", instance: str | None = None, top: int = 6
 ) -> Figure:
     """Clients per group (client name, library, source IP, user, command) over time, stacked."""
-    series = S.capture_series(ds)
-    inst = instance or S.primary_instance(series)
+    series = timeline(ds)
+    inst = instance or busiest(series)
     groups = S.group_series(ds, by, instance=inst, top=top)
     with style():
         fig, ax = figure()
@@ -305,7 +306,7 @@ def fit_trend(frame: pl.DataFrame) -> TrendFit | None:
     if window.height < 3:
         return None
     x = window["ts"].dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
-    y = _v(window, "connected")
+    y = _v(window, "used")
     t0 = float(x[0])
     xs = x - t0
     slope, intercept = np.polyfit(xs, y, 1)
@@ -330,12 +331,12 @@ def _fit_window(frame: pl.DataFrame) -> pl.DataFrame:
     restarts = rows.filter(pl.col("restart"))["i"]
     if restarts.len():
         rows = rows.filter(pl.col("i") >= int(restarts[-1]))
-    full = rows.filter((pl.col("connected") >= pl.col("maxclients")).fill_null(False) | S.REJECTED)[
+    full = rows.filter((pl.col("used") >= pl.col("maxclients")).fill_null(False) | S.REJECTED)[
         "i"
     ]
     if full.len():
         rows = rows.filter(pl.col("i") < int(full[0]))
-    return rows.filter(pl.col("connected").is_not_null()).drop("i")
+    return rows.filter(pl.col("used").is_not_null()).drop("i")
 
 
 def _from_epoch(seconds: float) -> datetime | None:
@@ -365,7 +366,7 @@ def leak_trend(ds: S.Tables, *, instance: str | None = None, growing: int = 3) -
     The fit uses the captures since the last restart, up to the first capture at the
     limit. The `growing` client names with the steepest growth are drawn too.
     """
-    series = S.capture_series(ds)
+    series = timeline(ds)
     frame, inst = _pick(series, instance)
     with style():
         fig, ax = figure()
@@ -373,9 +374,9 @@ def leak_trend(ds: S.Tables, *, instance: str | None = None, growing: int = 3) -
         if fit is None:
             no_data(ax, "too few captures for a trend")
             return fig
-        shown = _downsample(frame.filter(pl.col("connected").is_not_null()))
+        shown = _downsample(frame.filter(pl.col("used").is_not_null()))
         ax.plot(
-            _t(shown), _v(shown, "connected"), color=COLORS["clients"], label="connected clients"
+            _t(shown), _v(shown, "used"), color=COLORS["clients"], label="connected clients"
         )
         _draw_growing_groups(ax, ds, inst, growing)
         end = _forecast_end(fit, frame)
@@ -413,7 +414,7 @@ def _forecast_end(fit: TrendFit, frame: pl.DataFrame) -> float:
 
 
 def _annotate_eta(ax: Axes, fit: TrendFit, frame: pl.DataFrame) -> None:
-    full = frame.filter((pl.col("connected") >= pl.col("maxclients")) | S.REJECTED)
+    full = frame.filter((pl.col("used") >= pl.col("maxclients")) | S.REJECTED)
     if not full.is_empty():
         text = f"limit reached {full['ts'][0]:%H:%M:%S} UTC"
     elif fit.eta is not None:
@@ -467,7 +468,7 @@ def idle_distribution(
     The `timeout` what-if is marked: how many of them a server `timeout` of that
     many seconds would have closed.
     """
-    series = S.capture_series(ds)
+    series = timeline(ds)
     frame, inst = _pick(series, instance)
     peak = S.peak_capture(frame, inst)
     with style():
@@ -537,7 +538,7 @@ def age_vs_idle(
 
     Points on the diagonal were never used after they connected: the leak signature.
     """
-    series = S.capture_series(ds)
+    series = timeline(ds)
     frame, inst = _pick(series, instance)
     peak = S.peak_capture(frame, inst)
     with style():
@@ -599,15 +600,15 @@ def _scatter_by_name(ax: Axes, snap: pl.DataFrame, age: np.ndarray, idle: np.nda
 
 def blocked_clients(ds: S.Tables, *, instance: str | None = None, alert_at: int = 10) -> Figure:
     """Clients blocked in BLPOP / BRPOP / XREAD... (INFO blocked_clients) over time."""
-    series = S.capture_series(ds)
+    series = timeline(ds)
     frame, inst = _pick(series, instance)
     with style():
         fig, ax = figure((10.0, 3.4))
-        frame = _downsample(frame.filter(pl.col("blocked").is_not_null()))
+        frame = _downsample(frame.filter(pl.col("blocked_clients").is_not_null()))
         if frame.is_empty():
             no_data(ax, "no INFO blocked_clients in these captures")
             return fig
-        t, blocked = _t(frame), _v(frame, "blocked")
+        t, blocked = _t(frame), _v(frame, "blocked_clients")
         ax.fill_between(t, blocked, step="post", color=COLORS["blocked"], alpha=0.25, lw=0)
         ax.step(t, blocked, where="post", color=COLORS["blocked"], label="blocked clients")
         peak = float(np.nanmax(blocked))
@@ -634,7 +635,7 @@ def blocked_clients(ds: S.Tables, *, instance: str | None = None, alert_at: int 
 
 def churn(ds: S.Tables, *, instance: str | None = None) -> Figure:
     """New connections per second (from total_connections_received) and rejections per second."""
-    series = S.capture_series(ds)
+    series = timeline(ds)
     frame, inst = _pick(series, instance)
     with style():
         fig, ax = figure((10.0, 3.4))

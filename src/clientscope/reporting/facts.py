@@ -1,6 +1,6 @@
 """The numbers a postmortem states: summary card, incident timeline, data coverage.
 
-All computed from the per-capture series (`series.capture_series`), so the text
+All computed from the capture timeline (`analysis.timeline.timeline`), so the text
 and the charts always agree.
 """
 
@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from clientscope.analysis.timeline import busiest
 from clientscope.reporting import series as S
 from clientscope.reporting.charts import TrendFit, fit_trend
 
@@ -85,17 +86,17 @@ def summary_card(
     series: pl.DataFrame, instance: str | None = None
 ) -> tuple[Summary, TrendFit | None]:
     """Peak, first rejection, limit reached and exhaustion forecast of the primary instance."""
-    inst = instance or S.primary_instance(series)
+    inst = instance or busiest(series)
     frame = series.filter(pl.col("instance") == inst) if inst else series
     peak = S.peak_capture(frame, inst)
     rejected = frame.filter(S.REJECTED)
-    full = frame.filter((pl.col("connected") >= pl.col("maxclients")).fill_null(False) | S.REJECTED)
+    full = frame.filter((pl.col("used") >= pl.col("maxclients")).fill_null(False) | S.REJECTED)
     fit = fit_trend(frame) if frame.height else None
     growing = fit is not None and fit.slope_per_hour > 0 and full.is_empty()
     return Summary(
         instance=inst,
         instances=series["instance"].n_unique(),
-        peak_clients=_int(peak, "connected"),
+        peak_clients=_int(peak, "used"),
         maxclients=_int(peak, "maxclients"),
         peak_at=peak["ts"] if peak else None,  # type: ignore[arg-type]
         utilization=_float(peak["utilization"]) if peak else None,
@@ -133,7 +134,7 @@ def timeline(
         events += _runs(frame, name, pl.col("utilization") >= threshold, "threshold",
                         f"connected clients above {threshold:.0%} of maxclients",
                         f"back under {threshold:.0%} of maxclients")  # fmt: skip
-        events += _runs(frame, name, pl.col("connected") >= pl.col("maxclients"), "limit",
+        events += _runs(frame, name, pl.col("used") >= pl.col("maxclients"), "limit",
                         "connected clients reached maxclients", "below maxclients again")  # fmt: skip
         events += _rejections(frame, name)
         events += [Event(t, "restart", name, "server restarted (new run_id); every connection was dropped")
@@ -143,7 +144,7 @@ def timeline(
                         "dataset loaded: the server serves commands again", seen_only=False)  # fmt: skip
         events += _collector_errors(frame, name)
     if growing and fit is not None and fit.slope_per_hour > 0:
-        events.append(Event(fit.start, "growth", fit_instance or S.primary_instance(series) or "",
+        events.append(Event(fit.start, "growth", fit_instance or busiest(series) or "",
                             f"steady growth begins: {fit.slope_per_hour:+.1f} connections/h "
                             f"(least squares over {fit.points} captures)"))  # fmt: skip
     return sorted(events, key=lambda e: (e.at, e.instance, e.kind))
@@ -158,11 +159,11 @@ def _first_last(frame: pl.DataFrame, inst: str) -> list[Event]:
 
 
 def _clients(row: dict[str, object]) -> str:
-    if row["connected"] is None:
+    if row["used"] is None:
         return f"failed ({row['error_kind']})"
     if row["maxclients"] is None:
-        return f"{row['connected']} clients (maxclients unknown)"
-    return f"{row['connected']} of {row['maxclients']} clients"
+        return f"{row['used']} clients (maxclients unknown)"
+    return f"{row['used']} of {row['maxclients']} clients"
 
 
 def _runs(
@@ -173,7 +174,7 @@ def _runs(
     (`seen_only`: counting only captures that saw the client count)."""
     events = []
     last_ts = frame["ts"].max()
-    seen = pl.col("connected").is_not_null() if seen_only else pl.lit(True)
+    seen = pl.col("used").is_not_null() if seen_only else pl.lit(True)
     for row in S.episodes(frame.filter(seen), cond, merge_within=MERGE_WITHIN).iter_rows(named=True):
         events.append(Event(row["first"], kind, inst, begin))
         after = frame.filter((pl.col("ts") > row["last"]) & seen)

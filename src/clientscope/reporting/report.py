@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from clientscope.analysis.timeline import timeline
 from clientscope.dataset import Dataset
 from clientscope.errors import DatasetError, DatasetWriteError
 from clientscope.escape import for_html
@@ -89,7 +90,7 @@ def report(
     """Write report.html, report.md and figures/ (PNG + SVG) for a dataset into `out`."""
     began = time.perf_counter()
     ds = select(ds_or_path, start=start, end=end, instance=instance)
-    series = S.capture_series(ds)
+    series = timeline(ds)
     if series.is_empty():
         raise DatasetError(
             f"{ds.root} has no captures in the chosen window/instance: nothing to report"
@@ -178,19 +179,19 @@ def _content(
 
 def _servers(ds: Dataset, series: pl.DataFrame, found: list[FindingView]) -> tuple[tuple[str, ...], ...]:
     """One row per server of a fleet, the one in most trouble first: peak, trend, findings."""
-    from clientscope.analysis._common import human_duration, signed, timeline
+    from clientscope.analysis._common import human_duration, signed
     from clientscope.analysis.forecast import forecast_from
     from clientscope.errors import AnalysisError
 
     names = sorted(series["instance"].unique().to_list())
     if len(names) < 2:
         return ()
-    tl = timeline(ds)  # once, for every server's forecast
+    tl = series  # the timeline the report was built from: every server's forecast reads it
     rows = []
     for name in names:
         peak = S.peak_capture(series.filter(pl.col("instance") == name), name) or {}
         util = peak.get("utilization")
-        used = f"{peak.get('connected', '?')} / {peak.get('maxclients') or '?'}" + (
+        used = f"{peak.get('used', '?')} / {peak.get('maxclients') or '?'}" + (
             f" ({util:.0%})" if isinstance(util, float) else ""
         )
         try:

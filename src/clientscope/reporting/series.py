@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from clientscope.analysis._common import Tables  # one protocol for the parsed tables
+from clientscope.analysis.timeline import timeline
 from clientscope.schema import TS
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "group_series",
     "idle_series",
     "peak_capture",
-    "primary_instance",
     "snapshot",
 ]
 
@@ -36,81 +36,8 @@ OTHER = "(other)"
 
 
 def capture_series(ds: Tables) -> pl.DataFrame:
-    """One row per capture attempt, with the server-wide numbers and their rates.
-
-    Columns: instance, ts, capture_id, ok, error_kind, connected, maxclients, blocked,
-    utilization, run_id, restart, new_conns_per_s, new_rejections, timeout, rejected_error,
-    loading (INFO loading:1 — the server is reading its dataset and answers most commands
-    with -LOADING).
-    `connected` is what the server counts against maxclients: INFO connected_clients +
-    connected_slaves + cluster_connections (else the CLIENT LIST line count);
-    `maxclients` the effective limit the capture recorded (CONFIG, else INFO), carried
-    over failed captures from the nearest one that knew it.
-    """
-    caps = ds.captures.select(
-        "capture_id", "instance", "ts", "ok", "error_kind", "n_clients",
-        pl.col("run_id").alias("cap_run_id"), pl.col("maxclients").alias("cap_maxclients"), "timeout",
-    )  # fmt: skip
-    info = ds.info.select(
-        "capture_id", "connected_clients", "connected_slaves", "cluster_connections",
-        "blocked_clients", "total_connections_received",
-        "rejected_connections", pl.col("maxclients").alias("info_maxclients"),
-        pl.col("run_id").alias("info_run_id"), "loading",
-    )  # fmt: skip
-    frame = (
-        caps.join(info, on="capture_id", how="left")
-        .with_columns(
-            pl.when(pl.col("connected_clients").is_not_null())
-            .then(
-                pl.sum_horizontal(
-                    "connected_clients",
-                    pl.col("connected_slaves").fill_null(0),
-                    pl.col("cluster_connections").fill_null(0),
-                )
-            )
-            .otherwise(pl.when(pl.col("ok")).then(pl.col("n_clients")))
-            .alias("connected"),
-            pl.coalesce("cap_maxclients", "info_maxclients").alias("maxclients_seen"),
-            pl.coalesce("cap_run_id", "info_run_id").alias("run_id"),
-            pl.col("blocked_clients").alias("blocked"),
-        )
-        .sort("instance", "ts")
-        .with_columns(  # a failed capture keeps the limit in force around it
-            pl.col("maxclients_seen")
-            .forward_fill()
-            .backward_fill()
-            .over("instance")
-            .alias("maxclients")
-        )
-        .collect()
-    )
-    return _with_rates(frame).select(
-        "instance", "ts", "capture_id", "ok", "error_kind", "connected", "maxclients", "blocked",
-        (pl.col("connected") / pl.col("maxclients")).alias("utilization"),
-        "run_id", "restart", "new_conns_per_s", "new_rejections", "timeout",
-        (pl.col("error_kind") == "max_clients").fill_null(False).alias("rejected_error"),
-        ((pl.col("loading") == 1) | (pl.col("error_kind") == "loading")).fill_null(False).alias("loading"),
-    )  # fmt: skip
-
-
-def _with_rates(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add restart (run_id changed), new connections per second and new rejections."""
-    counted = frame.filter(pl.col("total_connections_received").is_not_null())
-    prev_run = pl.col("run_id").shift().over("instance")
-    restart = (prev_run.is_not_null() & (pl.col("run_id") != prev_run)).fill_null(False)
-    d_tcr = pl.col("total_connections_received").diff().over("instance")
-    d_rej = pl.col("rejected_connections").diff().over("instance")
-    dt = pl.col("ts").diff().over("instance").dt.total_microseconds() / 1e6
-    rates = counted.with_columns(restart.alias("restart")).select(
-        "capture_id",
-        "restart",
-        pl.when(~pl.col("restart") & (d_tcr >= 0) & (dt > 0)).then(d_tcr / dt).alias("new_conns_per_s"),
-        pl.when(pl.col("restart")).then(pl.col("rejected_connections"))
-        .when(d_rej >= 0).then(d_rej).alias("new_rejections"),
-    )  # fmt: skip
-    return frame.join(rates, on="capture_id", how="left").with_columns(
-        pl.col("restart").fill_null(False)
-    )
+    """`analysis.timeline.timeline` under the names `export` still reads (connected, blocked)."""
+    return timeline(ds).with_columns(connected=pl.col("used"), blocked=pl.col("blocked_clients"))
 
 
 def episodes(
@@ -173,26 +100,14 @@ REJECTED = (pl.col("new_rejections").fill_null(0) > 0) | pl.col("rejected_error"
 """A capture that saw new rejected connections, or was itself refused (max_clients)."""
 
 
-def primary_instance(series: pl.DataFrame) -> str | None:
-    """The instance that came closest to its limit (the one the report centres on)."""
-    if series.is_empty():
-        return None
-    ranked = (
-        series.group_by("instance")
-        .agg(pl.col("utilization").max().alias("u"), pl.col("connected").max().alias("c"))
-        .sort(["u", "c", "instance"], descending=[True, True, False], nulls_last=True)
-    )
-    return str(ranked.item(0, "instance"))
-
-
 def peak_capture(series: pl.DataFrame, instance: str | None) -> dict[str, object] | None:
     """The capture with the most connected clients (first one on ties) of an instance."""
-    rows = series.filter(pl.col("connected").is_not_null())
+    rows = series.filter(pl.col("used").is_not_null())
     if instance is not None:
         rows = rows.filter(pl.col("instance") == instance)
     if rows.is_empty():
         return None
-    return rows.sort(["connected", "ts"], descending=[True, False]).row(0, named=True)
+    return rows.sort(["used", "ts"], descending=[True, False]).row(0, named=True)
 
 
 def bucket_every(start: datetime, end: datetime, points: int) -> timedelta | None:
