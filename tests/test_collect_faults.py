@@ -316,8 +316,8 @@ def test_a_restart_that_loads_its_dataset_shows_as_loading(tmp_path: Path) -> No
     import threading
 
     from clientscope import summary
+    from clientscope.analysis.timeline import timeline
     from clientscope.reporting import facts
-    from clientscope.reporting.series import capture_series
 
     with redis_server(key_load_delay=100, loading_process_events_interval_bytes=1024) as srv:
         admin = srv.client()
@@ -328,11 +328,25 @@ def test_a_restart_that_loads_its_dataset_shows_as_loading(tmp_path: Path) -> No
         admin.save()
         admin.close()
         srv.stop()
-        starting = threading.Thread(target=srv.start, kwargs={"timeout": 60})
-        starting.start()  # start() returns once PING works, i.e. after the load
-        time.sleep(0.3)
-        collect([srv.url], tmp_path / "ds", interval=0.2, duration=5.0, handle_signals=False)
-        starting.join(60)
+        loaded, stop, after = threading.Event(), threading.Event(), []
+
+        def until_loaded() -> None:
+            srv.start(timeout=120)  # returns once PING works, i.e. after the load
+            loaded.set()
+
+        def count_after_load(event: object) -> None:  # two captures once loaded, then stop
+            if loaded.is_set():
+                after.append(event)
+                if len(after) >= 2:
+                    stop.set()
+
+        starting = threading.Thread(target=until_loaded)
+        starting.start()
+        # conditions, not a fixed duration: on a loaded machine the load takes longer
+        collect([srv.url], tmp_path / "ds", interval=0.2, duration=120.0, stop=stop,
+                on_event=count_after_load, handle_signals=False)  # fmt: skip
+        starting.join(120)
+        assert loaded.is_set(), "the server did not finish loading in 120 s"
     ds = open_dataset(tmp_path / "ds")
     info = ds.info.sort("ts").select("ts", "loading").collect()
     flags = info["loading"].to_list()
@@ -340,7 +354,7 @@ def test_a_restart_that_loads_its_dataset_shows_as_loading(tmp_path: Path) -> No
     assert flags.index(0) > flags.index(1)
     loading_at = info.filter(pl.col("loading") == 1)["ts"][0]
     assert summary(ds, at=loading_at).snapshot["loading"].to_list() == [True]
-    events = facts.timeline(capture_series(ds), None, growing=False)
+    events = facts.timeline(timeline(ds), None, growing=False)
     kinds = [(e.kind, e.text.split(":")[0]) for e in events if e.kind == "loading"]
     assert kinds == [("loading", "server loading its dataset from disk"),
                      ("loading", "dataset loaded")]  # fmt: skip
