@@ -21,10 +21,15 @@ User rules come from YAML:
         threshold: 0.9
         for: 2m
         severity: critical
+
+Every value is checked (`clientscope.config`): a threshold is a finite number, `for`
+a duration from 0 to 30 days, a key given twice or misspelt is an error naming the
+file, rule, line and the value seen.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +37,17 @@ from typing import Any
 
 import polars as pl
 
-from clientscope.analysis._common import (
-    DatasetLike,
-    as_tables,
+from clientscope.analysis._common import DatasetLike, as_tables, timeline
+from clientscope.config import (
+    Where,
     check_keys,
-    parse_duration,
-    read_yaml,
-    timeline,
+    duration,
+    line_of,
+    load_yaml,
+    optional,
+    real_number,
+    shown,
+    text,
 )
 from clientscope.errors import ConfigError
 
@@ -48,6 +57,8 @@ METRICS = (
     "pubsub_clients", "connected_slaves", "rejected_connections", "rejected_per_s",
     "connections_per_s", "n_clients",
 )  # fmt: skip
+SEVERITIES = ("critical", "warning", "info")
+MAX_FOR = 30 * 86400.0  # a `for` (or max_gap) longer than 30 days is a typo
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,15 @@ class Rule:
     severity: str = "warning"
     summary: str = ""
 
+    def __post_init__(self) -> None:
+        """The checks a rules file gets, for a rule built in code."""
+        label = f"rule {shown(self.name)}:"
+        metric_expr(self.metric)
+        check_op(self.op, Where.option(f"{label} op"))
+        check_threshold(self.threshold, Where.option(f"{label} threshold"))
+        check_for(self.for_s, Where.option(f"{label} for_s"))
+        check_severity(self.severity, Where.option(f"{label} severity"))
+
     def condition(self) -> pl.Expr:
         value = metric_expr(self.metric)
         compare: pl.Expr = getattr(value, _OPS[self.op])(self.threshold)
@@ -70,6 +90,42 @@ class Rule:
     @property
     def expr(self) -> str:
         return f"{self.metric} {self.op} {self.threshold:g} for {self.for_s:g}s"
+
+
+def metric_expr(metric: str) -> pl.Expr:
+    parts = [p.strip() for p in metric.split("/")] if isinstance(metric, str) else []
+    if not 1 <= len(parts) <= 2 or any(p not in METRICS for p in parts):
+        raise ConfigError(
+            f"alert metric {shown(metric)} is not known; use one of {', '.join(METRICS)} "
+            "or a ratio 'a / b' of two of them"
+        )
+    if len(parts) == 2:
+        return pl.col(parts[0]).cast(pl.Float64) / pl.col(parts[1]).cast(pl.Float64)
+    return pl.col(parts[0]).cast(pl.Float64)
+
+
+RULE_FIELDS = {"name", "alert", "metric", "op", "threshold", "for", "severity", "summary"}
+
+
+def check_op(value: object, where: Where) -> str:
+    if not isinstance(value, str) or value not in _OPS:
+        raise where.error(value, f"must be one of {' '.join(_OPS)}")
+    return str(value)
+
+
+def check_threshold(value: object, where: Where) -> float:
+    return real_number(value, where, example="0.9")
+
+
+def check_for(value: object, where: Where) -> float:
+    """How long a condition holds before the rule fires: 0 to 30 days."""
+    return duration(value, where, MAX_FOR)
+
+
+def check_severity(value: object, where: Where) -> str:
+    if not isinstance(value, str) or value not in SEVERITIES:
+        raise where.error(value, f"must be one of {', '.join(SEVERITIES)}")
+    return str(value)
 
 
 DEFAULT_RULES = (
@@ -82,66 +138,51 @@ DEFAULT_RULES = (
 )  # fmt: skip
 
 
-def metric_expr(metric: str) -> pl.Expr:
-    parts = [p.strip() for p in metric.split("/")]
-    if len(parts) > 2 or any(p not in METRICS for p in parts):
-        raise ConfigError(
-            f"alert metric {metric!r} is not known; use one of {', '.join(METRICS)} "
-            "or a ratio 'a / b' of two of them"
-        )
-    if len(parts) == 2:
-        return pl.col(parts[0]).cast(pl.Float64) / pl.col(parts[1]).cast(pl.Float64)
-    return pl.col(parts[0]).cast(pl.Float64)
-
-
-RULE_FIELDS = {"name", "alert", "metric", "op", "threshold", "for", "severity", "summary"}
-
-
 def load_rules(path: Path | str) -> tuple[Rule, ...]:
-    """Rules from a YAML file (see module docstring); errors name the file, rule and field."""
+    """Rules from a YAML file (see module docstring); errors name the file, rule, line and field."""
     path = Path(path)
-    doc = read_yaml(path, "alert rules")
+    doc = load_yaml(path, "alert rules")
     items = doc.get("rules") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
         raise ConfigError(
             f"{path}: expected a list under 'rules:' (see `clientscope alerts --help`)"
         )
-    rules = tuple(_rule(item, f"{path}: rule {i + 1}") for i, item in enumerate(items))
-    names = [r.name for r in rules]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    rules = tuple(_rule(item, path, i + 1) for i, item in enumerate(items))
+    twice = sorted(n for n, k in Counter(r.name for r in rules).items() if k > 1)
     if twice:
         raise ConfigError(f"{path}: rule name(s) {', '.join(twice)} used twice; give each rule its own")
     return rules
 
 
-def _rule(item: Any, where: str) -> Rule:
+def _rule(item: Any, path: Path, number: int) -> Rule:
+    label = f"rule {number}"
     if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a mapping with metric, op, threshold, for")
-    check_keys(item, RULE_FIELDS, where)
+        raise ConfigError(
+            f"{path}: {label} is {shown(item)}; expected a mapping with metric, op, threshold, for"
+        )
+    check_keys(item, RULE_FIELDS, path, label)
     for key in ("metric", "threshold"):
         if key not in item:
-            raise ConfigError(f"{where}: field {key!r} is missing")
-    op = str(item.get("op", ">"))
-    if op not in _OPS:
-        raise ConfigError(f"{where}: field 'op' is {op!r}; use one of {' '.join(_OPS)}")
+            raise ConfigError(f"{path}: {label}: field {key!r} is missing")
+
+    def at(key: str) -> Where:
+        return Where.field(path, label, key, line_of(item, key))
+
+    metric = text(item["metric"], at("metric"))
     try:
-        threshold = float(item["threshold"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{where}: field 'threshold' is {item['threshold']!r}, not a number"
-        ) from exc
-    severity = str(item.get("severity", "warning"))
-    if severity not in ("critical", "warning", "info"):
-        raise ConfigError(
-            f"{where}: field 'severity' is {severity!r}; use critical, warning or info"
-        )
-    metric = str(item["metric"])
-    metric_expr(metric)
+        metric_expr(metric)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {label} (line {line_of(item, 'metric')}): {exc}") from exc
+    op = check_op(optional(item, "op", ">"), at("op"))
+    threshold = check_threshold(item["threshold"], at("threshold"))
+    named = item.get("name") or item.get("alert")
     return Rule(
-        name=str(item.get("name") or item.get("alert") or f"{metric} {op} {threshold:g}"),
+        name=text(named, at("name" if item.get("name") else "alert")) if named
+        else f"{metric} {op} {threshold:g}",
         metric=metric, op=op, threshold=threshold,
-        for_s=parse_duration(item.get("for", 0), f"{where}: field 'for'"),
-        severity=severity, summary=str(item.get("summary", "")),
+        for_s=check_for(optional(item, "for", 0), at("for")),
+        severity=check_severity(optional(item, "severity", "warning"), at("severity")),
+        summary=text(optional(item, "summary", ""), at("summary")),
     )  # fmt: skip
 
 
@@ -155,13 +196,13 @@ def alerts(
 ) -> pl.DataFrame:
     """Firings of each rule: rule, severity, instance, expr, pending_since, fired_at, resolved_at
     (null while still firing at the end), peak (highest metric value while pending/firing)."""
+    gap = check_for(max_gap, Where.option("max_gap"))
     if isinstance(rules, str | Path):
         rules = load_rules(rules)
     chosen = list(rules or ())
     if include_defaults or (include_defaults is None and not chosen):
         chosen = [*DEFAULT_RULES, *chosen]
     tl = _metrics(timeline(as_tables(ds), instance))
-    gap = parse_duration(max_gap, "max_gap")
     frames = [_replay(tl, rule, gap) for rule in chosen]
     return pl.concat(frames) if frames else _empty()
 

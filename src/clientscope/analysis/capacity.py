@@ -12,11 +12,17 @@ scaling. The spec is YAML (see fixtures/specs/deployment.yaml):
         replicas: 4
         hpa_max: 12
         pool_size: 20
+
+Every value is checked (`clientscope.config`), by the same function whether it came
+from the spec or an option: headroom 0 to 10 (--headroom too), replicas and hpa_max
+whole numbers up to MAX_PODS (--what-if too), pool_size up to MAX_POOL, buffer up to
+MAX_BUFFER, app names once each. An error names the file, app, line and value.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +35,53 @@ from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
     as_tables,
-    check_keys,
-    read_yaml,
     require_captures,
     timeline,
 )
 from clientscope.analysis.groups import suggest_timeout
+from clientscope.config import (
+    Where,
+    check_keys,
+    line_of,
+    load_yaml,
+    optional,
+    real_number,
+    shown,
+    text,
+    whole_number,
+)
 from clientscope.errors import ConfigError
+from clientscope.escape import printable
 
 FD_RESERVED = 32  # Redis keeps this many descriptors for itself (CONFIG_MIN_RESERVED_FDS)
 ALERT_SHARE = 0.8  # pools should fit under the classic 80% alert
+
+
+MAX_PODS = 100_000  # replicas / hpa_max of one app: more than any cluster runs
+MAX_POOL = 100_000  # connections per pod
+MAX_BUFFER = 1_000_000  # connections on top of the apps'
+SPEC_FIELDS = {"apps", "buffer", "headroom"}
+APP_FIELDS = {"name", "match", "replicas", "hpa_max", "pool_size"}
+
+
+def check_headroom(value: object, where: Where) -> float:
+    """The share on top of the peak, from --headroom or a spec: 0 to 10."""
+    return real_number(
+        value, where, 0, 10, rest="is a share on top of the peak: give 0 to 10 (0.25 = 25 %)"
+    )
+
+
+def check_replicas(value: object, where: Where) -> int:
+    """Pods of an app, from a spec (replicas, hpa_max) or --what-if."""
+    return whole_number(value, where, 0, MAX_PODS)
+
+
+def check_pool_size(value: object, where: Where) -> int:
+    return whole_number(value, where, 0, MAX_POOL)
+
+
+def check_buffer(value: object, where: Where) -> int:
+    return whole_number(value, where, 0, MAX_BUFFER)
 
 
 @dataclass(frozen=True)
@@ -49,6 +92,18 @@ class AppSpec:
     hpa_max: int
     pool_size: int
 
+    def __post_init__(self) -> None:
+        """The checks a spec file gets, for an app built in code."""
+        label = f"app {shown(self.name)}:"
+        check_replicas(self.replicas, Where.option(f"{label} replicas"))
+        check_replicas(self.hpa_max, Where.option(f"{label} hpa_max"))
+        check_pool_size(self.pool_size, Where.option(f"{label} pool_size"))
+        if self.hpa_max < self.replicas:
+            raise ConfigError(
+                f"{label} hpa_max {self.hpa_max} is below replicas {self.replicas}; an HPA never "
+                "runs more pods than its max: fix one of them"
+            )
+
 
 @dataclass(frozen=True)
 class DeploymentSpec:
@@ -56,43 +111,75 @@ class DeploymentSpec:
     buffer: int = 50
     headroom: float | None = None
 
+    def __post_init__(self) -> None:
+        """The checks a spec file gets, for a spec built in code."""
+        check_buffer(self.buffer, Where.option("buffer"))
+        if self.headroom is not None:
+            check_headroom(self.headroom, Where.option("headroom"))
+        twice = sorted(n for n, k in Counter(a.name for a in self.apps).items() if k > 1)
+        if twice:
+            raise ConfigError(
+                f"app name(s) {', '.join(map(shown, twice))} used twice; give each app its own"
+            )
+
 
 def load_spec(path: Path | str) -> DeploymentSpec:
-    """Read a deployment spec YAML; errors name the file, app and field."""
+    """Read a deployment spec YAML; errors name the file, app, line and field."""
     path = Path(path)
-    doc = read_yaml(path, "deployment spec")
+    doc = load_yaml(path, "deployment spec")
     if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list) or not doc["apps"]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'apps:' list")
-    check_keys(doc, {"apps", "buffer", "headroom"}, str(path))
-    apps = tuple(_app(a, f"{path}: app {i + 1}") for i, a in enumerate(doc["apps"]))
+    check_keys(doc, SPEC_FIELDS, path, None)
+    apps = tuple(_app(a, path, i + 1) for i, a in enumerate(doc["apps"]))
+    _check_names(apps, doc["apps"], path)
+
+    def at(key: str) -> Where:
+        return Where.field(path, None, key, line_of(doc, key))
+
     headroom = doc.get("headroom")
     return DeploymentSpec(
-        apps, int(doc.get("buffer", 50)), None if headroom is None else float(headroom)
+        apps,
+        check_buffer(optional(doc, "buffer", 50), at("buffer")),
+        None if headroom is None else check_headroom(headroom, at("headroom")),
     )
 
 
-def _app(item: Any, where: str) -> AppSpec:
+def _check_names(apps: tuple[AppSpec, ...], items: list[Any], path: Path) -> None:
+    seen: dict[str, int] = {}
+    for number, (app, item) in enumerate(zip(apps, items, strict=True), 1):
+        if app.name in seen:
+            raise ConfigError(
+                f"{path}: app {number} (line {line_of(item, 'name')}): name {shown(app.name)} is "
+                f"app {seen[app.name]}'s too; give each app its own name"
+            )
+        seen[app.name] = number
+
+
+def _app(item: Any, path: Path, number: int) -> AppSpec:
     if not isinstance(item, dict) or "name" not in item:
-        raise ConfigError(f"{where}: expected a mapping with name, replicas, pool_size")
-    values = {}
-    check_keys(item, {"name", "match", "replicas", "hpa_max", "pool_size"}, f"{where} ({item['name']})")
+        raise ConfigError(
+            f"{path}: app {number} is {shown(item)}; expected a mapping with name, replicas, pool_size"
+        )
+    name = text(item["name"], Where.field(path, f"app {number}", "name", line_of(item, "name")))
+    label = f"app {number} ({printable(name, 60)})"
+    check_keys(item, APP_FIELDS, path, label)
     for key in ("replicas", "pool_size"):
         if key not in item:
-            raise ConfigError(f"{where} ({item['name']}): field {key!r} is missing")
-    for key in ("replicas", "hpa_max", "pool_size"):
-        raw = item.get(key, item.get("replicas"))
-        if not isinstance(raw, int) or raw < 0:
-            raise ConfigError(
-                f"{where} ({item['name']}): field {key!r} is {raw!r}; expected a whole number >= 0"
-            )
-        values[key] = raw
-    if values["hpa_max"] < values["replicas"]:
+            raise ConfigError(f"{path}: {label}: field {key!r} is missing")
+
+    def at(key: str) -> Where:
+        return Where.field(path, label, key, line_of(item, key))
+
+    replicas = check_replicas(item["replicas"], at("replicas"))
+    hpa_max = check_replicas(optional(item, "hpa_max", replicas), at("hpa_max"))
+    if hpa_max < replicas:
         raise ConfigError(
-            f"{where} ({item['name']}): hpa_max {values['hpa_max']} is below replicas "
-            f"{values['replicas']}; an HPA never runs more pods than its max: fix one of them"
+            f"{path}: {label}: hpa_max {hpa_max} is below replicas {replicas}; an HPA never runs "
+            "more pods than its max: fix one of them"
         )
-    return AppSpec(str(item["name"]), str(item.get("match", item["name"])), values["replicas"],
-                   values["hpa_max"], values["pool_size"])  # fmt: skip
+    match = text(optional(item, "match", name), at("match"))
+    pool_size = check_pool_size(item["pool_size"], at("pool_size"))
+    return AppSpec(name, match, replicas, hpa_max, pool_size)
 
 
 @dataclass(frozen=True)
@@ -137,13 +224,10 @@ def plan(
         raise ConfigError(
             "--what-if scales the apps of a deployment spec: give --spec deployment.yaml too"
         )
-    if headroom is not None and not 0 <= headroom <= 10:
-        raise ConfigError(
-            f"--headroom {headroom:g} is a share on top of the peak: give 0 to 10 (0.25 = 25 %)"
-        )
+    if headroom is not None:
+        check_headroom(headroom, Where.option("--headroom"))
     for app, replicas in (what_if or {}).items():
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-            raise ConfigError(f"--what-if {app}={replicas!r}: replicas must be a whole number >= 0")
+        check_replicas(replicas, Where.option(f"--what-if {app}=", "replicas"))
     tables = as_tables(ds)
     if isinstance(spec, str | Path):
         spec = load_spec(spec)
