@@ -173,3 +173,43 @@ def test_promtool_backfills_the_export(incident: cs.Dataset, tmp_path: Path) -> 
     assert run.returncode == 0, run.stderr
     samples = sum(int(line.split()[-4]) for line in run.stdout.splitlines()[1:] if line.strip())
     assert samples == result.samples
+
+
+# ------------------------------------------------------------------ CSV injection (issue 13)
+HOSTILE_NAMES = ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(1+1)*cmd|'/Ccalc'!A0"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> None:
+    dump = tmp_path / "clients.txt"
+    dump.write_text(
+        "".join(
+            f"id={i} addr=10.0.0.{i}:5{i} laddr=10.0.0.99:6379 fd={i} name={name} age=5 idle=700 "
+            "flags=N db=0 cmd=get\n"
+            for i, name in enumerate([*HOSTILE_NAMES, "plain"], 1)
+        )
+    )
+    ds = tmp_path / "hostile.cs"
+    cs.import_dumps([dump], ds, instance="=cmd")
+    out = tmp_path / "series.csv"
+    cs.export(ds, out, format="csv")
+    frame = pl.read_csv(out)
+    groups = set(frame.filter(pl.col("dimension") == "name")["group"])
+    assert groups == {"'" + name for name in HOSTILE_NAMES} | {"plain"}
+    assert set(frame["instance"]) == {"'=cmd"}
+    assert frame["value"].dtype == pl.Float64  # numbers are left alone
+    parquet = tmp_path / "series.parquet"  # a typed format keeps the names as they are
+    cs.export(ds, parquet, format="parquet")
+    assert set(HOSTILE_NAMES) <= set(pl.read_parquet(parquet)["group"])
+
+
+def test_spreadsheet_safe_touches_text_columns_only() -> None:
+    from clientscope.reporting.export import spreadsheet_safe
+
+    frame = pl.DataFrame(
+        {"text": ["=1", "+1", "-1", "@a", "\tx", "\rx", "a=b", "", None, "'=x"], "n": [-1.5] * 10}
+    )
+    safe = spreadsheet_safe(frame)
+    assert safe["text"].to_list() == [
+        "'=1", "'+1", "'-1", "'@a", "'\tx", "'\rx", "a=b", "", None, "'=x",
+    ]  # fmt: skip
+    assert safe["n"].to_list() == [-1.5] * 10

@@ -16,6 +16,10 @@ Series, one sample per capture (timestamps are the capture times):
 
 Groups are the `top` largest of each dimension per instance; the rest are summed
 into "(other)", so the label cardinality stays bounded whatever the fleet.
+
+In CSV, a text cell that a spreadsheet would run as a formula (it starts with `=`,
+`+`, `-`, `@`, a tab or a carriage return: client names, libraries and instances are
+written by whoever connects) gets a leading `'`, as OWASP advises; numbers stay numbers.
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ from clientscope.reporting import series as S
 from clientscope.reporting.view import select
 from clientscope.schema import TS
 
-__all__ = ["FORMATS", "ExportResult", "export", "export_series", "to_openmetrics"]
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "export",
+    "export_series",
+    "spreadsheet_safe",
+    "to_openmetrics",
+]
 
 Format = Literal["openmetrics", "csv", "parquet"]
 FORMATS: tuple[str, ...] = ("openmetrics", "csv", "parquet")
@@ -126,7 +137,7 @@ def _write(long: pl.DataFrame, out: Path, format: str) -> None:
         if format == "openmetrics":
             tmp.write_text(to_openmetrics(long), encoding="utf-8")
         elif format == "csv":
-            long.write_csv(tmp)
+            spreadsheet_safe(long).write_csv(tmp)
         else:
             long.write_parquet(tmp, compression="zstd")
         tmp.replace(out)
@@ -134,6 +145,22 @@ def _write(long: pl.DataFrame, out: Path, format: str) -> None:
         raise DatasetWriteError(
             f"could not write {out}: {exc.strerror or exc}; choose another --out"
         ) from exc
+
+
+FORMULA_START = r"^[=+\-@\t\r]"  # what makes Excel, LibreOffice or Sheets read a cell as a formula
+
+
+def spreadsheet_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells that a spreadsheet would read as a formula, prefixed with `'` (OWASP CSV
+    injection); only String columns: a negative number stays a number."""
+    strings = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(FORMULA_START))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name in strings
+    )
 
 
 def export_series(ds: S.Tables, *, top: int = 20) -> pl.DataFrame:
