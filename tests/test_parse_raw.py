@@ -129,3 +129,30 @@ def test_live_capture_of_a_real_server(valkey: Server) -> None:
     assert cap["n_rejects"] == 0
     assert cap["maxclients_source"] == "info" and cap["maxclients"] == 10000
     assert set(tables["clients"]["name"].drop_nulls()) >= {"app", "test-admin"}
+
+
+def test_lines_kept_out_of_a_reply_are_rejects_in_their_place() -> None:
+    """An import keeps a line over its length limit out of the text (an empty line holds its
+    place) and notes it; the parsed rejects say why, with the line's head, and count it."""
+    listing = f"{LINE.format(id=1)}\n\n{LINE.format(id=3)}\n".encode()
+    cut = {
+        "table": "clients",
+        "line_no": 2,
+        "reason": "line of 5,000,000 bytes ...",
+        "raw_line": "id=2 addr",
+    }
+    notes = [
+        json.dumps({"files": ["a.txt"], "rejects": [cut]}),
+        json.dumps({"rejects": "junk"}),
+        '{"rejects": [oops',
+    ]
+    tables = parse_raw(raw(client_list=[listing] * 3, notes=notes))
+    rejects = tables["rejects"].sort("capture_id")
+    assert rejects.select("capture_id", "line_no", "reason", "raw_line").rows() == [
+        ("c0", 2, "line of 5,000,000 bytes ...", "id=2 addr"),  # the noted reason, not "blank line"
+        ("c1", 2, "blank line", ""),  # a note that does not read as one is passed over
+        ("c2", 2, "blank line", ""),
+    ]
+    assert dict(rejects.schema) == REJECTS_SCHEMA
+    caps = tables["captures"].sort("capture_id")
+    assert caps.select("n_clients", "n_rejects").rows() == [(2, 1)] * 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from clientscope.parse.client_list import parse_client_list
@@ -65,6 +67,49 @@ def _info(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return wide, _conform(long.filter(~bad), INFO_FIELDS_SCHEMA), _conform(rejects, REJECTS_SCHEMA)
 
 
+def _noted(raw: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
+    """`rejects` with the lines a writer kept out of a reply (`notes.rejects`: a line over the
+    import's length limit). Each held its place in the reply as an empty line; the parser's
+    reject for that line gives way to the noted one, which says why and keeps the line's head.
+    A note that does not read as such is passed over: it never stops a batch being parsed."""
+    if "notes" not in raw.columns:
+        return rejects
+    listed = raw.filter(pl.col("notes").str.contains('"rejects"', literal=True))
+    rows = [
+        {"capture_id": capture_id, "instance": instance, "ts": ts, **entry}
+        for capture_id, instance, ts, notes in listed.select(*_CONTEXT, "notes").iter_rows()
+        for entry in _noted_lines(notes)
+    ]
+    if not rows:
+        return rejects
+    noted = pl.DataFrame(rows, schema=REJECTS_SCHEMA)
+    kept = rejects.join(noted, on=["capture_id", "table", "line_no"], how="anti")
+    return pl.concat([kept, noted]).sort("capture_id", "table", "line_no", maintain_order=True)
+
+
+def _noted_lines(notes: str) -> list[dict[str, object]]:
+    try:
+        listed = json.loads(notes).get("rejects")
+    except (ValueError, AttributeError):
+        return []
+    return [
+        {
+            "table": r["table"],
+            "line_no": r["line_no"],
+            "reason": str(r.get("reason")),
+            "raw_line": str(r.get("raw_line")),
+        }
+        for r in (listed if isinstance(listed, list) else [])
+        if isinstance(r, dict)
+        and r.get("table") in ("clients", "info")
+        and _whole(r.get("line_no"))
+    ]
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**62
+
+
 def _captures(
     raw: pl.DataFrame, clients: pl.DataFrame, rejects: pl.DataFrame, info: pl.DataFrame
 ) -> pl.DataFrame:
@@ -110,7 +155,7 @@ def parse_raw(raw: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """
     info, info_fields, info_rejects = _info(raw)
     clients, client_rejects = _clients(raw, info.select("capture_id", "run_id"))
-    rejects = pl.concat([client_rejects, info_rejects])
+    rejects = _noted(raw, pl.concat([client_rejects, info_rejects]))
     return {
         "captures": _captures(raw, clients, rejects, info),
         "clients": clients,
