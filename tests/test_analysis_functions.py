@@ -302,9 +302,12 @@ def test_kill_script_targets_only_matching_clients(datasets: dict[str, Simulatio
     ks = kill_script(r.path, group="orders-svc", idle_over=600)
     rows = last_rows(r).filter((pl.col("name") == "orders-svc") & (pl.col("idle") > 600))
     assert sorted(ks.clients["id"].to_list()) == sorted(rows["id"].to_list())
-    assert ks.commands == tuple(f"CLIENT KILL ID {i}" for i in ks.clients["id"])
-    assert "REVIEW BEFORE RUNNING" in ks.text() and str(ks.run_id) in ks.text()
-    everything = kill_script(r.path, idle_over=None)
+    assert ks.commands == tuple(
+        f"CLIENT KILL ID {i} ADDR {a} SKIPME yes" for i, a in ks.clients.select("id", "addr").iter_rows()
+    )
+    assert ks.text() == "".join(f"{c}\n" for c in ks.commands)  # commands only: no '#' line
+    assert "REVIEW BEFORE RUNNING" in ks.header()[0] and str(ks.run_id) in ks.header()[1]
+    everything = kill_script(r.path, idle_over=-1)  # any idle
     assert not everything.clients.filter(pl.col("role").is_in(["replica", "collector"])).height
     assert everything.protected_skipped == 2
 
