@@ -358,17 +358,30 @@ def test_a_file_that_changes_during_the_import_is_an_error(tmp_path: Path) -> No
         import_dumps([first, second], tmp_path / "ds", progress=planned)
 
 
-def test_a_file_with_nothing_readable_is_a_gap_not_zero_clients(tmp_path: Path) -> None:
-    junk = tmp_path / "garbage-20261126-093000.gz"  # not gzip at all, whatever its name says
-    junk.write_bytes(b"this is not a dump\n")
-    result = import_dumps([junk], tmp_path / "ds", instance="r0")
+def test_a_dump_with_nothing_readable_is_a_gap_not_zero_clients(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.txt"  # the loop ran; redis-cli could not connect that time
+    loop.write_bytes(b"Thu Nov 26 09:30:00 UTC 2026\n"
+                     b"Could not connect to Redis at 10.0.0.1:6379: Connection refused\n")  # fmt: skip
+    result = import_dumps([loop], tmp_path / "ds", instance="r0")
     assert result.captures_written == 1 and result.files[0].rejected_lines == (
-        (1, "not a CLIENT LIST line: expected space-separated key=value fields"),
+        (2, "not a CLIENT LIST line: expected space-separated key=value fields"),
     )
     ds = open_dataset(tmp_path / "ds")
     capture = ds.captures.collect().row(0, named=True)
     assert capture["ok"] is False and capture["error_kind"] == "unreadable"  # analyses skip it
-    assert ds.rejects.collect()["raw_line"].to_list() == ["this is not a dump"]  # kept, not dropped
+    assert capture["ts"] == datetime(2026, 11, 26, 9, 30, tzinfo=UTC)  # the loop's time, not mtime
+    assert ds.rejects.collect()["raw_line"].to_list() == [  # kept, not dropped
+        "Could not connect to Redis at 10.0.0.1:6379: Connection refused"
+    ]
+
+
+def test_a_file_that_is_not_a_dump_is_skipped_and_listed(tmp_path: Path) -> None:
+    junk = tmp_path / "garbage-20261126-093000.gz"  # not gzip at all, whatever its name says
+    junk.write_bytes(b"this is not a dump\n")
+    result = import_dumps([junk], tmp_path / "ds", instance="r0")
+    assert result.captures_written == 0 and result.files == ()
+    assert result.not_dumps == (junk.resolve(),)
+    assert result.to_dict()["not_dumps"] == [str(junk.resolve())]
 
 
 def test_an_info_dump_with_a_kubectl_line_still_pairs_and_junk_files_stay_apart(
@@ -383,15 +396,15 @@ def test_an_info_dump_with_a_kubectl_line_still_pairs_and_junk_files_stay_apart(
     (folder / "notes-20261126-093000.json").write_bytes(b'{"ticket": "INC-1"}\n')
     result = import_dumps([folder], tmp_path / "ds", instance="r0")
     ds = open_dataset(tmp_path / "ds")
-    caps = ds.captures.sort("ok", descending=True).collect()
-    assert caps["ok"].to_list() == [True, False]  # the dump (client list + its INFO), the junk
+    caps = ds.captures.collect()
+    assert caps["ok"].to_list() == [True]  # the dump (client list + its INFO); no junk capture
     assert caps["maxclients"][0] is not None and caps["n_clients"][0] > 0  # INFO went to it
-    assert caps["error_kind"][1] == "unreadable"
+    assert [p.name for p in result.not_dumps] == ["notes-20261126-093000.json"]  # listed
     rejects = ds.rejects.collect()
     assert ('Defaulted container "redis" out of: redis, metrics (init)', "info") in rejects.select(
         "raw_line", "table"
     ).rows()
-    assert result.captures_written == 2
+    assert result.captures_written == 1
 
 
 def test_a_loop_dump_that_spans_batches_is_read_again_once(

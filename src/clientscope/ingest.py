@@ -10,6 +10,12 @@ Handles what incident responders actually save:
 * stray lines (a `kubectl` warning, a truncated last line): kept, counted and
   reported with their file line numbers, never dropped.
 
+Files are untrusted: a dump is read (and decompressed, in a stream) up to
+`max_file_size` bytes of text; a line longer than `max_line_length` is kept out
+of the capture's text and goes to `rejects`, cut, with its line number; runs of
+blank lines are counted, not kept; a file with no line of Redis output in it (a
+README, a script, a log) is skipped and listed, never a capture.
+
 Each capture's time comes, in order of preference, from `--at`, a `date` line
 that precedes it, a timestamp in the file name, or the file's mtime (standard
 input, `-`: the time it is read); the result says which was used for every file.
@@ -18,32 +24,46 @@ input, `-`: the time it is read); the result says which was used for every file.
 from __future__ import annotations
 
 import bz2
+import fnmatch
 import gzip
 import hashlib
+import io
 import json
 import lzma
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
 from clientscope import __version__
 from clientscope.dataset import append_raw, check_writable, known_content_hashes
-from clientscope.errors import InputError, TimestampError
+from clientscope.errors import ConfigError, InputError, TimestampError
+from clientscope.escape import printable
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_LINE_BYTES",
+    "Dump",
     "FileReport",
     "ImportResult",
+    "LineReject",
     "Segment",
     "import_dumps",
+    "read_dump",
     "split_dump",
     "timestamp_from_name",
 ]
+
+MAX_FILE_BYTES = 2 << 30  # text of one dump, once decompressed (--max-file-size)
+MAX_LINE_BYTES = 1 << 20  # one line (--max-line-length); a real CLIENT LIST line is ~300 bytes
+KEPT_LINE_BYTES = 1024  # what `rejects` keeps of a line over the limit
 
 CONFIG_NAMES = frozenset(
     {"maxclients", "timeout", "tcp-keepalive", "tcp-backlog", "client-output-buffer-limit"}
@@ -51,7 +71,17 @@ CONFIG_NAMES = frozenset(
 _CLIENT_LINE = re.compile(rb"^\s*(id|addr)=")
 _ANY_CLIENT_LINE = re.compile(rb"(?m)^\s*(?:id|addr)=")
 _INFO_HEADER = re.compile(rb"^# [A-Za-z]")
-_INFO_FIELD = re.compile(rb"^[A-Za-z][A-Za-z0-9_.-]*:")
+_CONFIG_KEYS = frozenset(name.encode() for name in CONFIG_NAMES)
+# a line only Redis / Valkey or redis-cli prints: a file without one is not a dump
+_REDIS_OUTPUT = re.compile(
+    rb"^\s*(?:id=\d+\s+addr=|addr=\S+\s+fd=)"  # CLIENT LIST (addr first before Redis 2.8.12)
+    rb"|^# (?:Server|Clients|Memory|Persistence|Stats|Replication|CPU|Modules|Errorstats|Cluster"
+    rb"|Keyspace|Commandstats|Latencystats|Keysizes|Threads)\r?$"  # INFO
+    rb"|^(?:redis_version|valkey_version|run_id|connected_clients|blocked_clients|maxclients):"
+    rb"|^\s*(?:maxclients|timeout|tcp-keepalive|tcp-backlog|client-output-buffer-limit)\s*$"  # CONFIG
+    rb"|^(?:\(error\) |Could not connect to (?:Redis|Valkey) at "  # redis-cli, when it failed
+    rb"|(?:ERR|NOAUTH|WRONGPASS|NOPERM|LOADING|MASTERDOWN) )"
+)
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 # `date` (C locale): "Thu Nov 26 09:30:00 UTC 2026"; tz may be missing, an abbreviation or +hhmm
@@ -83,6 +113,17 @@ _NAME_PATTERNS = (
 
 
 @dataclass(frozen=True)
+class LineReject:
+    """A line kept out of a capture's text because it is longer than the line limit."""
+
+    line: int  # 1-based line of the file
+    table: str  # clients | info: the part of the capture it was in
+    part_line: int  # its line within that part, where an empty line holds its place
+    reason: str
+    head: str  # its first KEPT_LINE_BYTES bytes, decoded
+
+
+@dataclass(frozen=True)
 class Segment:
     """One capture found in a dump: the bytes of each part and the file lines they came from."""
 
@@ -94,6 +135,20 @@ class Segment:
     ts: datetime | None  # from a date line, if one preceded it
     first_line: int
     last_line: int
+    config_lines: tuple[int, ...] = ()  # the name and value lines of CONFIG GET output
+    date_line: int | None = None  # the date line it follows
+    rejected: tuple[LineReject, ...] = ()  # over-long lines (their place in a part is empty)
+
+
+@dataclass(frozen=True)
+class Dump:
+    """What `read_dump` found in a file: every line is in a segment, a date line or a blank run."""
+
+    segments: tuple[Segment, ...]
+    lines: int
+    blank_lines: int  # blank lines dropped: runs, and those outside INFO text (INFO keeps one)
+    date_lines: tuple[int, ...]
+    redis_output: bool  # some line only Redis or redis-cli prints: the file is a dump
 
 
 @dataclass(frozen=True)
@@ -106,6 +161,7 @@ class FileReport:
     first_ts: datetime | None
     skipped: bool = False  # every capture in it was already in the dataset
     rejected_lines: tuple[tuple[int, str], ...] = ()  # (file line, reason)
+    blank_lines: int = 0  # counted, not kept (see Dump.blank_lines)
 
 
 @dataclass(frozen=True)
@@ -119,10 +175,15 @@ class ImportResult:
     batch: str  # the first of `batches` (one per IMPORT_BATCH_BYTES of text written)
     batches: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    not_dumps: tuple[Path, ...] = ()  # files with no Redis output in them: skipped, not captures
 
     @property
     def rejected_lines(self) -> int:
         return sum(len(f.rejected_lines) for f in self.files)
+
+    @property
+    def blank_lines(self) -> int:
+        return sum(f.blank_lines for f in self.files)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -130,6 +191,8 @@ class ImportResult:
             "instance": self.instance,
             "captures_written": self.captures_written,
             "rejected_lines": self.rejected_lines,
+            "blank_lines": self.blank_lines,
+            "not_dumps": [str(p) for p in self.not_dumps],
             "batch": self.batch,
             "batches": list(self.batches),
             "notes": list(self.notes),
@@ -141,6 +204,7 @@ class ImportResult:
                     "first_ts": f.first_ts.isoformat() if f.first_ts else None,
                     "skipped": f.skipped,
                     "rejected_lines": [{"line": n, "reason": r} for n, r in f.rejected_lines],
+                    "blank_lines": f.blank_lines,
                 }
                 for f in self.files
             ],
@@ -155,14 +219,21 @@ def _zone(tz: str | None, default: tzinfo, where: str) -> tzinfo:
         return UTC
     if tz[0] in "+-":
         digits = tz[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4]))
+        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+        if hours > 23 or minutes > 59:
+            raise TimestampError(
+                f"{printable(where, 1000)}: time zone offset {tz!r} is not one (hours 00-23, "
+                "minutes 00-59). Give the zone as +hh:mm, or set --tz."
+            )
+        offset = timedelta(hours=hours, minutes=minutes)
         return _fixed(-offset if tz[0] == "-" else offset)
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise TimestampError(
-            f"{where}: time zone {tz!r} is ambiguous or unknown. Re-run with --tz set to the zone the "
-            "dump was taken in (e.g. --tz Europe/Berlin), or take dumps with `date -u`."
+            f"{printable(where, 1000)}: time zone {printable(tz)!r} is ambiguous or unknown. Re-run "
+            "with --tz set to the zone the dump was taken in (e.g. --tz Europe/Berlin), or take "
+            "dumps with `date -u`."
         ) from exc
 
 
@@ -173,10 +244,25 @@ def _fixed(offset: timedelta) -> tzinfo:
 
 
 def parse_date_line(text: str, *, default_tz: tzinfo = UTC, where: str = "") -> datetime | None:
-    """The time a `date`-like line states, or None when the line is not a timestamp."""
+    """The time a `date`-like line states, or None when the line is not a timestamp.
+
+    A line shaped like a date that names no real time (Feb 30, month 13, 25:00, an offset of
+    +99:99) is a `TimestampError` naming `where` and the line: it would cut the dump wrongly.
+    """
     text = _DECORATION.sub("", text.strip())
     if not text or len(text) > 64:
         return None
+    try:
+        return _date_of(text, default_tz, where)
+    except (ValueError, OverflowError) as exc:
+        raise TimestampError(
+            f"{printable(where, 1000)}: {printable(text)!r} reads as a `date` line but is not a "
+            f"real time ({exc}). Correct the line in the file, or delete it and give the "
+            "capture's time with --at."
+        ) from exc
+
+
+def _date_of(text: str, default_tz: tzinfo, where: str) -> datetime | None:
     if m := _EPOCH.match(text):
         if m["ms"]:
             return datetime.fromtimestamp(int(m["ms"]) / 1000, UTC)
@@ -206,12 +292,12 @@ def timestamp_from_name(name: str, *, default_tz: tzinfo = UTC) -> datetime | No
             return datetime.fromtimestamp(int(groups["ms"]) / 1000, UTC)
         if groups.get("s"):
             return datetime.fromtimestamp(int(groups["s"]), UTC)
-        try:
+        try:  # digits that name no real time are not a timestamp: the next source is used
             y, mo, d, hh, mm, ss = (int(m[k]) for k in ("y", "m", "d", "H", "M", "S"))
             naive = datetime(y, mo, d, hh, mm, ss)
-        except ValueError:
+            return naive.replace(tzinfo=_zone(m["tz"], default_tz, name)).astimezone(UTC)
+        except (ValueError, OverflowError, TimestampError):
             continue
-        return naive.replace(tzinfo=_zone(m["tz"], default_tz, name)).astimezone(UTC)
     return None
 
 
@@ -220,69 +306,180 @@ def _join(lines: list[bytes]) -> bytes | None:
     return b"\n".join(lines) + b"\n" if lines else None
 
 
-def _segment(block: list[tuple[int, bytes]], ts: datetime | None) -> Segment | None:
-    while block and not block[0][1].strip():
-        block = block[1:]
-    while block and not block[-1][1].strip():
-        block = block[:-1]
-    if not block:
-        return None
-    has_info = any(_INFO_HEADER.match(line) for _, line in block)
-    clients: list[tuple[int, bytes]] = []
-    info: list[tuple[int, bytes]] = []
-    config: dict[str, str] = {}
-    i = 0
-    while i < len(block):
-        no, line = block[i]
-        name = line.strip().decode("utf-8", "replace")
-        if name in CONFIG_NAMES and i + 1 < len(block) and not _CLIENT_LINE.match(block[i + 1][1]):
-            config[name] = block[i + 1][1].strip().decode("utf-8", "replace")
-            i += 2
-            continue
+@dataclass
+class _Block:
+    """The lines between two date lines. A run of blank lines is held as one empty line."""
+
+    lines: list[tuple[int, bytes]] = field(default_factory=list)
+    ts: datetime | None = None
+    date_line: int | None = None
+    has_capture: bool = False  # a client line or an INFO header: a date line after it cuts
+    has_info: bool = False
+
+    def add(self, no: int, line: bytes) -> None:
+        self.lines.append((no, line))
+        if _CLIENT_LINE.match(line):
+            self.has_capture = True
+        elif _INFO_HEADER.match(line):
+            self.has_capture = self.has_info = True
+
+    def add_blank(self, no: int) -> int:
+        """1 when the blank line is dropped (it continues a run), else 0."""
+        if self.lines and not self.lines[-1][1]:
+            return 1
+        self.lines.append((no, b""))
+        return 0
+
+
+@dataclass
+class _Parts:
+    """A block's lines sorted into the parts of a capture."""
+
+    has_info: bool
+    max_line: int
+    clients: list[tuple[int, bytes]] = field(default_factory=list)
+    info: list[tuple[int, bytes]] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)
+    config_lines: list[int] = field(default_factory=list)
+    rejected: list[LineReject] = field(default_factory=list)
+
+    def add(self, no: int, line: bytes) -> int:
+        """Sort one line into its part; 1 when it is a blank line that is dropped."""
         # in an INFO dump, a stray line (kubectl's "Defaulted container ...") is the INFO
         # parser's to reject, so the dump still pairs with the client list of its time
-        is_info = has_info and not _CLIENT_LINE.match(line)
-        (info if is_info else clients).append((no, line))
-        i += 1
-    return Segment(
-        client_list=_join([line for _, line in clients]),
-        info=_join([line.rstrip(b"\r") for _, line in info]),
-        config=config or None,
-        client_lines=tuple(no for no, _ in clients),
-        info_lines=tuple(no for no, _ in info),
-        ts=ts,
-        first_line=block[0][0],
-        last_line=block[-1][0],
+        is_info = self.has_info and not _CLIENT_LINE.match(line)
+        part = self.info if is_info else self.clients
+        if not line and not is_info:
+            return 1  # INFO keeps one blank line between sections; a client list none
+        if len(line) > self.max_line:
+            part.append((no, b""))  # holds its place: the parts' line numbers still map to the file
+            table = "info" if is_info else "clients"
+            self.rejected.append(_too_long(no, line, table, len(part), self.max_line))
+        else:
+            part.append((no, line.rstrip(b"\r") if is_info else line))
+        return 0
+
+    def add_config(self, name: tuple[int, bytes], value: tuple[int, bytes]) -> None:
+        key = name[1].strip().decode("utf-8", "replace")
+        self.config[key] = value[1].strip().decode("utf-8", "replace")
+        self.config_lines += [name[0], value[0]]
+
+
+def _too_long(no: int, line: bytes, table: str, part_line: int, limit: int) -> LineReject:
+    reason = (
+        f"line of {len(line):,} bytes is longer than the line limit ({limit:,} bytes, "
+        f"--max-line-length): kept cut to its first {KEPT_LINE_BYTES:,} bytes"
     )
+    head = line[:KEPT_LINE_BYTES].decode("utf-8", "replace")
+    return LineReject(no, table, part_line, reason, head)
 
 
-def split_dump(data: bytes, *, default_tz: tzinfo = UTC, where: str = "") -> list[Segment]:
-    """Cut a dump into captures at `date` lines; keep every other line in some capture."""
+def _is_config(lines: list[tuple[int, bytes]], i: int, end: int, max_line: int) -> bool:
+    """`lines[i]` names a CONFIG GET setting and the next line is its value."""
+    if i + 1 >= end or lines[i][1].strip() not in _CONFIG_KEYS:
+        return False
+    value = lines[i + 1][1]
+    return bool(value) and len(value) <= max_line and not _CLIENT_LINE.match(value)
+
+
+def _segment(block: _Block, max_line: int) -> tuple[Segment | None, int]:
+    """The capture a block holds (None when it is blank), and the blank lines it dropped."""
+    lines = block.lines
+    start, end = 0, len(lines)
+    while start < end and not lines[start][1]:
+        start += 1
+    while end > start and not lines[end - 1][1]:
+        end -= 1
+    dropped = start + len(lines) - end
+    if start == end:
+        return None, dropped
+    parts = _Parts(block.has_info, max_line)
+    i = start
+    while i < end:
+        if _is_config(lines, i, end, max_line):
+            parts.add_config(lines[i], lines[i + 1])
+            i += 2
+            continue
+        dropped += parts.add(*lines[i])
+        i += 1
+    segment = Segment(
+        client_list=_join([line for _, line in parts.clients]),
+        info=_join([line for _, line in parts.info]),
+        config=parts.config or None,
+        client_lines=tuple(no for no, _ in parts.clients),
+        info_lines=tuple(no for no, _ in parts.info),
+        ts=block.ts,
+        first_line=lines[start][0],
+        last_line=lines[end - 1][0],
+        config_lines=tuple(parts.config_lines),
+        date_line=block.date_line,
+        rejected=tuple(parts.rejected),
+    )
+    return segment, dropped
+
+
+def read_dump(
+    data: bytes,
+    *,
+    default_tz: tzinfo = UTC,
+    where: str = "",
+    max_line_length: int = MAX_LINE_BYTES,
+) -> Dump:
+    """Cut a dump into captures at `date` lines; account for every line.
+
+    Each line ends in a segment (a client, INFO or CONFIG line, or the empty place of a line
+    over `max_line_length`, which is in the segment's `rejected`), is a date line, or is a
+    blank line counted in `blank_lines`. Time and memory are linear in the size of `data`.
+    """
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     segments: list[Segment] = []
-    block: list[tuple[int, bytes]] = []
-    block_ts: datetime | None = None
+    date_lines: list[int] = []
+    blank = 0
+    redis_output = False
+    block = _Block()
     for no, line in enumerate(lines, start=1):
-        stamp = None
-        if not _CLIENT_LINE.match(line) and len(line) <= 80:
-            stamp = parse_date_line(
-                line.decode("utf-8", "replace"), default_tz=default_tz, where=f"{where}:{no}"
-            )
-        if stamp is None:
-            block.append((no, line))
+        if not line or line.isspace():
+            blank += block.add_blank(no)
             continue
-        has_capture = any(_CLIENT_LINE.match(b) or _INFO_HEADER.match(b) for _, b in block)
-        if block_ts is not None or has_capture:
-            if (seg := _segment(block, block_ts)) is not None:
-                segments.append(seg)
-            block = []
+        stamp = None
+        if len(line) <= 80 and not _CLIENT_LINE.match(line):
+            text = line.decode("utf-8", "replace")
+            stamp = parse_date_line(text, default_tz=default_tz, where=f"{where}:{no}")
+        if stamp is None:
+            redis_output = redis_output or bool(_REDIS_OUTPUT.match(line))
+            block.add(no, line)
+            continue
+        date_lines.append(no)
+        if block.ts is not None or block.has_capture:
+            seg, dropped = _segment(block, max_line_length)
+            segments += [seg] if seg is not None else []
+            blank += dropped
+            block = _Block()
         # lines before the first date line that are not a capture (a warning) join the first one
-        block_ts = stamp
-    if (seg := _segment(block, block_ts)) is not None:
-        segments.append(seg)
-    return segments
+        block.ts, block.date_line = stamp, no
+    seg, dropped = _segment(block, max_line_length)
+    segments += [seg] if seg is not None else []
+    return Dump(
+        segments=tuple(segments),
+        lines=len(lines),
+        blank_lines=blank + dropped,
+        date_lines=tuple(date_lines),
+        redis_output=redis_output or bool(date_lines),
+    )
+
+
+def split_dump(
+    data: bytes,
+    *,
+    default_tz: tzinfo = UTC,
+    where: str = "",
+    max_line_length: int = MAX_LINE_BYTES,
+) -> list[Segment]:
+    """Cut a dump into captures at `date` lines; keep every other line in some capture."""
+    dump = read_dump(data, default_tz=default_tz, where=where, max_line_length=max_line_length)
+    return list(dump.segments)
 
 
 # ------------------------------------------------------------------ importing
@@ -292,39 +489,61 @@ STDIN = Path("<stdin>")  # what `-` among the inputs stands for
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files, globs and directories (recursively), in a stable order; hidden files skipped.
 
-    `-` is standard input (`redis-cli client list | clientscope import - ...`).
+    `-` is standard input (`redis-cli client list | clientscope import - ...`). A path that
+    exists is taken as it is, even when its name holds `*`, `?` or `[` (`clients[1].txt`, a
+    file named `*`); only a name that does not exist is read as a glob, and what a glob or a
+    folder yields is never expanded again.
     """
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if str(item) == "-" or path == STDIN:
             found.append(STDIN)
-        elif any(ch in str(item) for ch in "*?["):
-            anchor = Path(path.anchor or ".")
-            pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(item)
-            matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
-            if not matches:
-                raise InputError(
-                    f"{item}: the pattern matched no file. Check the path and quoting."
-                )
-            found.extend(matches)
         elif path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
+            found.extend(_walk(path))
         elif path.is_file():
             found.append(path)
+        elif any(ch in str(item) for ch in "*?["):
+            found.extend(_glob(str(item)))
         else:
             raise InputError(
-                f"{item}: no such file or directory. Give dump files, globs or folders."
+                f"{_shown(item)}: no such file or directory. Give dump files, globs or folders."
             )
     unique = list(dict.fromkeys(p if p == STDIN else p.resolve() for p in found))
     return unique
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The files below a folder, none hidden nor in a hidden folder (`.git`, `.DS_Store`)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _glob(pattern: str) -> list[Path]:
+    """The files a glob matches; like a shell's, a wildcard does not match a leading dot."""
+    path = Path(pattern)
+    anchor = Path(path.anchor or ".")
+    relative = str(path.relative_to(anchor)) if path.is_absolute() else pattern
+    dotted = [part for part in Path(relative).parts if part.startswith(".")]  # `.h*`, `.git`
+
+    def shown(match: Path) -> bool:
+        hidden = [p for p in match.relative_to(anchor).parts if p.startswith(".")]
+        return all(any(fnmatch.fnmatchcase(p, d) for d in dotted) for p in hidden)
+
+    matches = sorted(p for p in anchor.glob(relative) if p.is_file() and shown(p))
+    if not matches:
+        raise InputError(
+            f"{_shown(pattern)}: the pattern matched no file. Check the path and quoting."
+        )
+    return matches
+
+
+def _shown(path: object) -> str:
+    """A file name in a message: control characters (an escape sequence) shown, not sent."""
+    return printable(str(path), 1000)
 
 
 def _hash(*parts: bytes) -> str:
@@ -335,25 +554,113 @@ def _hash(*parts: bytes) -> str:
     return h.hexdigest()
 
 
-_COMPRESSED: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {  # by their first bytes
-    b"\x1f\x8b": ("gzip", gzip.decompress),
-    b"BZh": ("bzip2", bz2.decompress),
-    b"\xfd7zXZ\x00": ("xz", lzma.decompress),
+_SIZE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def _size_of(value: int | str, option: str) -> int:
+    """A size in bytes from `4096`, `64K`, `500M`, `2G` or `2GiB` (powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        m = _SIZE.match(str(value))
+        if m is None:
+            raise ConfigError(
+                f"{option}: {printable(value)!r} is not a size. Give bytes, or a number with "
+                "K, M or G (e.g. 500M, 2G)."
+            )
+        size = int(float(m["n"]) * 1024 ** " KMGT".index(m["unit"].upper() or " "))
+    if size < 1:
+        raise ConfigError(f"{option}: {printable(value)!r} must be at least 1 byte.")
+    return size
+
+
+def _in_bytes(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How dump files are read: the zone of times that name none, and the limits."""
+
+    tz: tzinfo
+    max_file_size: int = MAX_FILE_BYTES
+    max_line_length: int = MAX_LINE_BYTES
+
+
+# compressed dumps, told by their first bytes (not their names); each read as a stream
+_PACKED: dict[bytes, tuple[str, Callable[[BinaryIO], io.BufferedIOBase]]] = {
+    b"\x1f\x8b": ("gzip", lambda f: gzip.GzipFile(fileobj=f)),
+    b"BZh": ("bzip2", bz2.BZ2File),
+    b"\xfd7zXZ\x00": ("xz", lzma.LZMAFile),
 }
+_CHUNK = 1 << 20
 
 
-def _decompressed(path: Path, data: bytes) -> bytes:
-    """The text of a gzip / bzip2 / xz dump (told by its first bytes, not its name)."""
-    for magic, (kind, decompress) in _COMPRESSED.items():
-        if data.startswith(magic):
-            try:
-                return decompress(data)
-            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
-                raise InputError(
-                    f"{path}: starts like {kind} data but does not decompress ({exc}). "
-                    "Is it complete? Try decompressing it by hand to see."
-                ) from exc
-    return data
+def _too_big(path: Path, limit: int, kind: str | None) -> InputError:
+    packed = f", once decompressed from {kind}" if kind else ""
+    return InputError(
+        f"{_shown(path)}: holds more than {_in_bytes(limit)} of text{packed} (--max-file-size). "
+        "Check it is a dump (an archive can expand without end); if it is, raise "
+        "--max-file-size or split the file."
+    )
+
+
+def _read_capped(
+    stream: BinaryIO | io.BufferedIOBase, limit: int, path: Path, kind: str | None
+) -> bytes:
+    text = io.BytesIO()  # grows in place, and getvalue() hands its buffer over: no second copy
+    while chunk := stream.read(_CHUNK):
+        if text.tell() + len(chunk) > limit:
+            raise _too_big(path, limit, kind)
+        text.write(chunk)
+    return text.getvalue()
+
+
+def _open(path: Path, limit: int) -> BinaryIO:
+    """The bytes of an input: the file, or what was piped in (read here, up to `limit`)."""
+    if path != STDIN:
+        return path.open("rb")
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InputError(
+            "-: standard input is a terminal; pipe a dump in, e.g. "
+            "redis-cli client list | clientscope import - --out DATASET"
+        )
+    data = _read_capped(sys.stdin.buffer, limit, path, None)
+    if not data or data.isspace():
+        raise InputError("-: standard input was empty: nothing to import")
+    return io.BytesIO(data)
+
+
+def _read(path: Path, limit: int) -> tuple[bytes, str | None]:
+    """The text of a dump, never more than `limit` bytes of it, and how it was packed.
+
+    A compressed dump is decompressed as a stream that stops at the limit, so an archive that
+    expands without end (a gzip bomb) costs `limit` bytes of memory, not what it expands to.
+    """
+    with _open(path, limit) as stream:
+        head = stream.read(6)
+        stream.seek(0)
+        kind, unpack = next((v for m, v in _PACKED.items() if head.startswith(m)), (None, None))
+        if unpack is None:
+            if isinstance(stream, io.BytesIO):
+                return stream.getvalue(), None
+            if os.fstat(stream.fileno()).st_size > limit:
+                raise _too_big(path, limit, None)
+            data = stream.read()  # one buffer the size of the file
+            if len(data) > limit:  # it grew while read
+                raise _too_big(path, limit, None)
+            return data, None
+        try:
+            with unpack(stream) as text:
+                return _read_capped(text, limit, path, kind), kind
+        except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+            raise InputError(
+                f"{_shown(path)}: starts like {kind} data but does not decompress ({exc}). "
+                "Is it complete? Try decompressing it by hand to see."
+            ) from exc
 
 
 IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays bounded, any input
@@ -362,7 +669,8 @@ IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays boun
 @dataclass
 class _Pending:
     """One capture found in a file. Its text is dropped after planning and read again to write
-    it (`_with_text`), so a large import holds only one batch of text at a time."""
+    it (`_with_text`), so a large import holds only one batch of text at a time (standard input
+    and small archives keep theirs: `_plan_files`)."""
 
     path: Path
     index: int  # of the segment in its file
@@ -376,64 +684,78 @@ class _Pending:
     size: int  # bytes of text
 
 
-def _read(path: Path) -> bytes:
-    if path == STDIN:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise InputError(
-                "-: standard input is a terminal; pipe a dump in, e.g. "
-                "redis-cli client list | clientscope import - --out DATASET"
-            )
-        data = sys.stdin.buffer.read()
-        if not data.strip():
-            raise InputError("-: standard input was empty: nothing to import")
-        return data
-    return path.read_bytes()
+@dataclass(frozen=True)
+class _Loaded:
+    """One input file, read and split."""
+
+    file_hash: str  # of the text: a dump imported plain and gzipped is one dump
+    dump: Dump
+    packed: str | None  # gzip | bzip2 | xz
+    size: int  # bytes of text
 
 
-def _segments(path: Path, default_tz: tzinfo) -> tuple[str, list[Segment]]:
-    """(hash of the text, its captures) of one input file."""
+def _segments(path: Path, reading: _Reading) -> _Loaded:
+    """One input file, read within the limits and cut into captures."""
     try:
-        data = _read(path)
+        data, packed = _read(path, reading.max_file_size)
     except OSError as exc:
         raise InputError(
-            f"{path}: cannot read it ({exc.strerror}). Check the path and permissions."
+            f"{_shown(path)}: cannot read it ({exc.strerror}). Check the path and permissions."
         ) from exc
-    data = _decompressed(path, data)
-    # the hash is of the text: a dump imported plain and gzipped is one dump
-    return _hash(data), split_dump(data, default_tz=default_tz, where=str(path))
+    dump = read_dump(data, default_tz=reading.tz, where=str(path),
+                     max_line_length=reading.max_line_length)  # fmt: skip
+    return _Loaded(_hash(data), dump, packed, len(data))
 
 
-def _plan_file(
-    path: Path, at: datetime | None, default_tz: tzinfo
-) -> tuple[list[_Pending], str, list[Segment]]:
-    """The file's captures (without their text), its time source, and the segments with it."""
-    file_hash, segments = _segments(path, default_tz)
+@dataclass(frozen=True)
+class _Planned:
+    """A file's captures (without their text), where their times come from, and the file."""
+
+    pending: list[_Pending]
+    ts_source: str
+    is_dump: bool  # it holds some Redis output: see Dump.redis_output
+    blank_lines: int
+    packed: str | None
+    size: int  # bytes of text
+
+
+def _plan_file(path: Path, at: datetime | None, reading: _Reading) -> tuple[_Planned, Dump]:
+    """The file's plan, and the dump with its text (for the caller to keep or drop)."""
+    loaded = _segments(path, reading)
+    dump = loaded.dump
+
+    def planned(pending: list[_Pending], ts_source: str) -> tuple[_Planned, Dump]:
+        facts = (dump.redis_output, dump.blank_lines, loaded.packed, loaded.size)
+        return _Planned(pending, ts_source, *facts), dump
+
+    if not dump.redis_output:  # a README, a script, a log: not a capture, not a gap
+        return planned([], "not a dump")
     if at is not None:
-        if len(segments) > 1:
+        if len(dump.segments) > 1:
             raise TimestampError(
-                f"{path}: holds {len(segments)} captures separated by date lines, but --at gives one "
-                "time for all. Drop --at to use the date lines."
+                f"{_shown(path)}: holds {len(dump.segments)} captures separated by date lines, "
+                "but --at gives one time for all. Drop --at to use the date lines."
             )
         base, source = at, "explicit"
     elif path == STDIN:
         base, source = datetime.now(UTC), "read"
-    elif (named := timestamp_from_name(path.name, default_tz=default_tz)) is not None:
+    elif (named := timestamp_from_name(path.name, default_tz=reading.tz)) is not None:
         base, source = named, "filename"
     else:
         base, source = datetime.fromtimestamp(path.stat().st_mtime, UTC), "mtime"
     pending = []
-    for index, seg in enumerate(segments):
+    for index, seg in enumerate(dump.segments):
         ts, seg_source = (
             (seg.ts, "date_line") if seg.ts is not None and at is None else (base, source)
         )
-        content = _hash(file_hash.encode(), str(index).encode())
+        content = _hash(loaded.file_hash.encode(), str(index).encode())
         size = len(seg.client_list or b"") + len(seg.info or b"")
         light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
         has_clients = bool(seg.client_list and _ANY_CLIENT_LINE.search(seg.client_list))
-        pending.append(_Pending(path, index, light, ts, seg_source, content, file_hash,
+        pending.append(_Pending(path, index, light, ts, seg_source, content, loaded.file_hash,
                                 has_clients, seg.info is not None, size))  # fmt: skip
     sources = {p.ts_source for p in pending} or {source}
-    return pending, "+".join(sorted(sources)), segments
+    return planned(pending, "+".join(sorted(sources)))
 
 
 def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_Pending]]]:
@@ -450,7 +772,7 @@ def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_P
 
 
 def _with_text(
-    batch: list[list[_Pending]], default_tz: tzinfo, read: dict[Path, list[Segment]]
+    batch: list[list[_Pending]], reading: _Reading, read: dict[Path, list[Segment]]
 ) -> list[list[_Pending]]:
     """The batch's captures with their text again, their files read anew. `read` holds the
     files read so far: those the batch does not use are dropped (a pipe, read once, stays),
@@ -463,12 +785,13 @@ def _with_text(
         full = []
         for p in group:
             if p.path not in read:
-                file_hash, read[p.path] = _segments(p.path, default_tz)
-                if file_hash != p.file_hash:
+                loaded = _segments(p.path, reading)
+                if loaded.file_hash != p.file_hash:
                     raise InputError(
-                        f"{p.path}: changed while it was being imported; import it again "
+                        f"{_shown(p.path)}: changed while it was being imported; import it again "
                         "once nothing writes to it (what was written before is kept)"
                     )
+                read[p.path] = list(loaded.dump.segments)
             full.append(replace(p, segment=read[p.path][p.index]))
         out.append(full)
     return out
@@ -495,10 +818,23 @@ def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pendi
     return groups + [[p] for p in alone]
 
 
+def _noted_rejects(segment: Segment | None, table: str) -> list[dict[str, object]]:
+    """The over-long lines of one part, as `parse_raw` reads them from `notes`."""
+    if segment is None:
+        return []
+    return [
+        {"table": r.table, "line_no": r.part_line, "reason": r.reason, "raw_line": r.head}
+        for r in segment.rejected
+        if r.table == table
+    ]
+
+
 def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> dict[str, object]:
     main = group[0]
-    client_list = next((p.segment.client_list for p in group if p.segment.client_list), None)
-    info = next((p.segment.info for p in group if p.segment.info), None)
+    lister = next((p.segment for p in group if p.segment.client_list), None)
+    informer = next((p.segment for p in group if p.segment.info), None)
+    client_list = lister.client_list if lister else None
+    info = informer.info if informer else None
     config: dict[str, str] = {}
     for p in group:
         config.update(p.segment.config or {})
@@ -506,6 +842,8 @@ def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> di
     notes: dict[str, object] = {"files": [str(p.path) for p in group]}
     if maxclients is not None:
         notes["maxclients"] = maxclients
+    if noted := _noted_rejects(lister, "clients") + _noted_rejects(informer, "info"):
+        notes["rejects"] = noted  # lines kept out of the text: parse_raw puts them in rejects
     readable = info or config or any(p.has_clients for p in group)  # known since planning
     return {
         "capture_id": main.content[:32],
@@ -537,6 +875,8 @@ def import_dumps(
     tz: str = "UTC",
     maxclients: int | None = None,
     pair_window: timedelta = timedelta(seconds=5),
+    max_file_size: int | str = MAX_FILE_BYTES,
+    max_line_length: int | str = MAX_LINE_BYTES,
     progress: Callable[[Path], None] | None = None,
     written: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
@@ -546,36 +886,36 @@ def import_dumps(
     (same file content) are skipped, so running an import twice is safe. `progress`
     is called after each file is read, `written(done, total)` after each batch of
     captures is written.
+
+    A file holding more than `max_file_size` bytes of text (once decompressed) is an
+    error; a line longer than `max_line_length` goes to `rejects`, cut (both take bytes
+    or a size such as "500M"). A file with no Redis output in it is skipped and listed
+    in `not_dumps`.
     """
-    default_tz = _zone(tz, UTC, "--tz")
+    reading = _Reading(
+        _zone(tz, UTC, "--tz"),
+        _size_of(max_file_size, "--max-file-size"),
+        _size_of(max_line_length, "--max-line-length"),
+    )
     if at is not None and at.tzinfo is None:
-        at = at.replace(tzinfo=default_tz)
+        at = at.replace(tzinfo=reading.tz)
     root = Path(out)
     check_writable(root)
     files = expand_inputs(inputs)
     known = known_content_hashes(root)
-    pending: list[_Pending] = []
-    sources: dict[Path, str] = {}
-    read: dict[Path, list[Segment]] = {}  # standard input cannot be read twice: kept here
-    for path in files:
-        planned, sources[path], segments = _plan_file(path, at, default_tz)
-        pending.extend(planned)
-        if path == STDIN:
-            read[path] = segments
-        if progress is not None:
-            progress(path)
+    plans, read = _plan_files(files, at, reading, progress)
+    pending = [p for plan in plans.values() for p in plan.pending]
     fresh = []
     for p in pending:  # new to the dataset, and the first of copies given in this run
         if p.content not in known:
             fresh.append(p)
             known.add(p.content)
-    written_here = {(p.path, p.index) for p in fresh}
     groups = _merge_pairs(fresh, pair_window)
     rejects: dict[Path, list[tuple[int, str]]] = {}
     batches: list[str] = []
     done = 0
     for batch in _batches(groups, IMPORT_BATCH_BYTES):
-        loaded = _with_text(batch, default_tz, read)
+        loaded = _with_text(batch, reading, read)
         rows = [_raw_row(g, instance, maxclients) for g in loaded]
         result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
         batches.append(result.batch)
@@ -584,34 +924,62 @@ def import_dumps(
         done += len(batch)
         if written is not None:
             written(done, len(groups))
-    by_file: dict[Path, list[_Pending]] = {}
-    for p in pending:
-        by_file.setdefault(p.path, []).append(p)
-    reports = []
-    for path in files:
-        mine = by_file.get(path, [])
-        new = [p for p in mine if (p.path, p.index) in written_here]
-        reports.append(
-            FileReport(
-                path=path,
-                captures=len(new),
-                ts_source=sources[path],
-                first_ts=min((p.ts for p in mine), default=None),
-                skipped=bool(mine) and not new,
-                rejected_lines=tuple(sorted(rejects.get(path, []))),
-            )
-        )
     notes = []
     if instance == "imported":
         notes.append("no --instance given: captures are tagged 'imported'")
+    written_here = {(p.path, p.index) for p in fresh}
     return ImportResult(
         dataset=root,
         instance=instance,
-        files=tuple(reports),
+        files=tuple(
+            _report(path, plan, written_here, rejects.get(path, []))
+            for path, plan in plans.items()
+            if plan.is_dump
+        ),
         captures_written=len(groups),
         batch=batches[0] if batches else "",
         batches=tuple(batches),
         notes=tuple(notes),
+        not_dumps=tuple(path for path, plan in plans.items() if not plan.is_dump),
+    )
+
+
+def _plan_files(
+    files: list[Path],
+    at: datetime | None,
+    reading: _Reading,
+    progress: Callable[[Path], None] | None,
+) -> tuple[dict[Path, _Planned], dict[Path, list[Segment]]]:
+    """Each file's plan, and the segments kept with their text so they are not read again:
+    standard input (it cannot be), and compressed files up to one batch of text (decompressed
+    once). Every other file's text is dropped here and read again when it is written."""
+    plans: dict[Path, _Planned] = {}
+    kept: dict[Path, list[Segment]] = {}
+    size = 0
+    for path in files:
+        plan, dump = _plan_file(path, at, reading)
+        plans[path] = plan
+        small = plan.packed is not None and size + plan.size <= IMPORT_BATCH_BYTES
+        if path == STDIN or (small and plan.pending):
+            kept[path] = list(dump.segments)
+            size += plan.size
+        if progress is not None:
+            progress(path)
+    return plans, kept
+
+
+def _report(
+    path: Path, plan: _Planned, written: set[tuple[Path, int]], rejects: list[tuple[int, str]]
+) -> FileReport:
+    new = [p for p in plan.pending if (p.path, p.index) in written]
+    return FileReport(
+        path=path,
+        captures=len(new),
+        ts_source=plan.ts_source,
+        first_ts=min((p.ts for p in plan.pending), default=None),
+        skipped=bool(plan.pending) and not new,
+        rejected_lines=tuple(sorted(rejects)),
+        blank_lines=plan.blank_lines,
     )
 
 

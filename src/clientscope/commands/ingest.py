@@ -23,7 +23,9 @@ comes from --at, a `date` line before it, a timestamp in the file name (ISO 8601
 YYYYmmdd-HHMMSS, unix seconds or ms) or the file's modification time (for standard input: the
 time it is read); the table says which.
 Importing the same file again is detected and skipped. Lines that are not client lines are kept
-and listed with their file line numbers.
+and listed with their file line numbers; a line longer than --max-line-length is kept cut, and
+runs of blank lines are counted. Files with no Redis output in them (a README, scripts, logs
+next to the dumps) are skipped and listed, never imported as captures.
 
 Example: clientscope import dumps/ --out incident.cs --instance redis-master-0
 """
@@ -64,6 +66,20 @@ def import_command(
             help="The server's maxclients, when the dumps have no INFO/CONFIG that says it."
         ),
     ] = None,
+    max_file_size: Annotated[
+        str,
+        typer.Option(
+            help="Largest dump to read, once decompressed (bytes, or 500M, 2G ...); a larger "
+            "file is an error that names it."
+        ),
+    ] = "2G",
+    max_line_length: Annotated[
+        str,
+        typer.Option(
+            help="Longest line to read (bytes, or 64K, 1M ...); a longer line is kept cut in "
+            "`rejects` with its line number."
+        ),
+    ] = "1M",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     from rich.progress import Progress
@@ -85,6 +101,8 @@ def import_command(
             at=at,
             tz=tz,
             maxclients=maxclients,
+            max_file_size=max_file_size,
+            max_line_length=max_line_length,
             progress=lambda _path: bar.advance(reading),
             written=written,
         )
@@ -106,8 +124,12 @@ def _render(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from clientscope.escape import for_rich, rich_text
+
     console = Console()
-    table = Table(title=f"Imported into {result.dataset} (instance {result.instance})")
+    table = Table(
+        title=f"Imported into {for_rich(result.dataset, 1000)} (instance {for_rich(result.instance)})"
+    )
     for col in ("file", "captures", "time from", "first capture (UTC)", "rejected lines"):
         table.add_column(
             col,
@@ -116,7 +138,7 @@ def _render(result: Any) -> None:
         )
     for f in result.files:
         table.add_row(
-            _shown(f.path),
+            rich_text(_shown(f.path), 1000),
             "skipped (already imported)" if f.skipped else str(f.captures),
             f.ts_source,
             f.first_ts.strftime("%Y-%m-%d %H:%M:%S") if f.first_ts else "-",
@@ -125,17 +147,34 @@ def _render(result: Any) -> None:
     console.print(table)
     console.print(f"{result.captures_written} capture(s) written.")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {for_rich(note, 1000)}")
+    _render_skipped(console, result)
     if result.rejected_lines:
         console.print(
-            f"[yellow]{result.rejected_lines} line(s) were not client or INFO lines; they are kept in "
-            "the dataset's `rejects` table:[/]"
+            f"[yellow]{result.rejected_lines} line(s) could not be read as client or INFO lines; "
+            "they are kept in the dataset's `rejects` table:[/]"
         )
         shown = 0
         for f in result.files:
             for line, reason in f.rejected_lines:
                 if shown < 10:
-                    console.print(f"  {f.path}:{line}: {reason}")
+                    console.print(f"  {for_rich(_shown(f.path), 1000)}:{line}: {for_rich(reason)}")
                 shown += 1
         if shown > 10:
             console.print(f"  ... and {shown - 10} more (see `rejects`)")
+
+
+def _render_skipped(console: Any, result: Any) -> None:
+    """Files that are not dumps, and blank lines: said in a line each, never a table row."""
+    from clientscope.escape import for_rich
+
+    if result.not_dumps:
+        n = len(result.not_dumps)
+        names = ", ".join(for_rich(_shown(p), 200) for p in result.not_dumps[:10])
+        more = f" and {n - 10} more" if n > 10 else ""
+        what = f"{n} files that are not dumps" if n > 1 else "1 file that is not a dump"
+        console.print(
+            f"[yellow]skipped {what} (no CLIENT LIST, INFO or CONFIG GET output):[/] {names}{more}"
+        )
+    if result.blank_lines:
+        console.print(f"{result.blank_lines:,} blank line(s) skipped (counted, not kept).")
