@@ -143,4 +143,5 @@ def test_forecast_does_not_project_growth_that_has_stopped(
     )
     assert f.verdict == verdict
     if verdict == "plateaued":
-        assert f.slope_per_hour > 0 and "flat" in f.note
+        assert f.total_slope_per_hour > 0 and "no client group keeps growing" in f.note
+        assert f.eta_maxclients is None and f.drivers == ()

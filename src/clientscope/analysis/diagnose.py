@@ -28,23 +28,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles, oversized_groups, reuse_gaps
+from clientscope.analysis._clients import oversized_groups, reuse_gaps
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
-    Tables,
-    as_tables,
     human_duration,
     jsonable,
-    no_data,
-    with_clients,
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
-from clientscope.analysis.forecast import forecast_from
+from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.groups import suggest_timeout
-from clientscope.analysis.leaks import LeakReport, _analyse, merge_reports
-from clientscope.analysis.timeline import instances, timeline
-from clientscope.errors import AnalysisError
+from clientscope.analysis.leaks import LeakReport, merge_reports
+from clientscope.analysis.model import Model, ServerModel, build_model
+from clientscope.analysis.timeline import instances
 from clientscope.escape import for_html, for_markdown, for_shell, shell_line
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -104,6 +100,7 @@ class Diagnosis(ResultMixin):
     maxclients: int | None
     peak_utilization: float | None
     leak_report: LeakReport | None = None
+    forecasts: tuple[Forecast, ...] = ()  # per server, most urgent first (as `forecast` gives them)
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(f.kind for f in self.findings)
@@ -112,6 +109,7 @@ class Diagnosis(ResultMixin):
         out = super().to_dict()
         out["findings"] = [f.to_dict() for f in self.findings]
         out.pop("leak_report", None)
+        out["forecasts"] = [f.to_dict() for f in self.forecasts]
         return out
 
     def _repr_html_(self) -> str:
@@ -149,6 +147,7 @@ class _Context:
     keepalive: int | None
     reuse_gaps: np.ndarray
     fleet: bool = False  # the dataset holds several servers (commands must name one)
+    forecast: Forecast | None = None  # the server's, from the model
 
 
 def diagnose(
@@ -159,26 +158,23 @@ def diagnose(
     alpha: float = 0.01,
 ) -> Diagnosis:
     """Run every detector and return the findings, most severe first."""
-    tables = as_tables(ds)
-    tl = timeline(tables, instance)
-    if tl.is_empty():
-        raise no_data("diagnose")
-    names = tuple(tl["instance"].unique().sort().to_list())
-    if instance is None and len(names) > 1:  # each server judged on its own numbers
-        parts = [(name, tl.filter(pl.col("instance") == name)) for name in names]
-    else:  # one server: every finding names it too
-        parts = [(instance if instance is not None else names[0], tl)]
+    model = build_model(ds, instance=instance, min_rate_per_hour=min_leak_rate_per_hour, alpha=alpha)
+    return diagnose_from(model)
+
+
+def diagnose_from(model: Model) -> Diagnosis:
+    """`diagnose` on a model already built: each server judged on its own numbers."""
+    fleet = model.fleet or len(instances(model.tables)) > 1
     findings: list[Finding] = []
     contexts = []
-    fleet = len(names) > 1 or len(instances(tables)) > 1
-    for name, part in parts:
-        ctx = replace(_context(tables, part, name, min_leak_rate_per_hour, alpha), fleet=fleet)
+    for server in sorted(model.servers, key=lambda s: s.instance):
+        ctx = _context(server, fleet)
         contexts.append(ctx)
         for detect in DETECTORS:
-            findings += [f if f.instance or name is None else replace(f, instance=name)
-                         for f in detect(ctx)]  # fmt: skip
+            findings += [f if f.instance else replace(f, instance=server.instance) for f in detect(ctx)]
     findings.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 3), -f.confidence, f.kind,
                                  f.instance or "", f.group or ""))  # fmt: skip
+    tl = model.timeline
     ok = pl.concat([c.ok for c in contexts])
     peak = ok.sort(["utilization", "used"], descending=True, nulls_last=True).head(1)
     return Diagnosis(
@@ -187,7 +183,7 @@ def diagnose(
         window_end=tl.select(pl.col("ts").max()).item(),
         captures=tl.height,
         failed_captures=int((~tl["ok"]).sum()),
-        instances=names,
+        instances=model.instances,
         peak_used=int(ok["used"].max()) if ok["used"].max() is not None else None,  # type: ignore[arg-type]
         maxclients=(
             (contexts[0].maxclients or None)  # one server: its limit now
@@ -196,28 +192,20 @@ def diagnose(
         ),
         peak_utilization=peak["utilization"][0] if peak.height else None,
         leak_report=merge_reports([c.leaks for c in contexts]),
+        forecasts=tuple(s.forecast for s in model.servers if s.forecast is not None),
     )
 
 
-def _context(
-    tables: Tables, tl: pl.DataFrame, instance: str | None, rate: float, alpha: float
-) -> _Context:
+def _context(server: ServerModel, fleet: bool) -> _Context:
+    tl = server.timeline
     ok = tl.filter(pl.col("ok"))
-    listed = with_clients(tl)
-    counts = group_counts(tables, listed)
-    life = lifecycles(tables, instance)
-    if listed.height >= 3:
-        report = _analyse(tables, listed, instance, rate, alpha, counts=counts, life=life)
-    else:
-        report = LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, listed.height, rate, alpha)
     last = ok.tail(1).row(0, named=True) if ok.height else {}
     maxclients = int(last.get("maxclients") or 0)
-    leaking = set() if report.groups.is_empty() else set(report.leaking["group"].to_list())
-    oversized = oversized_groups(counts, maxclients, leaking)["group"].to_list()
+    oversized = oversized_groups(server.counts, maxclients, server.leaking)["group"].to_list()
     return _Context(
-        tl=tl, ok=ok, counts=counts, life=life, leaks=report, maxclients=maxclients,
-        timeout=last.get("timeout"), keepalive=last.get("tcp_keepalive"),
-        reuse_gaps=reuse_gaps(life, oversized),
+        tl=tl, ok=ok, counts=server.counts, life=server.lifecycles, leaks=server.groups,
+        maxclients=maxclients, timeout=last.get("timeout"), keepalive=last.get("tcp_keepalive"),
+        reuse_gaps=reuse_gaps(server.lifecycles, oversized), fleet=fleet, forecast=server.forecast,
     )  # fmt: skip
 
 
@@ -314,21 +302,12 @@ def _leaks(ctx: _Context) -> list[Finding]:
     out = []
     exhausted = bool(_exhaustion(ctx))
     timeout = suggest_timeout(ctx.reuse_gaps)
-    totals: dict[str | None, float | None] = {}  # hours to maxclients per server, once each
+    f = ctx.forecast  # the same time to maxclients as `forecast` and the report say
+    eta = f.time_to_maxclients if f is not None else None
+    hours_left = eta.total_seconds() / 3600 if eta is not None else math.inf
     for row in leaking.iter_rows(named=True):
         rate_h = row["slope_theil_sen_per_h"]
         inst = row.get("instance")
-        mine = ctx.ok.filter(pl.col("instance") == inst) if inst is not None else ctx.ok
-        used = (mine["used"].tail(1).item() if mine.height else None) or 0
-        limit = int((mine["maxclients"].tail(1).item() if mine.height else None) or ctx.maxclients)
-        headroom = max(limit - used, 0) if limit else None  # on the leaking group's own server
-        hours_left = headroom / rate_h if headroom is not None and rate_h > 0 else math.inf
-        rate_of = "this group's rate"
-        if inst not in totals:
-            totals[inst] = _forecast_of(ctx, inst)
-        total = totals[inst]
-        if total is not None:  # the same time to maxclients as `forecast` and the report say
-            hours_left, rate_of = total, "the server's rate"
         severe = exhausted or hours_left < 24
         ips = row.get("top_ips") or []
         out.append(Finding(
@@ -339,7 +318,9 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 f"({rate_h:.0f}/h Theil-Sen, R² {row['r2']:.2f}, Mann-Kendall p={row['mk_p']:.1e}). "
                 f"Of {row['births']} connections it opened in the window {row['survivors']} never closed and "
                 f"{row['survivors_idle_share']:.0%} of those sat idle since their first command."
-                + (f" At {rate_of} maxclients is reached in {human_duration(hours_left * 3600)}." if math.isfinite(hours_left) and not exhausted else "")
+                + (f" With {_drivers_text(f)} on top of a steady {f.steady_peak or 0:.0f}, the server "
+                   f"reaches maxclients in {human_duration(hours_left * 3600)}." if f is not None and math.isfinite(hours_left) and not exhausted else "")
+                + _began_text(row, ctx)
             ),
             evidence={
                 "slope_per_hour": rate_h, "slope_ols_per_hour": row["slope_ols_per_h"], "r2": row["r2"],
@@ -362,16 +343,22 @@ def _leaks(ctx: _Context) -> list[Finding]:
     return out
 
 
-def _forecast_of(ctx: _Context, instance: str | None) -> float | None:
-    """Hours until the server's connections reach maxclients, as `forecast` projects them
-    (from the timeline the context already holds)."""
-    try:
-        f = forecast_from(ctx.tl, instance)
-    except AnalysisError:
-        return None
-    if f.verdict != "will_exhaust" or f.eta_maxclients is None:
-        return None
-    return (f.eta_maxclients - f.now).total_seconds() / 3600
+def _drivers_text(f: Forecast) -> str:
+    """`orders-svc (+60/h) and 10.0.0.7 (+40/h)`: the groups that drive a forecast."""
+    parts = [f"{d.group} ({d.rate_per_hour:+.0f}/h)" for d in f.drivers]
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "no group"
+
+
+def _began_text(row: dict[str, Any], ctx: _Context) -> str:
+    """When the leak began: its oldest surviving connection's creation (before the first
+    capture, when so — and then said)."""
+    born = row.get("first_survivor_born")
+    if born is None:
+        return ""
+    first = ctx.ok.select(pl.col("ts").min()).item()
+    before = first is not None and born < first
+    return (f" Its oldest surviving connection was opened at {born:%Y-%m-%d %H:%M:%S} UTC"
+            + (", before the first capture: the leak is older than the data." if before else "."))  # fmt: skip
 
 
 def _no_pooling(ctx: _Context) -> list[Finding]:

@@ -1,16 +1,24 @@
 """`forecast`: when will connections reach maxclients (and the alert threshold)?
 
-A least-squares line through the server's *used* connections (clients + replicas +
-cluster links) over the window, with a 95% prediction interval for the crossing
-time, next to a Theil-Sen line and to what Prometheus `predict_linear` over the
-same window would say (it regresses `connected_clients` only, against
-maxclients, so it reads late when replicas hold slots).
+From the decomposition of the server's count into its client groups (the model in
+`analysis.model`): the *steady part* — every group that does not keep growing, at its
+peak in the current server run, so a cycle counts at its peak and a warm-up or a
+scale-out that settled is not extrapolated — plus the groups that keep growing (leaks,
+and growth still rising in its last third) at their own Theil-Sen rates. Time to
+maxclients is when that sum reaches the effective limit; the 95 % interval comes from
+the drivers' rate uncertainty. The forecast names the groups that drive it.
+
+Beside it, as the naive comparison, what Prometheus `predict_linear` over the same
+window would say (a least-squares line through `connected_clients` only), and the
+least-squares / Theil-Sen line through the whole count. A capture set without client
+rows (INFO-only imports) has no groups: the whole-count line is the forecast then
+(`method = "total"`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +33,7 @@ from clientscope.analysis._common import (
     parse_duration,
     require_captures,
 )
-from clientscope.analysis.timeline import timeline
+from clientscope.analysis.timeline import busiest
 from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
 from clientscope.errors import AnalysisError
 
@@ -33,6 +41,17 @@ Z95 = 1.96
 MIN_CAPTURES = 3  # a line through fewer points has no spread to judge it by
 TAIL_MIN_CAPTURES = 8  # captures in the recent part that must still be rising for a forecast
 TAIL_SHARE = 0.25  # the recent slope must keep this share of the whole-window slope
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A group that keeps growing, and so drives the server toward maxclients."""
+
+    group: str
+    verdict: str  # leak | growth (in use, still rising in the last third of the window)
+    rate_per_hour: float  # Theil-Sen
+    rate_se_per_hour: float  # standard error (from the least-squares fit of the same counts)
+    connections_now: int
 
 
 @dataclass(frozen=True)
@@ -46,21 +65,39 @@ class Forecast(ResultMixin):
     used_now: float
     maxclients: int
     threshold: float  # share of maxclients the alert fires at
-    slope_per_hour: float  # OLS, used connections / hour
-    r2: float
-    theil_sen_per_hour: float
-    eta_maxclients: datetime | None  # OLS line reaches maxclients
-    eta_maxclients_low: datetime | None  # 95% prediction interval of that time
+    slope_per_hour: float  # what drives the count to the limit: the drivers' summed rates
+    r2: float  # of the least-squares line through the whole count (descriptive)
+    theil_sen_per_hour: float  # Theil-Sen slope of the whole count (descriptive)
+    eta_maxclients: datetime | None  # steady part + drivers reach maxclients
+    eta_maxclients_low: datetime | None  # 95 % interval of that time (from the drivers' rates)
     eta_maxclients_high: datetime | None
     eta_threshold: datetime | None
-    eta_theil_sen: datetime | None
+    eta_theil_sen: datetime | None  # the whole count's Theil-Sen line reaches maxclients (naive)
     prometheus_eta_maxclients: datetime | None  # predict_linear(connected_clients[window]) crossing
     prometheus_predicted_1h: float  # predict_linear(redis_connected_clients[window], 3600)
-    exhausted_at: (
-        datetime | None
-    )  # first capture at maxclients, rejected connection or max_clients error
+    exhausted_at: datetime | None  # first capture at the limit (see timeline.limit_reached)
     verdict: str  # exhausted | will_exhaust | growing | plateaued | stable | falling
     note: str = ""  # plain words on what the verdict means (why there is no time to maxclients)
+    method: str = "groups"  # groups: steady part + drivers; total: a line through the whole count
+    steady_peak: float | None = None  # the count without the drivers, at its peak this run
+    drivers: tuple[Driver, ...] = ()
+    total_slope_per_hour: float = 0.0  # least-squares slope of the whole count (descriptive)
+
+    @property
+    def time_to_maxclients(self) -> timedelta | None:
+        """From the last capture to the forecast crossing (None: not growing toward it)."""
+        if self.verdict != "will_exhaust" or self.eta_maxclients is None:
+            return None
+        return max(self.eta_maxclients - self.now, timedelta(0))
+
+    def urgency(self) -> tuple[int, float]:
+        """Sort key, most urgent first: at the limit (earliest first), then by time to it, then
+        the fastest growing. The one ranking of servers (forecast, diagnose, the report)."""
+        if self.verdict == "exhausted":
+            return (0, self.exhausted_at.timestamp() if self.exhausted_at else 0.0)
+        if self.verdict == "will_exhaust" and self.eta_maxclients is not None:
+            return (1, self.eta_maxclients.timestamp())
+        return (2, -self.slope_per_hour)
 
 
 def forecast(
@@ -75,7 +112,10 @@ def forecast(
 
     One server: `instance`, else the busiest one. For a fleet, call it per instance (the
     `clientscope forecast` command does, most urgent first)."""
-    return forecast_from(timeline(as_tables(ds), instance), instance, window, threshold)
+    from clientscope.analysis.model import build_model
+
+    model = build_model(as_tables(ds), instance=instance, window=window, threshold=threshold)
+    return model.server(instance).require_forecast()
 
 
 def forecast_from(
@@ -83,9 +123,12 @@ def forecast_from(
     instance: str | None = None,
     window: str | float | None = None,
     threshold: float = 0.8,
+    *,
+    groups: GroupCounts | None = None,
 ) -> Forecast:
-    """`forecast` on a timeline already built (`_common.timeline`), for analyses that have one."""
-    inst = instance or _busiest(tl)
+    """`forecast` on a timeline already built; `groups` (the server's per-capture group counts
+    and verdicts, from `analysis.model`) makes it the decomposed forecast."""
+    inst = instance or busiest(tl) or ""
     tl = tl.filter(pl.col("instance") == inst)
     ok = require_captures(tl, "forecast", minimum=MIN_CAPTURES).filter(pl.col("used").is_not_null())
     require_captures(ok, "forecast (captures that count connections)", minimum=MIN_CAPTURES)
@@ -102,7 +145,124 @@ def forecast_from(
                 f"cannot forecast: only {ok.height} capture(s) with a connection count in the last "
                 f"{window}; the trend needs {MIN_CAPTURES}. Widen --window."
             )
-    return _project(inst, ok, now, int(last["maxclients"] or 0), threshold, exhausted)
+    total = _project(inst, ok, now, int(last["maxclients"] or 0), threshold, exhausted)
+    if groups is None or groups.counts.is_empty():
+        return replace(total, method="total")
+    return _decomposed(total, ok, groups)
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """What the decomposition needs of one server: connections per capture per group and role
+    (`capture_id, group, role, n`) and each group's verdict and rates (LeakReport.groups)."""
+
+    counts: pl.DataFrame
+    verdicts: pl.DataFrame
+
+
+def _decomposed(total: Forecast, ok: pl.DataFrame, groups: GroupCounts) -> Forecast:
+    """Steady part at its peak + the drivers at their own rates (see the module docstring)."""
+    listed = ok.filter(pl.col("has_clients")).select("capture_id", "ts", "used")
+    if listed.height < MIN_CAPTURES:
+        return replace(total, method="total")
+    drivers = _drivers(groups, listed)
+    names = [d.group for d in drivers]
+    driven = (
+        groups.counts.filter(pl.col("group").is_in(names) & (pl.col("role") == "normal"))
+        .group_by("capture_id")
+        .agg(pl.col("n").sum().alias("driven"))
+    )
+    steady = listed.join(driven, on="capture_id", how="left").select(
+        "ts", (pl.col("used") - pl.col("driven").fill_null(0)).alias("steady")
+    )
+    steady_peak = float(steady["steady"].max() or 0.0)  # type: ignore[arg-type]
+    start = steady_peak + sum(d.connections_now for d in drivers)
+    rate = sum(d.rate_per_hour for d in drivers)
+    spread = Z95 * math.sqrt(sum(d.rate_se_per_hour**2 for d in drivers))
+    limit, now = total.maxclients, total.now
+
+    def reach(level: float, per_hour: float) -> datetime | None:
+        if not limit or per_hour <= 0:
+            return None
+        return _crossing(start, per_hour / 3600, level, now)
+
+    eta = reach(limit, rate)
+    verdict = _decomposed_verdict(total, drivers, eta)
+    return replace(
+        total, method="groups", steady_peak=steady_peak, drivers=tuple(drivers), slope_per_hour=rate,
+        eta_maxclients=eta, eta_maxclients_low=reach(limit, rate + spread) if eta else None,
+        eta_maxclients_high=reach(limit, rate - spread) if eta else None,
+        eta_threshold=reach(total.threshold * limit, rate), verdict=verdict,
+        note=_decomposed_note(verdict, total, drivers, steady_peak, eta),
+    )  # fmt: skip
+
+
+def _drivers(groups: GroupCounts, listed: pl.DataFrame) -> list[Driver]:
+    """Leaks, and growth whose count still rises in the last third of the window."""
+    v = groups.verdicts
+    if v.is_empty():
+        return []
+    rising = v.filter(pl.col("verdict").is_in(["leak", "growth"]) & (pl.col("role") == "normal"))
+    last_capture = listed["capture_id"][-1]
+    out = []
+    for row in rising.iter_rows(named=True):
+        series = (
+            groups.counts.filter((pl.col("group") == row["group"]) & (pl.col("role") == "normal"))
+            .join(listed, on="capture_id", how="right")
+            .sort("ts")
+        )
+        n = series["n"].fill_null(0).cast(pl.Float64).to_numpy()
+        t = (series["ts"] - series["ts"][0]).dt.total_seconds(fractional=True).to_numpy()
+        per_hour = float(row["slope_theil_sen_per_h"])
+        if row["verdict"] == "growth" and not _tail_grows(t, n, per_hour / 3600):
+            continue  # a warm-up or a scale-out that settled: not extrapolated
+        now = series.filter(pl.col("capture_id") == last_capture)["n"].fill_null(0)
+        out.append(Driver(
+            group=str(row["group"]), verdict=str(row["verdict"]), rate_per_hour=per_hour,
+            rate_se_per_hour=_rate_se(per_hour, float(row["r2"] or 0.0), n.size),
+            connections_now=int(now[0]) if now.len() else 0,
+        ))  # fmt: skip
+    return sorted(out, key=lambda d: -d.rate_per_hour)
+
+
+def _rate_se(rate: float, r2: float, n: int) -> float:
+    """Standard error of a slope from its fit's R² and sample size (t = sqrt(R²(n-2)/(1-R²)))."""
+    if n <= 2 or r2 <= 0:
+        return abs(rate)
+    if r2 >= 1:
+        return 0.0
+    return abs(rate) * math.sqrt((1 - r2) / (r2 * (n - 2)))
+
+
+def _decomposed_verdict(total: Forecast, drivers: list[Driver], eta: datetime | None) -> str:
+    if total.exhausted_at is not None:
+        return "exhausted"
+    if drivers and sum(d.rate_per_hour for d in drivers) > 0:
+        return "will_exhaust" if eta is not None else "growing"
+    if total.verdict in ("will_exhaust", "growing", "plateaued"):
+        return "plateaued"  # the count grew, but no group keeps growing
+    return total.verdict
+
+
+def _decomposed_note(verdict: str, total: Forecast, drivers: list[Driver], steady: float,
+                     eta: datetime | None) -> str:  # fmt: skip
+    named = ", ".join(f"{d.group} {d.rate_per_hour:+.0f}/h" for d in drivers[:4])
+    named += f" and {len(drivers) - 4} more" if len(drivers) > 4 else ""
+    if verdict == "exhausted":
+        return _note(verdict, eta, total.exhausted_at, total.now)
+    if verdict == "will_exhaust" and eta is not None:
+        return (
+            f"{named} on top of a steady {steady:.0f}: maxclients {total.maxclients} is reached in "
+            f"{human_duration(eta - total.now)}"
+        )
+    if verdict == "growing":
+        return f"{named} grow, but maxclients is unknown: no time to it"
+    if verdict == "plateaued":
+        return (
+            "the count grew earlier in the window, but no client group keeps growing (a pool "
+            "warming up, a scale-out that settled, a cycle): no time to maxclients"
+        )
+    return _note(verdict, eta, total.exhausted_at, total.now)
 
 
 def _enough_since_restart(tl: pl.DataFrame, ok: pl.DataFrame, last: dict[str, Any]) -> None:
@@ -122,23 +282,8 @@ def _enough_since_restart(tl: pl.DataFrame, ok: pl.DataFrame, last: dict[str, An
     require_captures(ok, "forecast", minimum=MIN_CAPTURES)
 
 
-def _busiest(tl: pl.DataFrame) -> str:
-    ranked = (
-        tl.group_by("instance")
-        .agg(pl.col("utilization").max())
-        .sort(["utilization", "instance"], descending=[True, False], nulls_last=True)
-    )
-    if ranked.is_empty():
-        require_captures(tl, "forecast")
-    return str(ranked["instance"][0])
-
-
 def _exhausted_at(tl: pl.DataFrame) -> datetime | None:
-    hit = tl.filter(
-        (pl.col("used") >= pl.col("maxclients"))
-        | (pl.col("error_kind") == "max_clients")
-        | (pl.col("rejected_connections").diff().over("run_id") > 0)
-    )
+    hit = tl.filter(pl.col("at_limit"))
     return hit.select(pl.col("ts").min()).item() if not hit.is_empty() else None
 
 
@@ -162,6 +307,7 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
     return Forecast(
         instance=inst, now=now, window_s=float(-t[0]), samples=t.size, used_now=float(used[-1]),
         maxclients=maxclients, threshold=threshold, slope_per_hour=b * 3600, r2=max(r2, 0.0),
+        total_slope_per_hour=b * 3600,
         theil_sen_per_hour=float(theil[0]) * 3600, eta_maxclients=eta,
         eta_maxclients_low=low, eta_maxclients_high=high,
         eta_threshold=_crossing(a, b, threshold * maxclients, now),

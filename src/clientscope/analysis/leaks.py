@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -40,6 +40,10 @@ from clientscope.analysis._common import (
 from clientscope.analysis.timeline import timeline
 from clientscope.analysis.trend import trends
 
+if TYPE_CHECKING:
+    from clientscope.analysis.model import Model
+
+MIN_CAPTURES = 3  # a trend needs at least this many captures
 WARMUP_AFTER_START_S = 120.0  # captures this soon after a server (re)start are left out
 IDLE_AGE_RATIO = 0.75  # a connection "went idle" when idle >= this share of its age ...
 IDLE_MIN_AGE_S = 120.0  # ... and it is at least this old (or a sixth of a shorter window, >= 3 s)
@@ -53,9 +57,10 @@ class LeakReport(ResultMixin):
     series: pl.DataFrame  # instance, ts, group, role, n: counts per capture (for charts)
     window_start: datetime | None
     window_end: datetime | None
-    captures: int
+    captures: int  # judged
     min_rate_per_hour: float
     alpha: float
+    left_out: tuple[tuple[str, int], ...] = ()  # (why, how many captures) not judged
 
     @property
     def leaking(self) -> pl.DataFrame:
@@ -73,18 +78,29 @@ def leaks(
     instance: str | None = None,
     min_rate_per_hour: float = 10.0,
     alpha: float = 0.01,
-    since: datetime | None = None,
 ) -> LeakReport:
-    """Find leaking client groups. See the module docstring for the method."""
+    """Find leaking client groups, server by server. See the module docstring for the method."""
+    from clientscope.analysis.model import build_model
+
     tables = as_tables(ds)
-    tl = timeline(tables, instance)
-    if since is not None:
-        tl = tl.filter(pl.col("ts") >= since)
-    ok = require_captures(with_clients(tl), "leak detection", minimum=3)
-    return _analyse(tables, ok, instance, min_rate_per_hour, alpha)
+    require_captures(with_clients(timeline(tables, instance)), "leak detection", minimum=MIN_CAPTURES)
+    model = build_model(tables, instance=instance, min_rate_per_hour=min_rate_per_hour, alpha=alpha)
+    return leaks_from(model)
 
 
-def _analyse(
+def leaks_from(model: Model) -> LeakReport:
+    """The leak report of every server of a model (each judged on its own captures)."""
+    return merge_reports([s.groups for s in sorted(model.servers, key=lambda s: s.instance)])
+
+
+def empty_report(captures: int, min_rate: float, alpha: float) -> LeakReport:
+    """The report of a server with too few captures to judge."""
+    why = (f"fewer than {MIN_CAPTURES} captures with clients", captures) if captures else ()
+    return LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, 0, min_rate, alpha,
+                      left_out=(why,) if why else ())  # fmt: skip
+
+
+def judge_groups(
     tables: Tables,
     ok: pl.DataFrame,
     instance: str | None,
@@ -93,14 +109,25 @@ def _analyse(
     counts: pl.DataFrame | None = None,
     life: pl.DataFrame | None = None,
 ) -> LeakReport:
-    """Leak report over the successful captures `ok`; `counts` / `life` when already computed."""
+    """Leak report over the successful captures `ok`; `counts` / `life` when already computed.
+
+    Left out, and said so in `left_out`: captures in the first WARMUP_AFTER_START_S after a
+    (re)start (reconnects look like growth) and captures from the moment the server first
+    reached its limit (there the limit caps the growth, so a trend measures the cap)."""
     settled = ok.filter(
         pl.col("uptime_in_seconds").is_null()
         | (pl.col("uptime_in_seconds") >= WARMUP_AFTER_START_S)
     )
-    if settled.height < 3:
+    if settled.height < MIN_CAPTURES:
         settled = ok
-    settled = _before_the_limit(settled)
+    warm = ok.height - settled.height
+    before = _before_the_limit(settled)
+    full = settled.height - before.height
+    settled = before
+    left_out = tuple((why, n) for why, n in (
+        (f"within {WARMUP_AFTER_START_S:.0f} s of a server (re)start", warm),
+        ("at or after the server first reached maxclients", full),
+    ) if n)  # fmt: skip
     ids = settled["capture_id"]
     if counts is None:
         counts = group_counts(tables, settled)
@@ -124,6 +151,7 @@ def _analyse(
         captures=settled.height,
         min_rate_per_hour=min_rate,
         alpha=alpha,
+        left_out=left_out,
     )
 
 
@@ -155,7 +183,7 @@ def _trend_stats(counts: pl.DataFrame, ok: pl.DataFrame, inst: str) -> pl.DataFr
     extra = mine.group_by("group", "role").agg(
         pods=pl.col("pods").max(),
         lib_name=pl.col("lib_name").min(),
-        idle_over_600_last=pl.col("idle_over_600").sort_by("capture_id").last(),
+        idle_over_600_last=pl.col("idle_over_600").filter(pl.col("capture_id") == caps["capture_id"][-1]).sum(),
     )
     return keys.with_columns(
         instance=pl.lit(inst),
@@ -312,4 +340,12 @@ def merge_reports(reports: list[LeakReport]) -> LeakReport:
         captures=sum(r.captures for r in reports),
         min_rate_per_hour=reports[0].min_rate_per_hour,
         alpha=reports[0].alpha,
+        left_out=_summed([why for r in reports for why in r.left_out]),
     )
+
+
+def _summed(reasons: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    totals: dict[str, int] = {}
+    for why, n in reasons:
+        totals[why] = totals.get(why, 0) + n
+    return tuple(totals.items())

@@ -1,0 +1,139 @@
+"""The model of each server, built once per command or report, that every analysis reads.
+
+Per instance, from one pass over its captures:
+
+    timeline     its capture attempts (`analysis.timeline.timeline`)
+    counts       connections per capture per group and role (`group_counts`)
+    lifecycles   one row per connection `(run_id, id)`: born, last seen, idle at the end
+    groups       each group's trend and verdict (leak, growth, shrinking, stable, excluded:*)
+                 over the judged window (`LeakReport`: after warm-up, before the limit)
+    forecast     time to maxclients from the decomposition (steady part + drivers)
+
+    model = build_model(ds)
+    model.servers           most urgent first (Forecast.urgency)
+    model.server()          the busiest one (timeline.busiest), or model.server("cache-a")
+
+`leaks_from`, `forecast` and `diagnose_from` read it, and the report and the CLI build it
+once, so a figure shown in two places is the same number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._common import (
+    DatasetLike,
+    Tables,
+    as_tables,
+    no_data,
+    parse_duration,
+    with_clients,
+)
+from clientscope.analysis.forecast import Forecast, GroupCounts, forecast_from
+from clientscope.analysis.leaks import MIN_CAPTURES, LeakReport, empty_report, judge_groups
+from clientscope.analysis.timeline import busiest, check_instance, timeline
+from clientscope.errors import AnalysisError
+
+__all__ = ["Model", "ServerModel", "build_model"]
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    """One server's model: see the module docstring."""
+
+    instance: str
+    timeline: pl.DataFrame
+    counts: pl.DataFrame
+    lifecycles: pl.DataFrame
+    groups: LeakReport
+    forecast: Forecast | None
+    forecast_error: str | None  # why there is no forecast (too few captures, ...)
+
+    def require_forecast(self) -> Forecast:
+        """The forecast, or the AnalysisError that says why there is none."""
+        if self.forecast is None:
+            raise AnalysisError(self.forecast_error or f"no forecast for {self.instance}")
+        return self.forecast
+
+    @property
+    def leaking(self) -> set[str]:
+        return set() if self.groups.groups.is_empty() else set(self.groups.leaking["group"].to_list())
+
+
+@dataclass(frozen=True)
+class Model:
+    """Every server of a dataset (or of one instance), most urgent first."""
+
+    tables: Tables
+    timeline: pl.DataFrame  # every capture attempt of the servers modelled
+    servers: tuple[ServerModel, ...]
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        return tuple(sorted(s.instance for s in self.servers))
+
+    @property
+    def fleet(self) -> bool:
+        return len(self.servers) > 1
+
+    def server(self, instance: str | None = None) -> ServerModel:
+        """`instance`'s model; without one, the busiest server's."""
+        name = instance if instance is not None else busiest(self.timeline)
+        for s in self.servers:
+            if s.instance == name:
+                return s
+        raise AnalysisError(f"no instance {name!r} in this model; it has {', '.join(self.instances)}")
+
+
+def build_model(
+    ds: DatasetLike,
+    *,
+    instance: str | None = None,
+    window: str | float | None = None,
+    threshold: float = 0.8,
+    min_rate_per_hour: float = 10.0,
+    alpha: float = 0.01,
+) -> Model:
+    """The model of every server of `ds` (or of `instance`); `window` limits the forecast's fit
+    to the last WINDOW of each server (e.g. "1h")."""
+    tables = as_tables(ds)
+    if instance is not None:
+        check_instance(tables, instance)
+    tl = timeline(tables, instance)
+    if tl.is_empty():
+        raise no_data("this analysis")
+    if window is not None:
+        parse_duration(window, "window")  # a typo is an error before any work
+    servers = [
+        _server(tables, part, str(name[0]), window, threshold, min_rate_per_hour, alpha)
+        for name, part in tl.partition_by("instance", as_dict=True, maintain_order=True).items()
+    ]
+    servers.sort(key=_urgency)
+    return Model(tables=tables, timeline=tl, servers=tuple(servers))
+
+
+def _urgency(s: ServerModel) -> tuple[int, float, str]:
+    rank, value = s.forecast.urgency() if s.forecast is not None else (3, 0.0)
+    return (rank, value, s.instance)
+
+
+def _server(tables: Tables, tl: pl.DataFrame, name: str, window: str | float | None,
+            threshold: float, rate: float, alpha: float) -> ServerModel:  # fmt: skip
+    listed = with_clients(tl)
+    counts = group_counts(tables, listed)
+    life = lifecycles(tables, name)
+    if listed.height >= MIN_CAPTURES:
+        groups = judge_groups(tables, listed, name, rate, alpha, counts=counts, life=life)
+    else:
+        groups = empty_report(listed.height, rate, alpha)
+    try:
+        found: Forecast | None = forecast_from(
+            tl, name, window, threshold, groups=GroupCounts(counts, groups.groups)
+        )
+        error = None
+    except AnalysisError as exc:
+        found, error = None, str(exc)
+    return ServerModel(name, tl, counts, life, groups, found, error)
