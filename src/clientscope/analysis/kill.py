@@ -239,11 +239,10 @@ def in_flight() -> pl.Expr:
 
 def _left_out(include_protected: bool) -> pl.Expr:
     """The WHY_LEFT_OUT kind of a client that is never killed; null for the others."""
-    kind = pl.when(pl.col("role").is_in(["blocked", "pubsub"])).then(pl.col("role"))
-    if not include_protected:
-        kind = kind.when(pl.col("role").is_in(PROTECTED_ROLES)).then(pl.col("role"))
+    never = ["blocked", "pubsub", *(() if include_protected else PROTECTED_ROLES)]
     return (
-        kind.when(in_flight()).then(pl.lit("in flight"))
+        pl.when(pl.col("role").is_in(never)).then(pl.col("role"))
+        .when(in_flight()).then(pl.lit("in flight"))
         .when(pl.col("addr").is_null() | (pl.col("addr") == "")).then(pl.lit("no address"))
         .otherwise(pl.lit(None, pl.String))
         .alias("left_out")
