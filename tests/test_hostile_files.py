@@ -428,14 +428,14 @@ LINES = [
 chunks = st.one_of(
     st.sampled_from(LINES).map(str.encode),
     st.sampled_from([b"", b"\r", b"   ", b"\t"]),
-    st.integers(1, 100_000).map(lambda n: b"\n" * n),  # a blank run; the old splitter was quadratic
+    st.integers(1, 50_000).map(lambda n: b"\n" * n),  # a blank run: the old splitter was quadratic
     st.binary(max_size=80),
     st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
     st.integers(65, 300).map(lambda n: b"id=9 addr=x name=" + b"z" * n),  # over the limit below
 )
 
 
-@settings(max_examples=300, deadline=timedelta(seconds=3),
+@settings(max_examples=300, deadline=timedelta(seconds=5),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 @given(st.lists(chunks, max_size=40), st.booleans())
 def test_the_splitter_accounts_for_every_line_or_says_why_not(
@@ -466,8 +466,8 @@ def test_the_splitter_accounts_for_every_line_or_says_why_not(
                         for n in seg.info_lines]  # fmt: skip
 
 
-def test_the_parsed_tables_of_a_fuzzed_import_read_back(tmp_path: Path) -> None:
-    """One import of every kind of line above, with a long one: the dataset reads."""
+def test_every_kind_of_line_imports_and_reads_back(tmp_path: Path) -> None:
+    """One import of every kind of line the fuzzer mixes, with a long one: the dataset reads."""
     dump = tmp_path / "everything.txt"
     dump.write_bytes("\n".join(line for line in LINES if "+99" not in line and "Feb 30" not in line)
                      .encode() + b"\n" + b"y" * 200 + b"\n\n\n")  # fmt: skip
