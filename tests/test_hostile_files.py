@@ -291,6 +291,14 @@ def test_bad_dates_on_the_command_line_are_one_line_each(tmp_path: Path) -> None
         import_dumps([dump], tmp_path / "ds", tz="+99:99")
 
 
+@pytest.mark.parametrize("tz", ["", "+", "+1", "-:", "a" * 300, "\x00", "../../etc/passwd"])
+def test_a_tz_that_is_not_a_zone_is_an_error_that_says_so(tmp_path: Path, tz: str) -> None:
+    dump = tmp_path / "clients.txt"
+    dump.write_bytes(clients(1))
+    with pytest.raises(TimestampError, match=r"^--tz: time zone .* is ambiguous or unknown"):
+        import_dumps([dump], tmp_path / "ds", tz=tz)  # was IndexError / ValueError / OSError
+
+
 def test_a_file_name_with_an_impossible_time_falls_back_to_mtime(tmp_path: Path) -> None:
     dump = tmp_path / "clients-20261126T093000+99:99.txt"
     dump.write_bytes(clients(1))

@@ -98,6 +98,7 @@ _ISO = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)"
     r" ?(?P<tz>Z|UTC|[+-]\d{2}:?\d{2})?$"
 )
+_OFFSET = re.compile(r"^[+-](?P<h>\d{2}):?(?P<m>\d{2})$")
 _EPOCH = re.compile(r"^(?P<s>\d{10})(?:\.(?P<frac>\d+))?$|^(?P<ms>\d{13})$")
 _DECORATION = re.compile(r"^[\s=#*:>\-\[\]]+|[\s=#*:<\-\[\]]+$")
 
@@ -217,9 +218,8 @@ def _zone(tz: str | None, default: tzinfo, where: str) -> tzinfo:
         return default
     if tz in ("Z", "UTC", "GMT", "UT"):
         return UTC
-    if tz[0] in "+-":
-        digits = tz[1:].replace(":", "")
-        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    if m := _OFFSET.match(tz):
+        hours, minutes = int(m["h"]), int(m["m"])
         if hours > 23 or minutes > 59:
             raise TimestampError(
                 f"{printable(where, 1000)}: time zone offset {tz!r} is not one (hours 00-23, "
@@ -229,7 +229,7 @@ def _zone(tz: str | None, default: tzinfo, where: str) -> tzinfo:
         return _fixed(-offset if tz[0] == "-" else offset)
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long
         raise TimestampError(
             f"{printable(where, 1000)}: time zone {printable(tz)!r} is ambiguous or unknown. Re-run "
             "with --tz set to the zone the dump was taken in (e.g. --tz Europe/Berlin), or take "
