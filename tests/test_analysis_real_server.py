@@ -60,7 +60,7 @@ CASES = [
     pytest.param(valkey_server, "leaky-worker", "leaky-worker", id="valkey-named"),
     # Redis 7.0 has no CLIENT SETINFO, so an unnamed client has no lib-name either
     pytest.param(
-        redis_server, None, "unknown@127.0.0.1", id="redis-unnamed", marks=pytest.mark.redis
+        redis_server, None, "(unnamed) 127.0.0.1", id="redis-unnamed", marks=pytest.mark.redis
     ),
 ]
 

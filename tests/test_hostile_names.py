@@ -127,7 +127,7 @@ def test_pasted_remediation_runs_nothing_and_selects_the_group(hostile: Path, tm
     done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "kill-script" in done.stdout
+    assert f"Chosen: --group {SHELL}, idle over 600 s" in done.stderr  # the review; stdout: commands only
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -137,10 +137,12 @@ def test_diagnose_screen_shows_the_quoted_command(hostile: Path) -> None:
     assert f"--group '{SHELL}'" not in out  # the hand-quoted form the attacker broke out of
 
 
-def test_kill_script_header_has_no_raw_newline(hostile: Path) -> None:
-    text = run("kill-script", str(hostile), "--idle-over", "0")
-    assert "FLUSHALL" not in [line.strip() for line in text.splitlines()]
-    assert all(line.startswith("#") or line.startswith("CLIENT KILL") for line in text.splitlines())
+def test_kill_script_output_has_no_raw_newline(hostile: Path) -> None:
+    result = CliRunner().invoke(app, ["kill-script", str(hostile), "--idle-over", "0"],
+                                env={"COLUMNS": "400", "NO_COLOR": "1"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout and all(line.startswith("CLIENT KILL ID ") for line in result.stdout.splitlines())
+    assert "FLUSHALL" not in [line.strip() for line in result.output.splitlines()]  # review included
 
 
 def test_report_files_carry_names_as_text(hostile: Path, tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def test_simulate_command_prints_ground_truth(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     truth = json.loads(out.output)
     assert truth["leaking"][0]["rate_per_min"] == 4.0
-    assert truth["leaking"][0]["group"] == "node-redis@10.0.7.23"
+    assert truth["leaking"][0]["group"] == "(unnamed) node-redis@10.0.7.23"
     assert open_dataset(tmp_path / "s").captures.select(pl.len()).collect().item() == 20
     bad = CliRunner().invoke(app, ["simulate", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0

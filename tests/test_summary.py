@@ -67,4 +67,4 @@ def test_cli_tables_and_json(blocking: SimulationResult) -> None:
     assert "top ip" in out.output and "maxclients" in out.output
     data = json.loads(runner.invoke(app, ["summary", str(blocking.path), "--json"]).output)
     assert data["snapshot"][0]["maxclients"] == blocking.maxclients
-    assert data["tops"]["name"][0]["value"] in {"api-pool", "jobs-consumer", "worker", "(no name)"}
+    assert data["tops"]["name"][0]["value"] in {"api-pool", "jobs-consumer", "worker", "(unnamed)"}

@@ -151,6 +151,14 @@ CLIENTS_SCHEMA: dict[str, pl.DataType] = {
     **{k: v for k, v in client_fields_schema().items() if k != "line_no"},
 }
 COLLECTOR_CLIENT_NAME = "clientscope-collector"
+UNNAMED = "(unnamed)"
+"""How a client without a name is spelt everywhere: alone for the name, and as the prefix of
+its group, `(unnamed) lib@ip` or `(unnamed) ip` (see `unnamed_group`)."""
+
+
+def unnamed_group(lib: str | None, source: str) -> str:
+    """The group of a client that set no name: attributed to its library and source."""
+    return f"{UNNAMED} {lib}@{source}" if lib else f"{UNNAMED} {source}"
 
 # ---------------------------------------------------------------- parsed: info
 # Typed INFO fields kept in the wide `info` table (anything else: `info_fields`).

@@ -42,6 +42,7 @@ from clientscope.schema import (
     INFO_INT_FIELDS,
     INFO_STR_FIELDS,
     TS,
+    unnamed_group,
 )
 
 __all__ = ["SCENARIOS", "LeakTruth", "SimulationResult", "simulate", "simulate_tables"]
@@ -60,6 +61,9 @@ SCENARIOS: dict[str, str] = {
     "daily_cycle": "pools grow and shrink with a daily load cycle (two days, 5 min captures)",
     "restart": "the server restarts mid-window: new run_id, ids restart, clients reconnect",
     "incident": "a leak until maxclients is reached: rejected connections, failed captures",
+    "mixed": "20 minutes, maxclients 400: an API pool warming up then scaling out, a batch pool "
+    "that cycles, BLPOP consumers, a connection-per-request client and two slow leaks (one "
+    "named, one unnamed) adding ~100 connections/h on top of a steady ~85",
 }
 
 DEFAULT_START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -127,7 +131,7 @@ class _Group:
     resp: int = 2
 
     def key(self, ip: str) -> str:
-        return self.name if self.name else f"{self.lib or 'unknown'}@{ip}"
+        return self.name if self.name else unnamed_group(self.lib, ip)
 
 
 @dataclass
@@ -417,6 +421,31 @@ def _sc_incident(b: _Builder, n: int, p: _Plan) -> None:
     p.expected += ["leak", "exhaustion", "no_idle_timeout", "saturation"]
 
 
+def _sc_mixed(b: _Builder, n: int, p: _Plan) -> None:
+    third = b.duration / 3
+    api = b.group("api", "redis-py", "5.0.8", ("get", "set", "hget"))
+    b.pool(api, b.pods(1, 4), 8, start=0.0, ramp=third / 2)  # warms up
+    b.pool(api, b.pods(1, 2, first=40), 8, start=third, ramp=60.0)  # scales out, then settles
+    batch = b.group("batch", "go-redis(,go1.22.5)", "9.5.1", ("hset", "incr"))
+    b.cycle(batch, b.pods(2, 2), 10, day=b.duration / 2)  # two cycles in the window
+    consumers = b.group("jobs-consumer", "redis-py", "5.0.8", ("blpop",), BLOCKED)
+    b.pool(consumers, b.pods(3, 4), 1, period=(300.0, 900.0))
+    per_request = b.group("reports-cron", "redis-py", "5.0.8", ("get",))
+    b.churn(per_request, b.pods(4, 2), per_second=5.0)
+    named = b.group("billing-worker", "redis-py", "4.6.0", ("get", "set"))
+    pods = b.pods(5, 1, first=31)
+    b.pool(named, pods, 3)
+    rate = p.leak_rate or 0.9
+    b.leak(named, pods, rate)
+    p.leaking.append(_truth(b, named, rate, pods))
+    unnamed = b.group(None, None, None, ("get",))
+    upods = b.pods(6, 1, first=10)
+    b.leak(unnamed, upods, 0.8)
+    p.leaking.append(_truth(b, unnamed, 0.8, upods))
+    p.maxclients = 400
+    p.expected += ["leak", "no_pooling", "no_idle_timeout"]
+
+
 _BUILDERS: dict[str, Callable[[_Builder, int, _Plan], None]] = {
     "healthy": _sc_healthy,
     "leak": _sc_leak,
@@ -430,9 +459,10 @@ _BUILDERS: dict[str, Callable[[_Builder, int, _Plan], None]] = {
     "daily_cycle": _sc_daily,
     "restart": _sc_restart,
     "incident": _sc_incident,
+    "mixed": _sc_mixed,
 }
 # scenario -> (captures, interval) when the caller does not say
-_DEFAULT_SHAPE = {"daily_cycle": (576, 300.0)}
+_DEFAULT_SHAPE = {"daily_cycle": (576, 300.0), "mixed": (120, 10.0)}
 
 
 # ------------------------------------------------------------------ server-side effects

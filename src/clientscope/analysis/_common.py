@@ -7,7 +7,7 @@ Ground rules (issue 4) live here so each analysis follows them the same way:
 * a connection is `(run_id, id)`: ids restart with the server;
 * replicas, masters, MONITOR, pub/sub, blocked clients and the collector's own
   connection get a `role` other than "normal" and stay out of leak / idle verdicts;
-* an unnamed client is grouped by library + source IP (`lib@ip`).
+* an unnamed client is grouped by library + source IP (`(unnamed) lib@ip`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from clientscope.errors import AnalysisError, ConfigError, DatasetError
-from clientscope.schema import COLLECTOR_CLIENT_NAME
+from clientscope.schema import COLLECTOR_CLIENT_NAME, UNNAMED
 
 # commands that always block the client until data, a timeout or a replica ack arrives
 BLOCKING_COMMANDS = (
@@ -61,19 +61,20 @@ def as_tables(ds: DatasetLike) -> Tables:
 
 # ------------------------------------------------------------------ per-client expressions
 def group_key(source: pl.Expr | None = None) -> pl.Expr:
-    """`name` when the client set one, else `lib@ip` so unnamed clients stay attributable.
+    """`name` when the client set one, else `(unnamed) lib@ip` (or `(unnamed) ip`) so unnamed
+    clients stay attributable (`schema.unnamed_group`).
 
     `source` defaults to ip, else addr (unix sockets and odd formats).
     """
     named = pl.col("name").is_not_null() & (pl.col("name") != "")
     if source is None:
         source = pl.coalesce(pl.col("ip"), pl.col("addr"), pl.lit("?"))
-    return (
-        pl.when(named)
-        .then(pl.col("name"))
-        .otherwise(pl.col("lib_name").fill_null("unknown") + pl.lit("@") + source)
-        .alias("group")
-    )
+    lib = pl.col("lib_name")
+    unnamed = pl.concat_str(  # schema.unnamed_group, as an expression
+        [pl.lit(UNNAMED + " "), pl.when(lib.is_not_null() & (lib != "")).then(lib + "@").otherwise(pl.lit("")),
+         source]
+    )  # fmt: skip
+    return pl.when(named).then(pl.col("name")).otherwise(unnamed).alias("group")
 
 
 def blocking_command() -> pl.Expr:

@@ -42,6 +42,7 @@ from clientscope.analysis.leaks import LeakReport, merge_reports
 from clientscope.analysis.model import Model, ServerModel, build_model
 from clientscope.analysis.timeline import instances
 from clientscope.escape import for_html, for_markdown, for_shell, shell_line
+from clientscope.schema import UNNAMED
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MIB = 1024 * 1024
@@ -330,8 +331,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
                 "lib_name": row.get("lib_name"), "first": row["first"], "last": row["last"],
             },
             remediation=(
-                f"fix the code in {row['group']} that opens connections without closing them "
-                "(use one pool per process; `with pool.get_connection()` / close clients)",
+                _fix_the_code(row["group"], ips),
                 f"CONFIG SET timeout {timeout}   # safety net: the server closes idle leaked connections",
                 shell_line("clientscope", "kill-script", DATASET_WORD, "--group", row["group"], "--idle-over", 600,
                            *(("--instance", inst) if ctx.fleet and inst else ()))
@@ -341,6 +341,17 @@ def _leaks(ctx: _Context) -> list[Finding]:
             instance=row["instance"],
         ))  # fmt: skip
     return out
+
+
+def _fix_the_code(group: str, ips: list[str]) -> str:
+    """The first step of a leak's remediation: where the code is, named as well as the data can."""
+    how = "(use one pool per process; `with pool.get_connection()` / close clients)"
+    if group.startswith(UNNAMED):
+        where = ", ".join(ips[:3]) or group.removeprefix(UNNAMED).strip()
+        return (f"find the code that connects from {where} without a client name, give its clients "
+                f"a name (CLIENT SETNAME / client_name=) and fix where it opens connections without "
+                f"closing them {how}")  # fmt: skip
+    return f"fix the code in {group} that opens connections without closing them {how}"
 
 
 def _drivers_text(f: Forecast) -> str:

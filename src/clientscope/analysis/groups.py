@@ -24,13 +24,14 @@ from clientscope.analysis._common import (
 )
 from clientscope.analysis.timeline import timeline
 from clientscope.errors import ConfigError
+from clientscope.schema import UNNAMED
 
 # `by` names users type -> expression over the clients table
 DIMENSIONS: dict[str, pl.Expr] = {
     "group": group_key(),
     "ip": pl.coalesce(pl.col("ip"), pl.col("addr")),
     "addr": pl.col("addr"),
-    "name": pl.col("name").fill_null("(no name)"),
+    "name": pl.when(pl.col("name") != "").then(pl.col("name")).otherwise(pl.lit(UNNAMED)),
     "lib": pl.concat_str(
         [pl.col("lib_name").fill_null("(no lib-name)"), pl.col("lib_ver").fill_null("")],
         separator=" ",

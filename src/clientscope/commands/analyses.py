@@ -24,42 +24,36 @@ from clientscope.commands.output import (
 )
 
 
-def _urgency(f: Any) -> tuple[int, float]:
-    """Most urgent first: at the limit, then by time to it, then the fastest growing."""
-    if f.verdict == "exhausted":
-        return (0, f.exhausted_at.timestamp() if f.exhausted_at else 0.0)
-    if f.verdict == "will_exhaust" and f.eta_maxclients is not None:
-        return (1, f.eta_maxclients.timestamp())
-    return (2, -f.slope_per_hour)
-
-
 def _print_forecast(f: Any) -> None:
     from clientscope.analysis._common import signed
     from clientscope.escape import for_rich
 
     console = screen()
     console.print(
-        f"[bold]{for_rich(f.instance)}[/]: {f.used_now:.0f} / {f.maxclients} used at {fmt(f.now)}; "
-        f"trend {signed(f.slope_per_hour)}/h (R² {f.r2:.2f}), Theil-Sen {signed(f.theil_sen_per_hour)}/h "
+        f"[bold]{for_rich(f.instance)}[/]: {f.used_now:.0f} / {f.maxclients} used at {fmt(f.now)} "
         f"over {f.samples} captures -> [bold]{f.verdict}[/]"
     )
-    if f.note:
-        console.print(for_rich(f.note, limit=2000))
-    elif f.exhausted_at:
-        console.print(f"[red]maxclients was reached at {fmt(f.exhausted_at)}[/]")
-    if f.verdict in ("will_exhaust", "growing", "exhausted"):  # a flat line's crossing means nothing
+    console.print(for_rich(f.note or "", limit=2000))
+    if f.drivers:
+        console.print(
+            f"  steady part at its peak: {f.steady_peak:.0f}; growing: "
+            + "; ".join(f"{for_rich(d.group)} {signed(d.rate_per_hour)}/h ({d.verdict}, "
+                        f"{d.connections_now} now)" for d in f.drivers)
+        )
+    if f.verdict in ("will_exhaust", "exhausted") and f.eta_maxclients is not None:
         low, high = fmt(f.eta_maxclients_low), fmt(f.eta_maxclients_high)
         band = "within the same second" if low == high != "-" else f"{low} .. {high}"
         above = f.maxclients and f.used_now >= f.threshold * f.maxclients
         crossed = "already passed" if above else f"at {fmt(f.eta_threshold)}"
         console.print(
-            f"maxclients at {fmt(f.eta_maxclients)} (95%: {band}); "
-            f"{f.threshold:.0%} {crossed}; Theil-Sen: {fmt(f.eta_theil_sen)}"
+            f"  maxclients at {fmt(f.eta_maxclients)} (95%: {band}); {f.threshold:.0%} {crossed}"
         )
     eta = fmt(f.prometheus_eta_maxclients) if f.prometheus_eta_maxclients else "never (not rising)"
     console.print(
-        f"Prometheus predict_linear(connected_clients) would say: maxclients at {eta}, "
-        f"{f.prometheus_predicted_1h:.0f} in 1 h"
+        f"  naive, for comparison: a line through the whole count {signed(f.total_slope_per_hour)}/h "
+        f"(R² {f.r2:.2f}); Prometheus predict_linear(connected_clients) says maxclients at {eta}, "
+        f"{f.prometheus_predicted_1h:.0f} in 1 h",
+        highlight=False,
     )
 
 
@@ -230,40 +224,30 @@ def _register_trends(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.8, help="Alert threshold as a share of maxclients."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
-        """When connections reach maxclients (and the alert threshold), next to predict_linear.
+        """When connections reach maxclients: the steady part plus the groups that keep growing,
+        each at its own rate; predict_linear beside it as the naive comparison.
 
         Without --instance, every instance of the dataset, most urgent first (--json: a list;
         with --instance: one object)."""
-        from clientscope.analysis.forecast import forecast_from
-        from clientscope.analysis.timeline import instances, timeline
-        from clientscope.dataset import open_dataset
+        from clientscope.analysis.model import build_model
         from clientscope.errors import AnalysisError
-
-        ds = open_dataset(dataset)
-        tl = timeline(ds, instance)  # once, for every instance's forecast
-        names = [instance] if instance is not None else instances(ds)
-        if len(names) == 1:
-            one = forecast_from(tl, instance, window, threshold)
-            if as_json:  # the shape follows the question: --instance -> an object, else a list
-                print_json(one if instance is not None else [one.to_dict()])
-                return
-            _print_forecast(one)
-            return
-        results, skipped = [], []
-        for name in names:  # every instance: the busiest one may not be the one in trouble
-            try:
-                results.append(forecast_from(tl, name, window, threshold))
-            except AnalysisError as exc:
-                skipped.append((name, str(exc)))
-        results.sort(key=_urgency)
-        if as_json:
-            print_json([*(r.to_dict() for r in results), *({"instance": n, "error": e} for n, e in skipped)])
-            return
-        for f in results:
-            _print_forecast(f)
-            screen().print("")
         from clientscope.escape import for_rich
 
+        model = build_model(dataset, instance=instance, window=window, threshold=threshold)
+        if instance is not None:  # the shape follows the question: --instance -> an object
+            one = model.server(instance).require_forecast()
+            print_json(one) if as_json else _print_forecast(one)
+            return
+        found = [s.forecast for s in model.servers if s.forecast is not None]  # most urgent first
+        skipped = [(s.instance, s.forecast_error) for s in model.servers if s.forecast is None]
+        if as_json:
+            print_json([*(f.to_dict() for f in found), *({"instance": n, "error": e} for n, e in skipped)])
+            return
+        if not found:  # nothing to forecast anywhere: the reason is the answer
+            raise AnalysisError(skipped[0][1] or "nothing to forecast")
+        for f in found:
+            _print_forecast(f)
+            screen().print("")
         for name, why in skipped:
             screen().print(f"[bold]{for_rich(name)}[/]: {for_rich(why)}")
 

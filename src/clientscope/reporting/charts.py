@@ -28,6 +28,7 @@ from clientscope.analysis.timeline import busiest, timeline
 from clientscope.escape import for_figure
 from clientscope.reporting import series as S
 from clientscope.reporting.style import COLORS, PALETTE, figure, no_data, style, time_axis
+from clientscope.schema import UNNAMED
 
 __all__ = [
     "CHARTS",
@@ -487,7 +488,7 @@ def idle_distribution(
 
 
 def _idle_bars(ax: Axes, snap: pl.DataFrame, top: int) -> None:
-    named = snap.with_columns(pl.col("name").fill_null(S.NO_VALUE))
+    named = snap.with_columns(pl.col("name").fill_null(UNNAMED))
     ranked = named.group_by("name").len().sort(["len", "name"], descending=[True, False])
     keep = ranked["name"].head(top).to_list()
     named = named.with_columns(
@@ -588,7 +589,7 @@ def age_vs_idle(
 
 
 def _scatter_by_name(ax: Axes, snap: pl.DataFrame, age: np.ndarray, idle: np.ndarray) -> None:
-    names = snap["name"].fill_null(S.NO_VALUE)
+    names = snap["name"].fill_null(UNNAMED)
     ranked = names.value_counts(sort=True)["name"].head(len(PALETTE) - 1).to_list()
     for i, name in enumerate(ranked):
         mask = (names == name).to_numpy()

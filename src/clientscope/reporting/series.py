@@ -13,7 +13,7 @@ import polars as pl
 
 from clientscope.analysis._common import Tables  # one protocol for the parsed tables
 from clientscope.analysis.timeline import timeline
-from clientscope.schema import TS
+from clientscope.schema import TS, UNNAMED
 
 __all__ = [
     "GROUP_COLUMNS",
@@ -134,7 +134,8 @@ def group_series(
     if instance is not None:
         clients = clients.filter(pl.col("instance") == instance)
     counts = (
-        clients.group_by("ts", pl.col(column).fill_null(NO_VALUE).cast(pl.String).alias("group"))
+        clients.group_by("ts", pl.col(column).fill_null(UNNAMED if by == "name" else NO_VALUE)
+                         .cast(pl.String).alias("group"))
         .agg(pl.len().cast(pl.Int64).alias("clients"))
         .collect(engine="streaming")
     )
