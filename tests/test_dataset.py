@@ -26,7 +26,7 @@ INFO = b"# Server\r\nredis_version:7.2.4\r\nrun_id:abc123\r\n\r\n# Clients\r\nco
 def raw_rows(n: int, instance: str = "cache-1", start: datetime = T0) -> pl.DataFrame:
     return pl.DataFrame(
         {
-            "capture_id": [f"{instance}-{start:%H%M}-{i}" for i in range(n)],
+            "capture_id": [f"{instance}-{start:%m%d%H%M}-{i}" for i in range(n)],
             "instance": [instance] * n,
             "ts": [start + timedelta(seconds=10 * i) for i in range(n)],
             "ts_source": ["server_time"] * n,
@@ -35,7 +35,7 @@ def raw_rows(n: int, instance: str = "cache-1", start: datetime = T0) -> pl.Data
             "client_list": [LINES] * n,
             "info": [INFO] * n,
             "config": [json.dumps({"maxclients": "100", "timeout": "0"})] * n,
-            "content_sha256": [f"h{instance}{start:%H%M}{i}" for i in range(n)],
+            "content_sha256": [f"h{instance}{start:%m%d%H%M}{i}" for i in range(n)],
         },
         schema_overrides={"ts": pl.Datetime("us", "UTC")},
     )

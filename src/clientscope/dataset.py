@@ -3,21 +3,34 @@
     DATASET/
       raw/instance=<id>/date=<YYYY-MM-DD>/<batch>.parquet          lossless captures (RAW_SCHEMA)
       captures|clients|info|info_fields|rejects/instance=<id>/date=<YYYY-MM-DD>/<batch>.parquet
+      .append.lock                                                 held while a batch is appended
+      .compact/                                                    compaction journals and lock
 
-`<id>` is the instance name percent-encoded. The raw file of a batch is written
-first, then its parsed tables; every file is written to a temporary name and
-renamed, so a killed writer leaves at most an unparsed batch, which
-`open_dataset` parses again. Nothing is ever overwritten: a batch name is new
-every time.
+`<id>` is the instance name percent-encoded (`__HIVE_DEFAULT_PARTITION__`, the
+name Hive keeps for null, reads back as itself). The raw file of a batch is
+written first, then its parsed tables; every file is written to a temporary
+name and renamed, so a killed writer leaves at most an unparsed batch. Nothing
+is ever overwritten: a batch name is new every time.
+
+Reading never needs a write. `open_dataset` parses unparsed batches and
+finishes an interrupted compaction only when it can take the compaction lock
+at once and the disk takes the writes; otherwise it reads what is there and
+says so (`Dataset.unparsed`, a `DatasetWarning`). A file that is not Parquet
+is a `DatasetError` naming it and the mend, not a Polars traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
+import io
 import os
+import shutil
+import sys
 import urllib.parse
 import uuid
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +43,7 @@ from clientscope.schema import RAW_SCHEMA, TABLES
 
 __all__ = [
     "Dataset",
+    "DatasetWarning",
     "RawPart",
     "WriteResult",
     "append_raw",
@@ -40,6 +54,12 @@ __all__ = [
 
 TableName = Literal["raw", "captures", "clients", "info", "info_fields", "rejects"]
 _TMP_PREFIX = ".tmp-"
+APPEND_LOCK = ".append.lock"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Hive's folder name for null: Polars reads it so
+
+
+class DatasetWarning(UserWarning):
+    """The dataset was read as it is, but part of it is not there yet (unparsed batches)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +70,69 @@ class WriteResult:
     captures: int
     files: tuple[Path, ...]
     rejects: pl.DataFrame | None = None  # lines the parser kept aside (REJECTS_SCHEMA)
+    skipped: int = 0  # captures already in the dataset (same capture id or content hash)
 
 
+# ------------------------------------------------------------------ locks
+if sys.platform == "win32":  # no flock: lock the lock file's first byte
+    import msvcrt
+    import time
+
+    def _take_lock(fd: int, wait: bool) -> bool:
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not wait:
+                    return False
+                time.sleep(0.05)
+
+    def _release_lock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _take_lock(fd: int, wait: bool) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _release_lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on `lock_file` (made if missing) for the block, across processes.
+
+    Yields True once it is held. With `wait=False` it yields False at once when someone else
+    holds it. A lock file that cannot be made (read-only disk) is a DatasetWriteError.
+    """
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DatasetWriteError(
+            f"cannot lock {lock_file}: {exc.strerror or exc}. Writing needs a writable dataset "
+            "folder: fix its permissions or copy it somewhere writable."
+        ) from exc
+    try:
+        held = _take_lock(fd, wait)
+        try:
+            yield held
+        finally:
+            if held:
+                _release_lock(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ writing
 def new_batch_id(now: datetime | None = None) -> str:
     """A file stem that sorts by time and never repeats."""
     now = now or datetime.now(UTC)
@@ -82,19 +163,37 @@ def conform_raw(raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def io_reason(exc: BaseException, folder: Path | None = None) -> str:
+    """Why a read or write failed, as the OS said it ('No space left on device'). Polars may
+    report a full disk as 'Invalid thrift: transport error': then the free space of `folder`'s
+    disk is told too."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    if "underlying IO error: " in text:
+        return text.rsplit("underlying IO error: ", 1)[-1]
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            return f"{text}; {shutil.disk_usage(folder).free} bytes free on that disk"
+    return text
+
+
 def _write_atomic(frame: pl.DataFrame, target: Path) -> None:
     tmp = target.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
+    data = io.BytesIO()  # written by Python, not Polars: a failure is the OS's own error
+    frame.write_parquet(data, compression="zstd", statistics=True)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
-        with open(tmp, "rb") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(data.getbuffer())
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise DatasetWriteError(
-            f"could not write {target}: {exc.strerror or exc}. Nothing already in the dataset "
+            f"could not write {target}: {io_reason(exc)}. Nothing already in the dataset "
             "was changed; free disk space or fix permissions and run again."
         ) from exc
 
@@ -155,22 +254,60 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
     """Append raw captures to the dataset, then write their parsed tables.
 
     One file per table and (instance, date) partition; never overwrites anything.
+    Captures already in the dataset (same capture id, or a content hash already
+    there) are not written again, and `skipped` counts them: the check and the
+    write hold the dataset's append lock, so two imports of the same dumps at
+    once still write each capture once.
     """
     root = Path(root)
     raw = conform_raw(raw)
     if raw.is_empty():
         return WriteResult(batch="", captures=0, files=())
     check_writable(root)
-    batch = batch or new_batch_id()
-    files: list[Path] = []
-    rejects: list[pl.DataFrame] = []
-    for part in write_raw(root, raw, batch):
-        files.append(partition_dir(root, "raw", part.instance, part.date) / f"{batch}.parquet")
-        paths, tables = _write_parsed(root, part.frame, part.instance, part.date, batch)
-        files.extend(paths)
-        rejects.append(tables["rejects"])
+    with exclusive(root / APPEND_LOCK):
+        fresh = _new_rows(root, raw)
+        if fresh.is_empty():
+            return WriteResult(batch="", captures=0, files=(), skipped=raw.height)
+        batch = batch or new_batch_id()
+        files: list[Path] = []
+        rejects: list[pl.DataFrame] = []
+        for part in write_raw(root, fresh, batch):
+            files.append(partition_dir(root, "raw", part.instance, part.date) / f"{batch}.parquet")
+            paths, tables = _write_parsed(root, part.frame, part.instance, part.date, batch)
+            files.extend(paths)
+            rejects.append(tables["rejects"])
     return WriteResult(
-        batch=batch, captures=raw.height, files=tuple(files), rejects=pl.concat(rejects)
+        batch=batch,
+        captures=fresh.height,
+        files=tuple(files),
+        rejects=pl.concat(rejects),
+        skipped=raw.height - fresh.height,
+    )
+
+
+def _new_rows(root: Path, raw: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `raw` whose capture id and content hashes are not in the dataset yet.
+
+    Only the committed keys that match this batch are collected, so memory follows the batch,
+    not the dataset.
+    """
+    files = readable_files(_files(root, "raw"), "raw")
+    if not files:
+        return raw
+    hashes = pl.col("content_sha256").str.split(" ")
+    mine = raw.select(hashes.explode().drop_nulls()).to_series()
+    committed = pl.scan_parquet(files, hive_partitioning=False).select("capture_id", hashes)
+    ids, seen = pl.collect_all(
+        [
+            committed.filter(pl.col("capture_id").is_in(raw["capture_id"].implode())),
+            committed.explode("content_sha256").filter(
+                pl.col("content_sha256").is_in(mine.implode())
+            ),
+        ]
+    )
+    known_hash = hashes.list.eval(pl.element().is_in(seen["content_sha256"].implode())).list.any()
+    return raw.filter(
+        ~pl.col("capture_id").is_in(ids["capture_id"].implode()) & ~known_hash.fill_null(False)
     )
 
 
@@ -214,41 +351,105 @@ def append_tables(
     return WriteResult(batch=batch, captures=captures.height, files=tuple(files))
 
 
+# ------------------------------------------------------------------ reading
 def _files(root: Path, table: str) -> list[Path]:
+    """The table's files as a reader should see them: no temporary files, and no source of a
+    compaction whose merged file is already in place (so each row is read once)."""
+    from clientscope.capture.compaction import merges_in_flight, superseded
+
+    merges = merges_in_flight(root)  # read before listing: see `superseded`
+    listed = _listed(root, table)
+    return sorted(listed - superseded(root, table, listed, merges))
+
+
+def _listed(root: Path, table: str) -> set[Path]:
     base = root / table
     if not base.is_dir():
-        return []
-    return sorted(
+        return set()
+    return {
         p for p in base.glob("instance=*/date=*/*.parquet") if not p.name.startswith(_TMP_PREFIX)
+    }
+
+
+def readable_files(
+    files: list[Path], table: str, known_good: set[Path] | None = None
+) -> list[Path]:
+    """`files` less those gone since they were listed (compacted away); a file whose Parquet
+    footer does not read is a DatasetError naming it and the mend. `known_good` are skipped
+    and grow with the files checked."""
+    checked = set() if known_good is None else known_good
+    kept = []
+    for path in files:
+        if path not in checked:
+            try:
+                pl.read_parquet_schema(path)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                if not path.exists():
+                    continue
+                raise DatasetError(_unreadable(path, table, exc)) from exc
+            checked.add(path)
+        kept.append(path)
+    return kept
+
+
+def _unreadable(path: Path, table: str, exc: BaseException) -> str:
+    """What is wrong with a file that is not Parquet, and how to get a readable dataset back."""
+    root = path.parents[3]  # root / table / instance= / date= / file
+    found = f"{path} is not a readable Parquet file ({io_reason(exc)})"
+    if table == "raw":
+        return (
+            f"{found}. The raw bytes of its captures are lost. Move it out of the dataset folder; "
+            f"the parsed rows of those captures stay (the files named {path.name} in the other "
+            "tables). To import their dumps again, move those files out too, or the captures "
+            "count twice."
+        )
+    raw = root / "raw" / path.relative_to(root / table)
+    mend = (
+        f"its rows are parsed again from {raw} when the dataset is next opened where it can be "
+        "written"
+        if raw.exists()
+        else "its rows are lost unless you write them again (import or simulate)"
     )
+    return f"{found}. Move it out of the dataset folder: {mend}."
+
+
+def unparsed_batches(root: Path) -> list[Path]:
+    """Raw files whose parsed tables are not all there (a writer killed mid-batch, a parser
+    behind or broken): their captures are in `raw` but missing from the other tables.
+
+    Batches a compaction is merging are complete by its rule; their files come and go while
+    the tables are listed one after the other, so they are left out."""
+    from clientscope.capture.compaction import merges_in_flight
+
+    merging = {f"{s}.parquet" for m in merges_in_flight(root) for s in (*m["stems"], m["new"])}
+    raw = {p.relative_to(root / "raw") for p in _listed(root, "raw")}
+    parsed = set(raw)
+    for name in TABLES:
+        parsed &= {p.relative_to(root / name) for p in _listed(root, name)}
+    return sorted(root / "raw" / rel for rel in raw - parsed if rel.name not in merging)
 
 
 def repair(root: Path) -> list[str]:
     """Parse raw batches whose parsed tables are missing (a writer killed mid-batch).
 
-    Returns the repaired batch file stems. Raw files are only read, never changed.
+    Returns the repaired batch file stems. Raw files are only read; nothing is
+    deleted (a table file written before the kill is replaced by the same rows).
     """
     repaired = []
-    for raw_file in _files(root, "raw"):
-        rel = raw_file.relative_to(root / "raw")
-        if all((root / name / rel).exists() for name in TABLES):
-            continue
-        instance_dir, date_dir = rel.parts[0], rel.parts[1]
+    for raw_file in readable_files(unparsed_batches(root), "raw"):
+        instance_dir, date_dir = raw_file.relative_to(root / "raw").parts[:2]
         instance = urllib.parse.unquote(instance_dir.removeprefix("instance="))
         part = pl.read_parquet(raw_file, hive_partitioning=False).with_columns(
             pl.lit(instance).alias("instance")
         )
-        date = date_dir.removeprefix("date=")
-        for name in TABLES:  # a table written before the kill is rewritten identically
-            (root / name / rel).unlink(missing_ok=True)
-        _write_parsed(root, part, instance, date, raw_file.stem)
+        _write_parsed(root, part, instance, date_dir.removeprefix("date="), raw_file.stem)
         repaired.append(raw_file.stem)
     return repaired
 
 
 def known_content_hashes(root: Path | str) -> set[str]:
     """Every `content_sha256` already in the dataset (a row may hold several, space-separated)."""
-    files = _files(Path(root), "raw")
+    files = readable_files(_files(Path(root), "raw"), "raw")
     if not files:
         return set()
     hashes = (
@@ -270,25 +471,30 @@ def _empty_tables() -> dict[str, pl.DataFrame]:
 class Dataset:
     """A capture dataset: each table a Polars LazyFrame over its Parquet files.
 
+    `unparsed` lists raw files whose parsed tables were missing when it was opened
+    (their captures are in `raw` only); empty for a complete dataset.
+
     >>> ds = open_dataset("incident.cs")           # doctest: +SKIP
     >>> ds.clients.filter(pl.col("idle") > 600)    # doctest: +SKIP
     >>> ds.to_pandas("captures")                   # doctest: +SKIP
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, unparsed: tuple[Path, ...] = ()) -> None:
         self.root = root
+        self.unparsed = unparsed
         self._schemas = {name: frame.schema for name, frame in _empty_tables().items()}
+        self._readable: set[Path] = set()  # files whose footer was read once already
 
     def scan(self, table: TableName) -> pl.LazyFrame:
         """All rows of one table, lazily; filters and column selections are pushed down."""
         if table not in self._schemas:
             raise DatasetError(f"no table {table!r}; tables are: {', '.join(self._schemas)}")
-        files = _files(self.root, table)
+        files = readable_files(_files(self.root, table), table, self._readable)
         schema = self._schemas[table]
         if not files:
             return pl.LazyFrame(schema=schema)
         in_files = {name: dtype for name, dtype in schema.items() if name != "instance"}
-        return pl.scan_parquet(
+        frame = pl.scan_parquet(
             files,
             hive_partitioning=True,
             hive_schema={"instance": pl.String(), "date": pl.String()},
@@ -296,6 +502,10 @@ class Dataset:
             missing_columns="insert",
             extra_columns="ignore",
         ).select(schema.names())
+        if any(f.parts[-3] == f"instance={HIVE_NULL}" for f in files):
+            # Hive reads that folder as null; an instance is never null, so it is this name
+            frame = frame.with_columns(pl.col("instance").fill_null(HIVE_NULL))
+        return frame
 
     @property
     def raw(self) -> pl.LazyFrame:
@@ -363,7 +573,13 @@ class Dataset:
 
 
 def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
-    """Open a capture dataset directory (written by `collect`, `import` or `simulate`)."""
+    """Open a capture dataset directory (written by `collect`, `import` or `simulate`).
+
+    With `repair_missing`, what a killed writer left (unparsed batches, an
+    interrupted compaction) is finished first when nobody holds the compaction
+    lock and the disk takes the writes. Otherwise the dataset is read as it is:
+    a `DatasetWarning` says which captures have no parsed rows (`Dataset.unparsed`).
+    """
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(
@@ -375,9 +591,29 @@ def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
             f"{root} has no raw/ or captures/ folder, so it is not a clientscope dataset. "
             "Point at the folder given to --out."
         )
-    if repair_missing and os.access(root, os.W_OK):
-        from clientscope.capture.compaction import recover
+    unparsed = _mend_if_free(root) if repair_missing else unparsed_batches(root)
+    if unparsed:
+        warnings.warn(DatasetWarning(_unparsed_message(root, unparsed)), stacklevel=2)
+    return Dataset(root, unparsed=tuple(unparsed))
 
-        recover(root)  # finish or roll back a compaction a crash interrupted
-        repair(root)
-    return Dataset(root)
+
+def _mend_if_free(root: Path) -> list[Path]:
+    """Parse unparsed batches and settle an interrupted compaction, if nobody else holds the
+    compaction lock and the disk takes it; returns the raw files still unparsed."""
+    from clientscope.capture.compaction import mend, merges_in_flight
+
+    unparsed = unparsed_batches(root)
+    if not unparsed and not merges_in_flight(root):
+        return []
+    with contextlib.suppress(OSError, DatasetWriteError):  # read-only, full: read what is there
+        mend(root, wait=False)
+    return unparsed_batches(root)
+
+
+def _unparsed_message(root: Path, unparsed: list[Path]) -> str:
+    return (
+        f"{root}: {len(unparsed)} raw batch file(s) have no parsed tables yet (the first: "
+        f"{unparsed[0]}), so their captures are in `raw` but missing from captures, clients and "
+        "the other tables. They are parsed when the dataset is opened where it can be written "
+        "(free disk space, not read-only) while no `clientscope compact` runs."
+    )

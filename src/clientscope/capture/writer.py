@@ -9,8 +9,10 @@ the same layout `dataset.append_raw` writes. That takes milliseconds even for
 under the same file name. Parsing a large CLIENT LIST can take longer than the
 interval; when it falls behind, raw batches wait in a bounded queue, and past
 that bound they are left for `open_dataset`, which parses any raw batch whose
-parsed tables are missing. A parser failure never stops collection: the raw
-rows are safe, and the failure is reported.
+parsed tables are missing (and may do so while this parser is behind: a table
+file already there, or a batch already compacted, is not written again). A
+parser failure never stops collection: the raw rows are safe, and the failure
+is reported.
 """
 
 from __future__ import annotations
@@ -169,7 +171,18 @@ class Parser(_Draining):
                 ["instance", "_date", "_batch"], as_dict=True, include_key=True
             )
             for b in batches:
+                target = partition_dir(self.root, name, b.instance, b.date) / f"{b.batch}.parquet"
+                if not self._still_unparsed(b, target):
+                    continue
                 part = parts.get((b.instance, b.date, b.batch))
                 frame = table.clear() if part is None else part.drop("_date", "_batch")
-                target = partition_dir(self.root, name, b.instance, b.date) / f"{b.batch}.parquet"
                 write_partition_file(frame, target)
+
+    def _still_unparsed(self, batch: RawPart, target: Path) -> bool:
+        """Whether `target` is still to write: a reader that opened the dataset may have parsed
+        the batch already, and a compaction may then have merged it (its raw file is gone).
+        Writing it again would put its rows in twice."""
+        from clientscope.dataset import partition_dir
+
+        raw = partition_dir(self.root, "raw", batch.instance, batch.date) / f"{batch.batch}.parquet"
+        return raw.exists() and not target.exists()
