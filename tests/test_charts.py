@@ -95,9 +95,20 @@ def test_main_chart_marks_limit_threshold_and_rejections(incident: cs.Dataset) -
 def test_leak_trend_names_the_leaking_group(incident: cs.Dataset) -> None:
     fig = charts.leak_trend(incident)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "name=orders-svc" in labels
-    assert any(lab.startswith("trend +") for lab in labels)
+    assert "orders-svc (leak)" in labels  # the forecast's driver, drawn alone
+    assert not any(lab.startswith("forecast:") for lab in labels)  # at the limit: no projection
     assert any("limit reached" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_leak_trend_draws_the_forecast_of_the_forecast_command(tmp_path: Path) -> None:
+    cs.simulate("mixed", tmp_path / "mixed.cs", seed=1)
+    ds = cs.open_dataset(tmp_path / "mixed.cs")
+    f = cs.forecast(ds)
+    fig = charts.leak_trend(ds)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert f"forecast: steady {f.steady_peak:.0f} + growing groups {f.slope_per_hour:+.0f}/h" in labels
+    assert f"reaches maxclients ≈ {f.eta_maxclients:%Y-%m-%d %H:%M} UTC" in [t.get_text() for t in fig.axes[0].texts]
+    assert not any(lab.startswith("api") for lab in labels)  # the warm-up and scale-out settled
 
 
 def test_idle_chart_states_the_timeout_what_if(incident: cs.Dataset) -> None:

@@ -354,7 +354,7 @@ def test_a_restart_that_loads_its_dataset_shows_as_loading(tmp_path: Path) -> No
     assert flags.index(0) > flags.index(1)
     loading_at = info.filter(pl.col("loading") == 1)["ts"][0]
     assert summary(ds, at=loading_at).snapshot["loading"].to_list() == [True]
-    events = facts.timeline(timeline(ds), None, growing=False)
+    events = facts.timeline(timeline(ds))
     kinds = [(e.kind, e.text.split(":")[0]) for e in events if e.kind == "loading"]
     assert kinds == [("loading", "server loading its dataset from disk"),
                      ("loading", "dataset loaded")]  # fmt: skip

@@ -211,6 +211,6 @@ def test_timeline_tells_a_restart_by_its_run_id(tmp_path: Path) -> None:
     frame = timeline(ds)
     runs = ds.info.select("ts", "run_id").sort("ts").collect()
     changed = runs.filter(pl.col("run_id") != pl.col("run_id").shift())["ts"]
-    events = facts.timeline(frame, None, growing=False)
+    events = facts.timeline(frame)
     restarts = [e.at for e in events if e.kind == "restart"]
     assert restarts == changed.to_list() and len(restarts) == 1

@@ -52,6 +52,7 @@ class Driver:
     rate_per_hour: float  # Theil-Sen
     rate_se_per_hour: float  # standard error (from the least-squares fit of the same counts)
     connections_now: int
+    since: datetime | None = None  # its oldest connection still open: when the growth began
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _drivers(groups: GroupCounts, listed: pl.DataFrame) -> list[Driver]:
         out.append(Driver(
             group=str(row["group"]), verdict=str(row["verdict"]), rate_per_hour=per_hour,
             rate_se_per_hour=_rate_se(per_hour, float(row["r2"] or 0.0), n.size),
-            connections_now=int(now[0]) if now.len() else 0,
+            connections_now=int(now[0]) if now.len() else 0, since=row.get("first_survivor_born"),
         ))  # fmt: skip
     return sorted(out, key=lambda d: -d.rate_per_hour)
 

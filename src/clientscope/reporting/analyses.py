@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -18,23 +18,29 @@ from clientscope.errors import AnalysisError, ConfigError
 from clientscope.reporting.facts import Event, Summary
 from clientscope.reporting.render import FindingView, Setting
 
+if TYPE_CHECKING:
+    from clientscope.analysis.model import Model, ServerModel
+
 __all__ = ["alert_events", "capacity", "cause", "exhaustion", "finding_events", "findings"]
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-def findings(ds: Any) -> tuple[list[FindingView], list[str]]:
-    """The diagnosis (causes before symptoms) and notes on anything that could not run."""
-    from clientscope.analysis import diagnose
+def findings(model: Model | None, notes: list[str]) -> list[FindingView]:
+    """The diagnosis of the model (causes before symptoms); why not, in `notes`, when it cannot run."""
+    from clientscope.analysis.diagnose import diagnose_from
 
+    if model is None:
+        return []
     try:
-        diagnosis = diagnose(ds)
+        diagnosis = diagnose_from(model)
     except (AnalysisError, ConfigError) as exc:
-        return [], [f"diagnose could not run on this window: {exc}"]
+        notes.append(f"diagnose could not run on this window: {exc}")
+        return []
     views = [finding_view(f) for f in diagnosis.findings]
     # most severe first; within a severity, the causes before the symptoms (exhaustion, saturation)
     views.sort(key=lambda v: (SEVERITY_ORDER.get(v.severity, 9), v.kind in SYMPTOMS))
-    return views, []
+    return views
 
 
 def finding_view(f: Any) -> FindingView:
@@ -105,14 +111,12 @@ def alert_events(ds: Any, notes: list[str]) -> list[Event]:
     return events
 
 
-def exhaustion(ds: Any, summary: Summary, notes: list[str]) -> Summary:
-    """The card's time to exhaustion, as `clientscope forecast` computes it."""
-    from clientscope.analysis import forecast
-
-    try:
-        f = forecast(ds, instance=summary.instance)
-    except (AnalysisError, ConfigError) as exc:
-        notes.append(f"forecast could not run on this window: {exc}")
+def exhaustion(server: ServerModel | None, summary: Summary, notes: list[str]) -> Summary:
+    """The card's time to exhaustion: the server's forecast, as `clientscope forecast` gives it."""
+    f = server.forecast if server is not None else None
+    if server is None or f is None:
+        if server is not None:
+            notes.append(f"forecast could not run on this window: {server.forecast_error}")
         return summary
     eta = f.eta_maxclients if f.verdict == "will_exhaust" else None
     return replace(

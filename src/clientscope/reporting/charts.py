@@ -24,6 +24,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from clientscope.analysis.forecast import Forecast
+from clientscope.analysis.model import ServerModel, build_model
 from clientscope.analysis.timeline import busiest, timeline
 from clientscope.escape import for_figure
 from clientscope.reporting import series as S
@@ -285,119 +287,30 @@ def _stack_order(groups: pl.DataFrame) -> list[str]:
     return names + ([S.OTHER] if S.OTHER in peaks["group"].to_list() else [])
 
 
-@dataclass(frozen=True)
-class TrendFit:
-    """Least-squares line through connected clients since the last restart, before saturation."""
-
-    slope_per_hour: float
-    start: datetime
-    end: datetime
-    eta: datetime | None  # when the line reaches maxclients (None: not growing or no limit)
-    points: int
-    resid_std: float
-    t0: float  # fit origin, epoch seconds
-    intercept: float
-    t_mean: float
-    sxx: float
-
-
-def fit_trend(frame: pl.DataFrame) -> TrendFit | None:
-    """Fit one instance's capture series (see `capture_series`)."""
-    window = _fit_window(frame)
-    if window.height < 3:
-        return None
-    x = window["ts"].dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
-    y = _v(window, "used")
-    t0 = float(x[0])
-    xs = x - t0
-    slope, intercept = np.polyfit(xs, y, 1)
-    resid = y - (slope * xs + intercept)
-    std = float(np.sqrt((resid**2).sum() / max(1, len(y) - 2)))
-    limit = frame["maxclients"].drop_nulls()
-    eta = None
-    if slope > 0 and limit.len():
-        secs = (float(limit[-1]) - intercept) / slope
-        eta = _from_epoch(t0 + secs)
-    mean = float(xs.mean())
-    return TrendFit(
-        slope_per_hour=float(slope * 3600), start=window["ts"][0], end=window["ts"][-1], eta=eta,
-        points=len(y), resid_std=std, t0=t0, intercept=float(intercept), t_mean=mean,
-        sxx=float(((xs - mean) ** 2).sum()),
-    )  # fmt: skip
-
-
-def _fit_window(frame: pl.DataFrame) -> pl.DataFrame:
-    """Captures since the last restart, before the first one at the limit or refusing clients."""
-    rows = frame.with_row_index("i")
-    restarts = rows.filter(pl.col("restart"))["i"]
-    if restarts.len():
-        rows = rows.filter(pl.col("i") >= int(restarts[-1]))
-    full = rows.filter((pl.col("used") >= pl.col("maxclients")).fill_null(False) | S.REJECTED)[
-        "i"
-    ]
-    if full.len():
-        rows = rows.filter(pl.col("i") < int(full[0]))
-    return rows.filter(pl.col("used").is_not_null()).drop("i")
-
-
-def _from_epoch(seconds: float) -> datetime | None:
-    from datetime import UTC
-
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _predict(fit: TrendFit, epoch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted line and half width of the ~95 % prediction interval."""
-    xs = epoch - fit.t0
-    yhat = fit.intercept + fit.slope_per_hour / 3600 * xs
-    half = (
-        1.96
-        * fit.resid_std
-        * np.sqrt(1 + 1 / fit.points + (xs - fit.t_mean) ** 2 / max(fit.sxx, 1e-9))
-    )
-    return yhat, half
-
-
-def leak_trend(ds: S.Tables, *, instance: str | None = None, growing: int = 3) -> Figure:
-    """Connected clients with a linear trend, its forecast to maxclients and a 95 % band.
-
-    The fit uses the captures since the last restart, up to the first capture at the
-    limit. The `growing` client names with the steepest growth are drawn too.
-    """
-    series = timeline(ds)
-    frame, inst = _pick(series, instance)
+def leak_trend(
+    ds: S.Tables, *, instance: str | None = None, model: ServerModel | None = None
+) -> Figure:
+    """Connections with the forecast to maxclients: the steady part at its peak plus the groups
+    that keep growing at their own rates (`clientscope forecast`'s numbers), its 95 % band,
+    and each of those groups' own counts."""
+    server = model or build_model(ds, instance=instance).server(instance)
+    frame, inst = _pick(server.timeline, server.instance)
+    f = server.forecast
     with style():
         fig, ax = figure()
-        fit = fit_trend(frame) if not frame.is_empty() else None
-        if fit is None:
-            no_data(ax, "too few captures for a trend")
-            return fig
         shown = _downsample(frame.filter(pl.col("used").is_not_null()))
-        ax.plot(
-            _t(shown), _v(shown, "used"), color=COLORS["clients"], label="connected clients"
-        )
-        _draw_growing_groups(ax, ds, inst, growing)
-        end = _forecast_end(fit, frame)
-        grid = np.linspace(fit.t0, end, 200)
-        yhat, half = _predict(fit, grid)
-        when = (grid * 1e6).astype("datetime64[us]")
-        ax.plot(when, yhat, color=COLORS["forecast"], ls="--", lw=1.4,
-                label=f"trend {fit.slope_per_hour:+.1f} clients/h")  # fmt: skip
-        ax.fill_between(when, yhat - half, yhat + half, color=COLORS["forecast"], alpha=0.15, lw=0,
-                        label="95 % prediction interval")  # fmt: skip
-        limit = frame["maxclients"].drop_nulls()
-        if limit.len():
-            ax.axhline(
-                float(limit[-1]),
-                color=COLORS["limit"],
-                ls="--",
-                lw=1.3,
-                label=f"maxclients {limit[-1]}",
-            )
-        _annotate_eta(ax, fit, frame)
+        if f is None or shown.is_empty():
+            no_data(ax, server.forecast_error or "too few captures for a forecast")
+            return fig
+        ax.plot(_t(shown), _v(shown, "used"), color=COLORS["clients"], label="connected clients")
+        _draw_drivers(ax, server)
+        _draw_projection(ax, f, frame)
+        if f.maxclients:
+            ax.axhline(f.maxclients, color=COLORS["limit"], ls="--", lw=1.3,
+                       label=f"maxclients {f.maxclients}")  # fmt: skip
+        ax.text(0.99, 0.04, for_figure(_eta_text(f), limit=300), transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": COLORS["forecast"], "lw": 0.8})  # fmt: skip
         ax.set_ylabel("connections")
         ax.set_ylim(bottom=0)
         time_axis(ax)
@@ -406,54 +319,54 @@ def leak_trend(ds: S.Tables, *, instance: str | None = None, growing: int = 3) -
     return fig
 
 
-def _forecast_end(fit: TrendFit, frame: pl.DataFrame) -> float:
-    last = float(frame["ts"].dt.epoch("us").max()) / 1e6  # type: ignore[arg-type]
-    span = max(last - fit.t0, 60.0)
-    if fit.eta is None:
-        return last + 0.25 * span
-    return float(min(fit.eta.timestamp() + 0.05 * span, last + 2 * span))
-
-
-def _annotate_eta(ax: Axes, fit: TrendFit, frame: pl.DataFrame) -> None:
-    full = frame.filter((pl.col("used") >= pl.col("maxclients")) | S.REJECTED)
-    if not full.is_empty():
-        text = f"limit reached {full['ts'][0]:%H:%M:%S} UTC"
-    elif fit.eta is not None:
-        text = f"reaches maxclients ≈ {fit.eta:%Y-%m-%d %H:%M} UTC"
-    else:
-        text = "not growing: no exhaustion forecast"
-    ax.text(0.99, 0.04, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
-            bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": COLORS["forecast"], "lw": 0.8})  # fmt: skip
-
-
-def _draw_growing_groups(ax: Axes, ds: S.Tables, instance: str | None, n: int) -> None:
-    if n <= 0:
+def _draw_projection(ax: Axes, f: Forecast, frame: pl.DataFrame) -> None:
+    """steady peak + drivers, from the last capture to the crossing (or a quarter of the window
+    on), with the band of the drivers' rates."""
+    if not f.drivers or f.steady_peak is None or f.verdict == "exhausted":
+        if f.steady_peak is not None:
+            ax.axhline(f.steady_peak, color=COLORS["muted"], ls=":", lw=1.2,
+                       label=f"steady part at its peak: {f.steady_peak:.0f}")  # fmt: skip
         return
-    groups = S.group_series(ds, "name", instance=instance, top=12)
-    if groups.is_empty():
+    now = f.now.timestamp()
+    first = frame["ts"].min()
+    span = max(now - first.timestamp(), 60.0) if isinstance(first, datetime) else 60.0
+    # to the crossing when it is in sight (up to 30 windows on), else a quarter of the window
+    end = f.eta_maxclients.timestamp() + 0.05 * span if f.eta_maxclients else now + 0.25 * span
+    end = min(end, now + 30 * span)
+    grid = np.linspace(now, end, 100)
+    start = f.steady_peak + sum(d.connections_now for d in f.drivers)
+    spread = 1.96 * float(np.sqrt(sum(d.rate_se_per_hour**2 for d in f.drivers)))
+    hours = (grid - now) / 3600
+    when = (grid * 1e6).astype("datetime64[us]")
+    ax.plot(when, start + f.slope_per_hour * hours, color=COLORS["forecast"], ls="--", lw=1.4,
+            label=f"forecast: steady {f.steady_peak:.0f} + growing groups {f.slope_per_hour:+.0f}/h")  # fmt: skip
+    ax.fill_between(when, start + (f.slope_per_hour - spread) * hours,
+                    start + (f.slope_per_hour + spread) * hours, color=COLORS["forecast"],
+                    alpha=0.15, lw=0, label="95 % interval")  # fmt: skip
+
+
+def _eta_text(f: Forecast) -> str:
+    if f.exhausted_at is not None:
+        return f"limit reached {f.exhausted_at:%H:%M:%S} UTC"
+    if f.verdict == "will_exhaust" and f.eta_maxclients is not None:
+        return f"reaches maxclients ≈ {f.eta_maxclients:%Y-%m-%d %H:%M} UTC"
+    return "not growing: no exhaustion forecast"
+
+
+def _draw_drivers(ax: Axes, server: ServerModel) -> None:
+    """Each group that drives the forecast, alone."""
+    f = server.forecast
+    if f is None:
         return
-    x = pl.col("ts").dt.epoch("us").cast(pl.Float64) / 3.6e9  # hours
-    hours = (x.max() - x.min()).clip(lower_bound=1e-9)
-    slope = pl.cov(x, pl.col("clients")) / x.var()
-    slopes = (
-        groups.filter(pl.col("group") != S.OTHER)
-        .group_by("group")
-        .agg(
-            slope.alias("slope"),
-            (slope * hours).alias("growth"),
-            pl.col("clients").mean().alias("mean"),
+    ts = server.timeline.select("capture_id", "ts")
+    for i, d in enumerate(f.drivers[:4]):
+        g = (
+            server.counts.filter((pl.col("group") == d.group) & (pl.col("role") == "normal"))
+            .join(ts, on="capture_id")
+            .sort("ts")
         )
-        .filter(
-            (pl.col("slope") > 0)
-            & (pl.col("growth") >= pl.max_horizontal(pl.lit(2.0), 0.1 * pl.col("mean")))
-        )
-        .sort(["slope", "group"], descending=[True, False])
-        .head(n)
-    )
-    for i, name in enumerate(slopes["group"].to_list()):
-        g = groups.filter(pl.col("group") == name).sort("ts")
-        ax.plot(_t(g), _v(g, "clients"), lw=1.1, color=PALETTE[(i + 1) % len(PALETTE)], alpha=0.9,
-                label=f"name={name}")  # fmt: skip
+        ax.plot(_t(g), g["n"].cast(pl.Float64).to_numpy(), lw=1.1,
+                color=PALETTE[(i + 1) % len(PALETTE)], alpha=0.9, label=f"{d.group} ({d.verdict})")  # fmt: skip
 
 
 IDLE_EDGES = np.array(
@@ -699,8 +612,9 @@ CHARTS: tuple[Chart, ...] = (
     Chart("by-ip", clients_by_ip, "Clients by source IP",
           "Connections per source IP (pod or host), largest groups stacked; the rest as (other)."),
     Chart("leak-trend", leak_trend, "Connection growth and forecast",
-          "Least-squares trend of connected clients since the last restart, extrapolated to maxclients "
-          "with a 95 % prediction interval; the client names that grew fastest are drawn alone."),
+          "Connections with the forecast of `clientscope forecast`: the steady part (every group that "
+          "does not keep growing, at its peak) plus the groups that keep growing, each at its own rate, "
+          "up to maxclients, with a 95 % interval; the growing groups are drawn alone."),
     Chart("idle", idle_distribution, "Idle time at the peak",
           "Idle time of every client at the peak capture, by client name, with what a server timeout "
           "would have closed."),

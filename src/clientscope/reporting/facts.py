@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.timeline import busiest
 from clientscope.reporting import series as S
-from clientscope.reporting.charts import TrendFit, fit_trend
 
 __all__ = ["Coverage", "Event", "Summary", "coverage", "summary_card", "timeline"]
 
@@ -82,17 +82,14 @@ class Coverage:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def summary_card(
-    series: pl.DataFrame, instance: str | None = None
-) -> tuple[Summary, TrendFit | None]:
-    """Peak, first rejection, limit reached and exhaustion forecast of the primary instance."""
+def summary_card(series: pl.DataFrame, instance: str | None = None) -> Summary:
+    """Peak, first rejection and limit reached of the primary instance (the forecast's fields are
+    filled from `clientscope forecast`'s result by `reporting.analyses.exhaustion`)."""
     inst = instance or busiest(series)
     frame = series.filter(pl.col("instance") == inst) if inst else series
     peak = S.peak_capture(frame, inst)
     rejected = frame.filter(S.REJECTED)
-    full = frame.filter((pl.col("used") >= pl.col("maxclients")).fill_null(False) | S.REJECTED)
-    fit = fit_trend(frame) if frame.height else None
-    growing = fit is not None and fit.slope_per_hour > 0 and full.is_empty()
+    full = frame.filter(pl.col("at_limit"))
     return Summary(
         instance=inst,
         instances=series["instance"].n_unique(),
@@ -104,10 +101,10 @@ def summary_card(
         rejected_connections=int(frame["new_rejections"].fill_null(0).sum()),
         refused_captures=int(frame["rejected_error"].sum()),
         limit_reached_at=full["ts"][0] if full.height else None,
-        growth_per_hour=fit.slope_per_hour if fit else None,
-        exhaustion_at=fit.eta if growing and fit else None,
+        growth_per_hour=None,
+        exhaustion_at=None,
         last_capture_at=frame["ts"].max() if frame.height else None,  # type: ignore[arg-type]
-    ), fit
+    )
 
 
 def _int(row: dict[str, object] | None, key: str) -> int | None:
@@ -117,15 +114,12 @@ def _int(row: dict[str, object] | None, key: str) -> int | None:
 
 def timeline(
     series: pl.DataFrame,
-    fit: TrendFit | None,
+    forecast: Forecast | None = None,
     *,
-    growing: bool,
     threshold: float = 0.8,
-    fit_instance: str | None = None,
 ) -> list[Event]:
-    """Threshold crossings, the limit, rejections, restarts and collector errors, in time order.
-
-    The start of the growth is told only when `growing` (the forecast found a significant trend).
+    """Threshold crossings, the limit, rejections, restarts and collector errors, in time order,
+    and where each group that drives `forecast` began to grow (its oldest connection still open).
     """
     events: list[Event] = []
     for inst, frame in series.partition_by("instance", as_dict=True, maintain_order=True).items():
@@ -134,8 +128,8 @@ def timeline(
         events += _runs(frame, name, pl.col("utilization") >= threshold, "threshold",
                         f"connected clients above {threshold:.0%} of maxclients",
                         f"back under {threshold:.0%} of maxclients")  # fmt: skip
-        events += _runs(frame, name, pl.col("used") >= pl.col("maxclients"), "limit",
-                        "connected clients reached maxclients", "below maxclients again")  # fmt: skip
+        events += _runs(frame, name, pl.col("at_limit"), "limit",
+                        "the server reached its limit (maxclients full or connections refused)", "below maxclients again")  # fmt: skip
         events += _rejections(frame, name)
         events += [Event(t, "restart", name, "server restarted (new run_id); every connection was dropped")
                    for t in frame.filter(pl.col("restart"))["ts"]]  # fmt: skip
@@ -143,10 +137,11 @@ def timeline(
                         "server loading its dataset from disk: most commands answer -LOADING",
                         "dataset loaded: the server serves commands again", seen_only=False)  # fmt: skip
         events += _collector_errors(frame, name)
-    if growing and fit is not None and fit.slope_per_hour > 0:
-        events.append(Event(fit.start, "growth", fit_instance or busiest(series) or "",
-                            f"steady growth begins: {fit.slope_per_hour:+.1f} connections/h "
-                            f"(least squares over {fit.points} captures)"))  # fmt: skip
+    for d in forecast.drivers if forecast is not None else ():
+        if d.since is not None:
+            events.append(Event(d.since, "growth", forecast.instance if forecast else "",
+                                f"{d.group} begins to grow ({d.verdict}): {d.rate_per_hour:+.1f} "
+                                "connections/h, its oldest connection still open"))  # fmt: skip
     return sorted(events, key=lambda e: (e.at, e.instance, e.kind))
 
 

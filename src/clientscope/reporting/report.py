@@ -20,9 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
+from clientscope.analysis.model import Model, ServerModel, build_model
 from clientscope.analysis.timeline import timeline
 from clientscope.dataset import Dataset
-from clientscope.errors import DatasetError, DatasetWriteError
+from clientscope.errors import AnalysisError, ConfigError, DatasetError, DatasetWriteError
 from clientscope.escape import for_html
 from clientscope.reporting import facts as F
 from clientscope.reporting import series as S
@@ -152,12 +153,14 @@ def _content(
 ) -> Content:
     from clientscope import __version__
 
-    found, notes = findings(ds)
-    summary, fit = F.summary_card(series, instance or _cause_instance(found))
-    summary = replace(exhaustion(ds, summary, notes), cause=cause(found))
-    growing = summary.verdict in ("will_exhaust", "growing", "exhausted")
+    notes: list[str] = []
+    model = _model(ds, notes)  # once: findings, card, chart, servers table read the same numbers
+    found = findings(model, notes)
+    summary = F.summary_card(series, instance or _cause_instance(found))
+    server = _server(model, summary.instance)
+    summary = replace(exhaustion(server, summary, notes), cause=cause(found))
     events = [
-        *F.timeline(series, fit, growing=growing, fit_instance=summary.instance),
+        *F.timeline(series, server.forecast if server else None),
         *alert_events(ds, notes),
         *finding_events(found, summary.instance),
     ]
@@ -171,46 +174,59 @@ def _content(
         events=_bounded(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
         findings=tuple(found), settings=tuple(settings), pools=_pool_rows(pools),
         figures=write_figures(
-            ds, out / "figures", instance=summary.instance, overview=instance is None
+            ds, out / "figures", instance=summary.instance, overview=instance is None, model=server
         ),
-        coverage=coverage, notes=tuple(notes), servers=_servers(ds, series, found),
+        coverage=coverage, notes=tuple(notes), servers=_servers(model, series, found),
     )  # fmt: skip
 
 
-def _servers(ds: Dataset, series: pl.DataFrame, found: list[FindingView]) -> tuple[tuple[str, ...], ...]:
-    """One row per server of a fleet, the one in most trouble first: peak, trend, findings."""
-    from clientscope.analysis._common import human_duration, signed
-    from clientscope.analysis.forecast import forecast_from
-    from clientscope.errors import AnalysisError
+def _model(ds: Dataset, notes: list[str]) -> Model | None:
+    try:
+        return build_model(ds)
+    except (AnalysisError, ConfigError) as exc:
+        notes.append(f"the analyses could not run on this window: {exc}")
+        return None
 
-    names = sorted(series["instance"].unique().to_list())
-    if len(names) < 2:
+
+def _server(model: Model | None, instance: str | None) -> ServerModel | None:
+    if model is None:
+        return None
+    try:
+        return model.server(instance)
+    except AnalysisError:
+        return None
+
+
+def _servers(model: Model | None, series: pl.DataFrame, found: list[FindingView]) -> tuple[tuple[str, ...], ...]:
+    """One row per server of a fleet, the one in most trouble first (the model's order): peak,
+    trend and time to maxclients as `clientscope forecast` gives them, findings."""
+    from clientscope.analysis._common import human_duration, signed
+
+    if model is None or len(model.servers) < 2:
         return ()
-    tl = series  # the timeline the report was built from: every server's forecast reads it
     rows = []
-    for name in names:
+    for server in model.servers:  # most urgent first
+        name = server.instance
         peak = S.peak_capture(series.filter(pl.col("instance") == name), name) or {}
         util = peak.get("utilization")
         used = f"{peak.get('used', '?')} / {peak.get('maxclients') or '?'}" + (
             f" ({util:.0%})" if isinstance(util, float) else ""
         )
-        try:
-            f = forecast_from(tl, name)
-            trend, rank = f"{f.verdict}, {signed(f.slope_per_hour, 0)}/h", (0 if f.verdict == "exhausted" else 1)
+        f = server.forecast
+        if f is None:
+            trend, eta = f"not forecast ({server.forecast_error})", "—"
+        else:
+            trend = f"{f.verdict}, {signed(f.slope_per_hour, 0)}/h"
             eta = (
                 f"reached {f.exhausted_at:%Y-%m-%d %H:%M} UTC" if f.exhausted_at
-                else human_duration(f.eta_maxclients - f.now) if f.verdict == "will_exhaust" and f.eta_maxclients
+                else human_duration(f.time_to_maxclients) if f.time_to_maxclients is not None
                 else "—"
             )  # fmt: skip
-            order = f.eta_maxclients.timestamp() if f.verdict == "will_exhaust" and f.eta_maxclients else float("inf")
-        except AnalysisError as exc:
-            trend, eta, rank, order = f"not forecast ({exc})", "—", 2, float("inf")
         mine = [v for v in found if v.instance == name]
         counts = ", ".join(f"{sum(v.severity == sev for v in mine)} {sev}"
                            for sev in ("critical", "warning") if any(v.severity == sev for v in mine))  # fmt: skip
-        busy = -util if isinstance(util, float) else 0.0
-        rows.append(((rank, order, busy, name), (name, used, trend, eta, counts or "none")))
-    return tuple(row for _, row in sorted(rows, key=lambda r: r[0]))
+        rows.append((name, used, trend, eta, counts or "none"))
+    return tuple(rows)
 
 
 MAX_EVENTS = 80
@@ -252,15 +268,18 @@ def _cause_instance(found: list[FindingView]) -> str | None:
 
 
 def write_figures(
-    ds: Dataset, folder: Path, *, instance: str | None = None, overview: bool = False
+    ds: Dataset, folder: Path, *, instance: str | None = None, overview: bool = False,
+    model: ServerModel | None = None,
 ) -> tuple[FigureFile, ...]:
     """Every chart as figures/<name>.png and .svg (reproducible bytes: no dates in metadata).
 
-    Charts are about `instance`; with `overview` the main chart shows every instance.
+    Charts are about `instance`; with `overview` the main chart shows every instance; the
+    forecast chart draws `model`'s forecast (the one the card states) when given.
     """
     written = []
     for chart in CHARTS:
-        fig = chart.draw(ds, instance=None if overview and chart.name == "clients" else instance)
+        extra = {"model": model} if chart.name == "leak-trend" and model is not None else {}
+        fig = chart.draw(ds, instance=None if overview and chart.name == "clients" else instance, **extra)
         png, svg = folder / f"{chart.name}.png", folder / f"{chart.name}.svg"
         with style():  # the SVG ids are salted by rcParams at save time
             fig.savefig(png, format="png", metadata={"Software": None})
