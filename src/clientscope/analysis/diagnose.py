@@ -34,6 +34,7 @@ from clientscope.analysis._common import (
     ResultMixin,
     human_duration,
     jsonable,
+    with_clients,
 )
 from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
 from clientscope.analysis.forecast import Forecast
@@ -256,18 +257,22 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
 
 
 def _leading_group(ctx: _Context) -> tuple[str, int] | None:
-    """The leaking group that grew most, else the largest holder at the last capture."""
-    if not ctx.leaks.groups.is_empty() and not ctx.leaks.leaking.is_empty():
-        row = ctx.leaks.leaking.row(0, named=True)
-        return str(row["group"]), int(row["last"])
-    return _top_group(ctx, ctx.ok.tail(1)["capture_id"].to_list())
-
-
-def _top_group(ctx: _Context, capture_ids: list[str]) -> tuple[str, int] | None:
-    last = ctx.counts.filter(pl.col("capture_id").is_in(capture_ids)).sort(
-        ["n", "group", "role"], descending=[True, False, False]
+    """The leaking group that grew most, else the largest holder; with its connections at the
+    last capture that listed clients (the number `top --by group` shows)."""
+    last = with_clients(ctx.ok).tail(1)["capture_id"].to_list()
+    at_last = (
+        ctx.counts.filter(pl.col("capture_id").is_in(last))
+        .group_by("group")
+        .agg(pl.col("n").sum())
+        .sort(["n", "group"], descending=[True, False])
     )
-    return (str(last["group"][0]), int(last["n"][0])) if last.height else None
+    if at_last.is_empty():
+        return None
+    if not ctx.leaks.groups.is_empty() and not ctx.leaks.leaking.is_empty():
+        name = str(ctx.leaks.leaking.row(0, named=True)["group"])
+        held = at_last.filter(pl.col("group") == name)["n"]
+        return name, int(held[0]) if held.len() else 0
+    return str(at_last["group"][0]), int(at_last["n"][0])
 
 
 def _saturation(ctx: _Context) -> list[Finding]:

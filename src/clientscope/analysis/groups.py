@@ -50,6 +50,11 @@ IDLE_BINS = (1, 10, 60, 300, 600, 3600, 86400)  # right edges of log-spaced bins
 SUGGESTED_TIMEOUTS = (300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
 
+def idle_quantile(q: float) -> pl.Expr:
+    """A quantile of `idle` (linear between ranks): one definition for `top` and `idle`."""
+    return pl.col("idle").quantile(q, interpolation="linear")
+
+
 def _dimensions(by: str | Sequence[str]) -> list[str]:
     names = [by] if isinstance(by, str) else list(by)
     names = [n.strip().replace("-", "_") for part in names for n in part.split(",") if n.strip()]
@@ -88,7 +93,7 @@ def top(
     rows = _rows(tables, caps, dims)
     per_capture = rows.group_by("instance", "capture_id", *dims).agg(
         clients=pl.len(),
-        idle_p50=pl.col("idle").median(),
+        idle_p50=idle_quantile(0.5),
         idle_max=pl.col("idle").max(),
         idle_over_300=(pl.col("idle") > 300).sum(),
         idle_over_600=(pl.col("idle") > 600).sum(),
@@ -185,12 +190,21 @@ def idle(
         timeouts=_timeout_effect(normal, life, candidates),
         excluded=rows.filter(pl.col("role") != "normal")
         .group_by("instance", "role")
-        .agg(clients=pl.len(), idle_p50=pl.col("idle").median(), idle_max=pl.col("idle").max())
+        .agg(clients=pl.len(), idle_p50=idle_quantile(0.5), idle_max=pl.col("idle").max())
         .sort("instance", "role"),
         suggested_timeout=suggested,
         longest_reuse_gap_s=longest,
         at=caps.select(pl.col("ts").max()).item(),
     )
+
+
+def timeout_what_if(rows: pl.DataFrame, timeout: int) -> tuple[int, int]:
+    """Of the clients of one capture (with `role` and `idle`): how many a server `timeout` of
+    that many seconds would close, and of how many it judges. Only normal clients: the server's
+    timeout never closes blocked, pub/sub, replica or master links, MONITOR, and the collector is
+    not the application's. The one what-if of `idle`, the report and its idle chart."""
+    judged = rows.filter(pl.col("role") == "normal")["idle"].drop_nulls()
+    return int((judged > timeout).sum()), judged.len()
 
 
 def suggest_timeout(reuse_gaps: np.ndarray) -> int:
@@ -210,9 +224,9 @@ def _idle_groups(
         rows.group_by("instance", *dims)
         .agg(
             pl.len().alias("clients"),
-            pl.col("idle").quantile(0.5).alias("idle_p50"),
-            pl.col("idle").quantile(0.9).alias("idle_p90"),
-            pl.col("idle").quantile(0.99).alias("idle_p99"),
+            idle_quantile(0.5).alias("idle_p50"),
+            idle_quantile(0.9).alias("idle_p90"),
+            idle_quantile(0.99).alias("idle_p99"),
             pl.col("idle").max().alias("idle_max"),
             *((pl.col("idle") > t).sum().alias(f"over_{t}") for t in marks),
             never_used.sum().alias("never_used"),
@@ -261,8 +275,8 @@ def _timeout_effect(rows: pl.DataFrame, life: pl.DataFrame, candidates: list[int
                 {
                     "instance": [inst] * len(candidates),
                     "timeout": candidates,
-                    "would_close_now": [int((mine["idle"] > t).sum()) for t in candidates],
-                    "share_now": [float((mine["idle"] > t).sum()) / total for t in candidates],
+                    "would_close_now": [timeout_what_if(mine, t)[0] for t in candidates],
+                    "share_now": [timeout_what_if(mine, t)[0] / total for t in candidates],
                     "connections_closed_over_window": [
                         int((lived["max_idle"] > t).sum()) for t in candidates
                     ],

@@ -215,6 +215,8 @@ def _register_trends(app: typer.Typer) -> None:
                    "deaths", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
         n = report.leaking.height
         screen().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
+        for why, count in report.left_out:  # what the trends did not read, and why
+            screen().print(f"[dim]left out: {count} capture(s) {why}[/]")
 
     @app.command("forecast")
     def forecast_command(

@@ -121,6 +121,7 @@ def exhaustion(server: ServerModel | None, summary: Summary, notes: list[str]) -
     eta = f.eta_maxclients if f.verdict == "will_exhaust" else None
     return replace(
         summary, verdict=f.verdict, growth_per_hour=f.slope_per_hour, exhaustion_at=eta,
+        time_to_exhaustion=f.time_to_maxclients,
         exhaustion_low=f.eta_maxclients_low if eta else None,
         exhaustion_high=f.eta_maxclients_high if eta else None,
         limit_reached_at=f.exhausted_at or summary.limit_reached_at,

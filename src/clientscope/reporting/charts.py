@@ -24,7 +24,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from clientscope.analysis._common import snapshot_clients
 from clientscope.analysis.forecast import Forecast
+from clientscope.analysis.groups import timeout_what_if
 from clientscope.analysis.model import ServerModel, build_model
 from clientscope.analysis.timeline import busiest, timeline
 from clientscope.escape import for_figure
@@ -390,7 +392,7 @@ def idle_distribution(
         if peak is None:
             no_data(ax, "no client rows")
             return fig
-        snap = S.snapshot(ds, str(peak["capture_id"]), ("idle", "name"))
+        snap = snapshot_clients(ds, [str(peak["capture_id"])]).select("idle", "name", "role").collect()
         _idle_bars(ax, snap, top)
         _mark_timeout(ax, snap, timeout, peak)
         ax.set_xlabel("idle time (seconds since the last command)")
@@ -431,12 +433,11 @@ def _dur(seconds: float) -> str:
 
 
 def _mark_timeout(ax: Axes, snap: pl.DataFrame, timeout: int, peak: dict[str, object]) -> None:
-    idle = snap["idle"].drop_nulls()
-    closed = int((idle > timeout).sum())
+    closed, judged = timeout_what_if(snap, timeout)
     pos = float(np.interp(timeout, IDLE_EDGES[:-1], np.arange(len(IDLE_EDGES) - 1))) - 0.5
-    share = closed / idle.len() if idle.len() else 0.0
+    share = closed / judged if judged else 0.0
     ax.axvline(pos, color=COLORS["limit"], ls="--", lw=1.4,
-               label=f"what-if timeout {timeout} s: closes {closed} of {idle.len()} ({share:.0%})")  # fmt: skip
+               label=f"what-if timeout {timeout} s: closes {closed} of {judged} normal clients ({share:.0%})")  # fmt: skip
     current = peak.get("timeout")
     if isinstance(current, int) and current > 0 and current != timeout:
         at = float(np.interp(current, IDLE_EDGES[:-1], np.arange(len(IDLE_EDGES) - 1))) - 0.5

@@ -42,12 +42,7 @@ class Summary:
     verdict: str = ""  # from `forecast`: exhausted | will_exhaust | growing | plateaued | stable | falling
     exhaustion_low: datetime | None = None  # 95 % interval of exhaustion_at
     exhaustion_high: datetime | None = None
-
-    @property
-    def time_to_exhaustion(self) -> timedelta | None:
-        if self.exhaustion_at is None or self.last_capture_at is None:
-            return None
-        return max(self.exhaustion_at - self.last_capture_at, timedelta(0))
+    time_to_exhaustion: timedelta | None = None  # Forecast.time_to_maxclients, as forecast says
 
 
 @dataclass(frozen=True)
