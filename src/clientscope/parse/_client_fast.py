@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from clientscope.parse._client_generic import (
+    FIELD_BOUNDS,
     FIELD_SCHEMA,
     GARBAGE,
     KEY,
@@ -222,12 +223,17 @@ def _columns(layout: Layout) -> list[pl.Expr]:
 
 def _fits(layout: Layout) -> pl.Expr:
     """A line fits the layout: exactly its tokens, token i starting with `key_i=`, and
-    every number field empty or a number (checked on the typed column, so no second parse)."""
+    every number field empty or a number within `FIELD_BOUNDS` (checked on the typed
+    column, so no second parse). A layout never repeats a key, so a line that does
+    (`id=1 id=2`) never fits: the general reader says why it is not read."""
     checks = [pl.col(f"_t{len(layout.keys)}").is_null()]
     for i, (key, field) in enumerate(zip(layout.keys, layout.fields, strict=True)):
         token = pl.col(f"_t{i}")
         checks.append(token.str.starts_with(f"{key}="))
-        if field in _INTS:
+        if field in FIELD_BOUNDS:
+            low, high, _ = FIELD_BOUNDS[field]
+            checks.append(pl.col(field).is_between(low, high) | (token == f"{key}="))
+        elif field in _INTS:
             checks.append(pl.col(field).is_not_null() | (token == f"{key}="))
     return pl.all_horizontal(checks).fill_null(False).alias(_FITS)
 

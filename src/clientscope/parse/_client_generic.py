@@ -5,6 +5,12 @@ reader in `_client_fast`; it gets the lines that one cannot take (and says why a
 line is not a client line). Input: a frame of lines with `_line`, `line_no`,
 `_cut` and `_first_count` (see `_text`); output: the stage-1 columns of
 `client_list` (`FIELD_SCHEMA` plus `parse_error`, `raw_line`).
+
+A line is not read, and says why, when a field appears twice (`id=1 id=2`: which
+value is right is unknown) or is outside what a server can send (`FIELD_BOUNDS`:
+`age=-5` would put the connection in the future); the fast reader leaves such lines
+to this one. A key the parser does not know may repeat: all its values are kept in
+`extra`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ GARBAGE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x{FFFD}]"
 _TOKENS = rf"^{KEY}=\S*(?: (?:{KEY}=\S*|[^ =]+))*$"
 _UNIX_ADDR = r"(?:^| )l?addr=\[?/"
 _BARE_TOKEN = r"(?:^| )[^ =]+(?: |$)"
+# a connection can't be older, or idle longer, than the server has existed (Redis: 2009)
+MAX_CLIENT_SECONDS = 30 * 365 * 86400
+FIELD_BOUNDS: dict[str, tuple[int, int, str]] = {
+    "age": (0, MAX_CLIENT_SECONDS, "seconds since the connection opened"),
+    "idle": (0, MAX_CLIENT_SECONDS, "seconds since its last command"),
+}
 
 FIELD_SCHEMA: dict[str, pl.DataType] = {
     "line_no": pl.Int64(),
@@ -69,7 +81,43 @@ def _extra() -> pl.Expr:
     )
 
 
-def _line_error(ints: dict[str, pl.Expr]) -> pl.Expr:
+def _repeated_key(n_keys: pl.Expr) -> pl.Expr:
+    """The first known field a line gives twice (`qbuf-free` and `qbuf_free` are one), or null.
+
+    Cheap for most lines: a field is repeated when the line has more keys than the known
+    fields found plus the unknown ones (kept, all of them, in `extra`); only such a line is
+    split to name the field.
+    """
+    present = pl.sum_horizontal(_raw(name).is_not_null() for name in KNOWN_FIELDS)
+    repeated = n_keys > present + pl.col("extra").list.len()
+    keys = (
+        pl.when(repeated)
+        .then(pl.col("_text"))
+        .otherwise(pl.lit(""))
+        .str.split(" ")
+        .list.eval(
+            pl.element().str.extract(rf"^({KEY})=", 1).str.replace_all("_", "-", literal=True)
+        )
+        .list.drop_nulls()
+    )
+    return keys.list.eval(pl.element().filter(pl.element().is_duplicated())).list.first()
+
+
+def _bad_value(name: str, raw: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """Why the number in field `name` cannot be used, or null."""
+    wire = name.replace("_", "-")
+    reason = pl.when(raw.is_not_null() & (raw != "") & value.is_null()).then(
+        pl.format("field {} is not an integer: {}", pl.lit(wire), raw)
+    )
+    if name not in FIELD_BOUNDS:
+        return reason
+    low, high, meaning = FIELD_BOUNDS[name]
+    return reason.when(~value.is_between(low, high)).then(
+        pl.format(f"field {wire} is {{}}: {meaning} must be {low} to {high:,} (30 years)", value)
+    )
+
+
+def _line_error(parsed: dict[str, pl.Expr]) -> pl.Expr:
     """Why a line is not a client line, or null when it is one."""
     text = pl.col("_text")
     grammar_ok = text.str.contains(_TOKENS) & (
@@ -77,12 +125,8 @@ def _line_error(ints: dict[str, pl.Expr]) -> pl.Expr:
     )
     n_keys = text.str.count_matches(KEY_START)
     reply_keys = pl.col(FIRST_COUNT)
-    bad_int = [
-        pl.when(raw.is_not_null() & (raw != "") & value.is_null()).then(
-            pl.format("field {} is not an integer: {}", pl.lit(name.replace("_", "-")), raw)
-        )
-        for name, (raw, value) in _int_pairs(ints).items()
-    ]
+    bad_int = [_bad_value(name, _raw(name), value) for name, value in parsed.items()]
+    repeated = _repeated_key(n_keys)
     return (
         pl.when(text.str.strip_chars() == "")
         .then(pl.lit("blank line"))
@@ -98,24 +142,36 @@ def _line_error(ints: dict[str, pl.Expr]) -> pl.Expr:
         .then(
             pl.lit("truncated line: fewer fields than the reply's first line and no final newline")
         )
+        .when(repeated.is_not_null())
+        .then(pl.format("field {} is given twice: a server writes each field once", repeated))
         .otherwise(pl.coalesce(bad_int) if bad_int else None)
     )
 
 
-def _int_pairs(ints: dict[str, pl.Expr]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
-    return {name: (_value(name), value) for name, value in ints.items()}
+def _in_bounds(name: str, value: pl.Expr) -> pl.Expr:
+    """`value`, null when outside FIELD_BOUNDS (a rejected line's `created_at` stays null)."""
+    if name not in FIELD_BOUNDS:
+        return value
+    low, high, _ = FIELD_BOUNDS[name]
+    return pl.when(value.is_between(low, high)).then(value)
+
+
+def _raw(name: str) -> pl.Expr:
+    """The text after `name=`, read once by `read_lines` (null when absent, '' when empty)."""
+    return pl.col(f"_raw_{name}")
 
 
 def read_lines(lines: pl.LazyFrame, keep: tuple[str, ...] = ()) -> pl.LazyFrame:
     """Stage-1 columns of every line (`keep` columns are passed through)."""
     text = pl.col(LINE).str.strip_suffix("\r")
-    frame = lines.with_columns(text.alias("_text"))
-    ints = {name: _value(name).str.to_integer(strict=False) for name in CLIENT_INT_FIELDS}
-    strs = {name: _non_empty(_value(name)) for name in CLIENT_STR_FIELDS}
+    frame = lines.with_columns(text.alias("_text")).with_columns(
+        *(_value(name).alias(f"_raw_{name}") for name in KNOWN_FIELDS), _extra()
+    )
+    ints = {name: _raw(name).str.to_integer(strict=False) for name in CLIENT_INT_FIELDS}
+    strs = {name: _non_empty(_raw(name)) for name in CLIENT_STR_FIELDS}
     parsed = frame.with_columns(
-        *(expr.alias(name) for name, expr in ints.items()),
+        *(_in_bounds(name, expr).alias(name) for name, expr in ints.items()),
         *(expr.alias(name) for name, expr in strs.items()),
-        _extra(),
         _line_error(ints).alias("parse_error"),
     ).with_columns(
         pl.when(pl.col("parse_error").is_not_null()).then(pl.col(LINE)).alias("raw_line")

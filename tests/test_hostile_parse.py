@@ -1,0 +1,112 @@
+"""Silent choices in the CLIENT LIST parser (issue 13): a line the parser cannot read
+faithfully is kept as a reject with its line and why, by both readers alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from clientscope.parse import parse_client_list, split_rejects
+from clientscope.parse._client_fast import read_replies
+from clientscope.parse._client_generic import KEY_START, MAX_CLIENT_SECONDS, read_lines
+from clientscope.parse._text import to_lines
+
+LINE = "id={id} addr=10.0.0.1:{port} laddr=10.0.0.9:6379 fd=8 name=api age={age} idle={idle} flags=N db=0 cmd=get"
+TWICE = "field {} is given twice: a server writes each field once"
+BOUND = "must be 0 to 946,080,000 (30 years)"
+
+
+def _line(i: int, age: object = 120, idle: object = 3) -> str:
+    return LINE.format(id=i, port=40000 + i, age=age, idle=idle)
+
+
+def _reply(hostile: dict[int, str], n: int = 200) -> str:
+    """`n` ordinary lines of one layout (so the fast reader takes them), some replaced."""
+    return "\n".join(hostile.get(i, _line(i)) for i in range(1, n + 1)) + "\n"
+
+
+def _both_readers(text: str) -> pl.DataFrame:
+    """The fast reader's stage-1 rows, checked equal to the general reader's."""
+    data = text.encode()
+    fast = read_replies([data]).drop("_rid")
+    general = read_lines(to_lines(data, "t", count_first=KEY_START).frame).collect()
+    assert_frame_equal(fast, general)
+    return fast
+
+
+CASES = {
+    "id=1 id=2": (_line(7).replace("id=7", "id=7 id=8"), TWICE.format("id")),
+    "name twice": (_line(7) + " name=other", TWICE.format("name")),
+    "wire and snake spelling": (_line(7) + " qbuf-free=1 qbuf_free=2", TWICE.format("qbuf-free")),
+    "negative age": (
+        _line(7, age=-5),
+        f"field age is -5: seconds since the connection opened {BOUND}",
+    ),
+    "absurd age": (
+        _line(7, age=10**12),
+        f"field age is 1000000000000: seconds since the connection opened {BOUND}",
+    ),
+    "negative idle": (
+        _line(7, idle=-1),
+        f"field idle is -1: seconds since its last command {BOUND}",
+    ),
+    "absurd idle": (
+        _line(7, idle=MAX_CLIENT_SECONDS + 1),
+        f"field idle is 946080001: seconds since its last command {BOUND}",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_line_that_cannot_be_read_faithfully_is_a_reject_with_why(case: str) -> None:
+    line, reason = CASES[case]
+    text = _reply({7: line})
+    for frame in (_both_readers(text), parse_client_list(text)):
+        assert isinstance(frame, pl.DataFrame)
+        good, bad = split_rejects(frame)
+        assert bad.select("line_no", "parse_error", "raw_line").rows() == [(7, reason, line)]
+        assert good.height == 199
+
+
+def test_alone_the_general_reader_says_the_same() -> None:
+    """One line: no layout to share, the general reader reads it."""
+    for line, reason in CASES.values():
+        frame = parse_client_list(line + "\n")
+        assert isinstance(frame, pl.DataFrame)
+        assert frame["parse_error"].to_list() == [reason]
+
+
+def test_an_unknown_key_given_twice_keeps_both_values() -> None:
+    """Nothing is dropped: `extra` holds every key=value the parser does not know."""
+    text = _reply({7: _line(7) + " x-note=a x-note=b"}, n=10)
+    frame = _both_readers(text)
+    assert frame["parse_error"].null_count() == 10
+    assert frame["extra"][6].to_list() == [
+        {"key": "x_note", "value": "a"},
+        {"key": "x_note", "value": "b"},
+    ]
+
+
+def test_a_rejected_age_or_idle_gives_no_time_in_year_33714() -> None:
+    """Before: `age=-1000000000000` put `created_at` in year 33714, as a client row."""
+    ts = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+    text = _reply({2: _line(2, age=-(10**12)), 3: _line(3, idle=10**12)}, n=4)
+    frame = parse_client_list(pl.DataFrame({"ts": [ts], "client_list": [text]}))
+    assert isinstance(frame, pl.DataFrame)
+    rows = frame.select("line_no", "age", "idle", "created_at", "last_active").rows()
+    assert rows[1][1:4] == (None, 3, None) and rows[2][2] is None and rows[2][4] is None
+    good, _ = split_rejects(frame)
+    assert good["created_at"].to_list() == [ts.replace(minute=28)] * 2  # age=120 s
+
+
+def test_the_bounds_themselves_are_read() -> None:
+    text = _reply(
+        {1: _line(1, age=0, idle=0), 2: _line(2, age=MAX_CLIENT_SECONDS, idle=MAX_CLIENT_SECONDS)},
+        n=3,
+    )
+    frame = _both_readers(text)
+    assert frame["parse_error"].null_count() == 3
+    assert frame["age"].to_list() == [0, MAX_CLIENT_SECONDS, 120]
