@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from clientscope.vocabulary import ErrorKind
+
 TS = pl.Datetime("us", "UTC")
 
 # ---------------------------------------------------------------- raw layer
@@ -45,17 +47,7 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "collector_version": pl.String(),
 }
 
-ERROR_KINDS = (
-    "connection_refused",
-    "timeout",
-    "max_clients",  # "ERR max number of clients reached": the incident itself
-    "auth",
-    "loading",
-    "denied",  # command renamed / ACL without permission
-    "protocol",
-    "io",
-    "other",
-)
+ERROR_KINDS = tuple(ErrorKind)  # the values, in vocabulary.ErrorKind
 
 # ------------------------------------------------------------ parsed: captures
 CAPTURES_SCHEMA: dict[str, pl.DataType] = {

@@ -23,6 +23,7 @@ import polars as pl
 
 from clientscope.errors import AnalysisError, ConfigError, DatasetError
 from clientscope.schema import COLLECTOR_CLIENT_NAME, UNNAMED
+from clientscope.vocabulary import Role
 
 # commands that always block the client until data, a timeout or a replica ack arrives
 BLOCKING_COMMANDS = (
@@ -31,7 +32,7 @@ BLOCKING_COMMANDS = (
 )  # fmt: skip
 # XREAD / XREADGROUP block only with BLOCK: the server's `b` flag says when they do
 PUBSUB_COMMANDS = ("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe")
-ROLES = ("normal", "collector", "replica", "master", "monitor", "pubsub", "blocked")
+ROLES = tuple(Role)
 
 
 class Tables(Protocol):

@@ -44,8 +44,8 @@ from clientscope.analysis.model import Model, ServerModel, build_model
 from clientscope.analysis.timeline import instances
 from clientscope.escape import for_html, for_markdown, for_shell, shell_line
 from clientscope.schema import UNNAMED
+from clientscope.vocabulary import Severity
 
-SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MIB = 1024 * 1024
 DATASET_WORD = "DATASET"  # stands for the dataset path in the commands of a remediation
 PROSE_CHARS = 4000  # the most characters of a summary or step shown in Markdown
@@ -56,7 +56,7 @@ class Finding:
     """One thing wrong (or worth knowing), the numbers behind it and what to do."""
 
     kind: str
-    severity: str  # critical | warning | info
+    severity: Severity
     title: str
     summary: str
     evidence: dict[str, object] = field(default_factory=dict)
@@ -174,7 +174,7 @@ def diagnose_from(model: Model) -> Diagnosis:
         contexts.append(ctx)
         for detect in DETECTORS:
             findings += [f if f.instance else replace(f, instance=server.instance) for f in detect(ctx)]
-    findings.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 3), -f.confidence, f.kind,
+    findings.sort(key=lambda f: (Severity.rank_of(f.severity), -f.confidence, f.kind,
                                  f.instance or "", f.group or ""))  # fmt: skip
     tl = model.timeline
     ok = pl.concat([c.ok for c in contexts])
@@ -236,7 +236,7 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
     later = f" (maxclients is {ctx.maxclients} now)" if ctx.maxclients and ctx.maxclients != limit else ""
     top = _leading_group(ctx)
     return [Finding(
-        kind="exhaustion", severity="critical",
+        kind="exhaustion", severity=Severity.CRITICAL,
         title=f"maxclients {limit} reached: the server refused connections",
         summary=(
             f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full: {rejected} connection(s) "
@@ -286,7 +286,7 @@ def _saturation(ctx: _Context) -> list[Finding]:
         return []
     naive = peak["connected_ratio"]
     return [Finding(
-        kind="saturation", severity="critical" if util >= 0.95 else "warning",
+        kind="saturation", severity=Severity.CRITICAL if util >= 0.95 else Severity.WARNING,
         title=f"connections at {util:.0%} of maxclients",
         summary=(
             f"At {peak['ts']:%Y-%m-%d %H:%M:%S} UTC the server held {peak['used']} connections "
@@ -317,7 +317,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
         severe = exhausted or hours_left < 24
         ips = row.get("top_ips") or []
         out.append(Finding(
-            kind="leak", severity="critical" if severe else "warning",
+            kind="leak", severity=Severity.CRITICAL if severe else Severity.WARNING,
             title=f"connection leak from {row['group']}: +{rate_h / 60:.1f} connections/min",
             summary=(
                 f"{row['group']} grew from {row['first']:.0f} to {row['last']:.0f} connections "
@@ -391,7 +391,7 @@ def _no_pooling(ctx: _Context) -> list[Finding]:
     row = churny.row(0, named=True)
     per_capture = row["mean"]
     return [Finding(
-        kind="no_pooling", severity="warning",
+        kind="no_pooling", severity=Severity.WARNING,
         title=f"{row['group']} opens a connection per request",
         summary=(
             f"The server accepted {rate or float('nan'):.1f} new connections/s "
@@ -434,7 +434,7 @@ def _oversized(ctx: _Context) -> list[Finding]:
         per_pod = math.ceil(row["peak"] / pods)
         pool = max(2, math.ceil((row["busy_peak"] or 0) / pods * 1.5) + 1)
         out.append(Finding(
-            kind="oversized_pool", severity="warning",
+            kind="oversized_pool", severity=Severity.WARNING,
             title=f"{row['group']}: {pods} pods x {per_pod} connections, {row['idle_share']:.0%} idle",
             summary=(
                 f"{row['group']} holds up to {row['peak']} connections ({row['peak'] / ctx.maxclients:.0%} of "
@@ -470,7 +470,7 @@ def _blocking(ctx: _Context) -> list[Finding]:
     )
     size = max(2, math.ceil(int(top["peak"]) / max(int(top["pods"] or 1), 1)))
     return [Finding(
-        kind="blocking", severity="warning",
+        kind="blocking", severity=Severity.WARNING,
         title=f"{peak} connections parked in blocking commands",
         summary=(
             f"Up to {peak} clients sat in BLPOP/BRPOP/XREAD BLOCK-style commands (flags=b, blocked_clients), "
@@ -504,7 +504,7 @@ def _no_idle_timeout(ctx: _Context) -> list[Finding]:
     timeout = suggest_timeout(ctx.reuse_gaps)
     longest = float(ctx.reuse_gaps.max()) if ctx.reuse_gaps.size else None
     return [Finding(
-        kind="no_idle_timeout", severity="warning",
+        kind="no_idle_timeout", severity=Severity.WARNING,
         title=f"timeout is 0: {worst['idle_over_600']} connections idle over 10 minutes stay open",
         summary=(
             f"The server never closes idle clients (timeout 0). Up to {worst['idle_over_600']} normal clients "
@@ -528,7 +528,7 @@ def _pubsub(ctx: _Context) -> list[Finding]:
         & (pl.col("mk_p") < ctx.leaks.alpha)
     )  # fmt: skip
     return [Finding(
-        kind="pubsub_pileup", severity="warning",
+        kind="pubsub_pileup", severity=Severity.WARNING,
         title=f"subscribers from {r['group']} pile up: +{r['slope_theil_sen_per_h'] / 60:.1f}/min",
         summary=(
             f"{r['group']} went from {r['first']:.0f} to {r['last']:.0f} subscriber connections; "
@@ -558,7 +558,7 @@ def _output_buffer(ctx: _Context) -> list[Finding]:
     if omem < MIB:
         return []
     return [Finding(
-        kind="output_buffer", severity="warning",
+        kind="output_buffer", severity=Severity.WARNING,
         title=f"client output buffer up to {omem / MIB:.1f} MiB ({top['group']})",
         summary=(
             f"A {top['role']} client of {top['group']} had {omem / MIB:.1f} MiB queued in its output buffer "
@@ -576,7 +576,7 @@ def _keepalive(ctx: _Context) -> list[Finding]:
     if ctx.keepalive is None or ctx.keepalive != 0:
         return []
     return [Finding(
-        kind="no_keepalive", severity="info", title="tcp-keepalive is 0",
+        kind="no_keepalive", severity=Severity.INFO, title="tcp-keepalive is 0",
         summary="Without TCP keepalive, connections of crashed clients or dropped NAT entries hold their slot.",
         evidence={"tcp_keepalive": 0}, remediation=("CONFIG SET tcp-keepalive 300",), confidence=1.0,
     )]  # fmt: skip
@@ -586,7 +586,7 @@ def _fd_limit(ctx: _Context) -> list[Finding]:
     if not ctx.maxclients or not _looks_fd_limited(ctx.maxclients):
         return []
     return [Finding(
-        kind="fd_limit", severity="warning",
+        kind="fd_limit", severity=Severity.WARNING,
         title=f"maxclients {ctx.maxclients} looks capped by the file-descriptor limit",
         summary=(f"{ctx.maxclients} + 32 reserved = {ctx.maxclients + 32}: the server lowers maxclients to "
                  "its open-files limit at start, whatever the configuration says."),

@@ -36,6 +36,7 @@ from clientscope.analysis._common import (
 from clientscope.analysis.timeline import busiest
 from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
 from clientscope.errors import AnalysisError
+from clientscope.vocabulary import ForecastVerdict, GroupVerdict
 
 Z95 = 1.96
 MIN_CAPTURES = 3  # a line through fewer points has no spread to judge it by
@@ -48,7 +49,7 @@ class Driver:
     """A group that keeps growing, and so drives the server toward maxclients."""
 
     group: str
-    verdict: str  # leak | growth (in use, still rising in the last third of the window)
+    verdict: GroupVerdict  # leak | growth (in use, still rising in the last third of the window)
     rate_per_hour: float  # Theil-Sen
     rate_se_per_hour: float  # standard error (from the least-squares fit of the same counts)
     connections_now: int
@@ -77,7 +78,7 @@ class Forecast(ResultMixin):
     prometheus_eta_maxclients: datetime | None  # predict_linear(connected_clients[window]) crossing
     prometheus_predicted_1h: float  # predict_linear(redis_connected_clients[window], 3600)
     exhausted_at: datetime | None  # first capture at the limit (see timeline.limit_reached)
-    verdict: str  # exhausted | will_exhaust | growing | plateaued | stable | falling
+    verdict: ForecastVerdict
     note: str = ""  # plain words on what the verdict means (why there is no time to maxclients)
     method: str = "groups"  # groups: steady part + drivers; total: a line through the whole count
     steady_peak: float | None = None  # the count without the drivers, at its peak this run
@@ -219,7 +220,7 @@ def _drivers(groups: GroupCounts, listed: pl.DataFrame) -> list[Driver]:
             continue  # a warm-up or a scale-out that settled: not extrapolated
         now = series.filter(pl.col("capture_id") == last_capture)["n"].fill_null(0)
         out.append(Driver(
-            group=str(row["group"]), verdict=str(row["verdict"]), rate_per_hour=per_hour,
+            group=str(row["group"]), verdict=GroupVerdict(row["verdict"]), rate_per_hour=per_hour,
             rate_se_per_hour=_rate_se(per_hour, float(row["r2"] or 0.0), n.size),
             connections_now=int(now[0]) if now.len() else 0, since=row.get("first_survivor_born"),
         ))  # fmt: skip
@@ -235,13 +236,13 @@ def _rate_se(rate: float, r2: float, n: int) -> float:
     return abs(rate) * math.sqrt((1 - r2) / (r2 * (n - 2)))
 
 
-def _decomposed_verdict(total: Forecast, drivers: list[Driver], eta: datetime | None) -> str:
+def _decomposed_verdict(total: Forecast, drivers: list[Driver], eta: datetime | None) -> ForecastVerdict:
     if total.exhausted_at is not None:
-        return "exhausted"
+        return ForecastVerdict.EXHAUSTED
     if drivers and sum(d.rate_per_hour for d in drivers) > 0:
-        return "will_exhaust" if eta is not None else "growing"
+        return ForecastVerdict.WILL_EXHAUST if eta is not None else ForecastVerdict.GROWING
     if total.verdict in ("will_exhaust", "growing", "plateaued"):
-        return "plateaued"  # the count grew, but no group keeps growing
+        return ForecastVerdict.PLATEAUED  # the count grew, but no group keeps growing
     return total.verdict
 
 
@@ -304,7 +305,7 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
     low, high = _interval(a, b, se_b, sigma, t, maxclients, now)
     verdict = _verdict(exhausted, eta, b, float(theil[0]), float(p[0]))
     if verdict in ("will_exhaust", "growing") and not _tail_grows(t, used, float(theil[0])):
-        verdict = "plateaued"
+        verdict = ForecastVerdict.PLATEAUED
     return Forecast(
         instance=inst, now=now, window_s=float(-t[0]), samples=t.size, used_now=float(used[-1]),
         maxclients=maxclients, threshold=threshold, slope_per_hour=b * 3600, r2=max(r2, 0.0),
@@ -362,17 +363,17 @@ def _tail_grows(t: np.ndarray, used: np.ndarray, slope: float) -> bool:
 
 
 def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, theil: float,
-             p: float) -> str:  # fmt: skip
+             p: float) -> ForecastVerdict:  # fmt: skip
     """Growing or falling only when the OLS line, the Theil-Sen slope (the median pairwise
     slope, which a few outliers such as the reconnect burst after a restart cannot move) and
     Mann-Kendall agree."""
     if exhausted is not None:
-        return "exhausted"
+        return ForecastVerdict.EXHAUSTED
     if p < 0.01 and slope > 0 and theil > 0:
-        return "will_exhaust" if eta is not None else "growing"
+        return ForecastVerdict.WILL_EXHAUST if eta is not None else ForecastVerdict.GROWING
     if p < 0.01 and slope < 0 and theil < 0:
-        return "falling"
-    return "stable"
+        return ForecastVerdict.FALLING
+    return ForecastVerdict.STABLE
 
 
 def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: datetime) -> str:

@@ -374,6 +374,7 @@ def _what_if(items: list[str]) -> dict[str, int]:
 
 def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
     from clientscope.escape import for_rich
+    from clientscope.vocabulary import Severity
 
     console = screen()
     util = d.peak_utilization
@@ -384,11 +385,10 @@ def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
     )
     if not d.findings:
         console.print("[green]no findings: connections look healthy[/]")
-    colors = {"critical": "red", "warning": "yellow", "info": "cyan"}
     fleet = len(d.instances) > 1
     for f in d.findings:
         where = f" on {f.instance}" if fleet and f.instance else ""
-        console.print(f"\n[bold {colors.get(f.severity, 'white')}]\\[{f.severity}][/] "
+        console.print(f"\n[bold {Severity(f.severity).color}]\\[{f.severity}][/] "
                       f"[bold]{for_rich(f.title, limit=500)}[/]"
                       f"  [dim]({f.kind}{for_rich(where)}, confidence {f.confidence:.2f})[/]")  # fmt: skip
         console.print(f"  {for_rich(f.summary, limit=2000)}", highlight=False)

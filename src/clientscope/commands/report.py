@@ -140,14 +140,14 @@ def _print_findings(findings: tuple[Any, ...]) -> None:
     from rich.text import Text
 
     from clientscope.escape import rich_text
+    from clientscope.vocabulary import Severity
 
     table = Table(title="Findings", show_lines=False)
     for column in ("severity", "finding", "group"):
         table.add_column(column)
-    colors = {"critical": "red", "warning": "yellow", "info": "blue"}
     for f in findings:
         table.add_row(
-            Text(f.severity, style=colors.get(f.severity, "white")),
+            Text(f.severity, style=Severity(f.severity).color),
             rich_text(f.title, limit=500),
             rich_text(f.group or ""),
         )

@@ -17,13 +17,14 @@ import polars as pl
 from clientscope.errors import AnalysisError, ConfigError
 from clientscope.reporting.facts import Event, Summary
 from clientscope.reporting.render import FindingView, Setting
+from clientscope.vocabulary import Severity
 
 if TYPE_CHECKING:
+    from clientscope.analysis.diagnose import Finding
     from clientscope.analysis.model import Model, ServerModel
 
 __all__ = ["alert_events", "capacity", "cause", "exhaustion", "finding_events", "findings"]
 
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
 def findings(model: Model | None, notes: list[str]) -> list[FindingView]:
@@ -39,21 +40,18 @@ def findings(model: Model | None, notes: list[str]) -> list[FindingView]:
         return []
     views = [finding_view(f) for f in diagnosis.findings]
     # most severe first; within a severity, the causes before the symptoms (exhaustion, saturation)
-    views.sort(key=lambda v: (SEVERITY_ORDER.get(v.severity, 9), v.kind in SYMPTOMS))
+    views.sort(key=lambda v: (Severity.rank_of(v.severity), v.kind in SYMPTOMS))
     return views
 
 
-def finding_view(f: Any) -> FindingView:
+def finding_view(f: Finding) -> FindingView:
     """A `clientscope.analysis.Finding` as the report shows it."""
-    evidence: Mapping[str, Any] = getattr(f, "evidence", {}) or {}
     return FindingView(
-        severity=str(f.severity), title=str(f.title), summary=str(f.summary), kind=str(getattr(f, "kind", "")),
-        group=getattr(f, "group", None), first_seen=getattr(f, "first_seen", None),
-        instance=getattr(f, "instance", None),
-        confidence=getattr(f, "confidence", None),
-        evidence=tuple((str(k), show(v)) for k, v in evidence.items()),
-        remediation=tuple(str(r) for r in getattr(f, "remediation", ()) or ()),
-    )  # fmt: skip
+        severity=str(f.severity), title=f.title, summary=f.summary, kind=f.kind, group=f.group,
+        first_seen=f.first_seen, instance=f.instance, confidence=f.confidence,
+        evidence=tuple((str(k), show(v)) for k, v in f.evidence.items()),
+        remediation=f.remediation,
+    )
 
 
 def show(value: Any) -> str:
