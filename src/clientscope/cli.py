@@ -16,7 +16,7 @@ import typer
 
 from clientscope.errors import ClientscopeError
 
-COMMAND_MODULES = ("ingest", "collect", "analyses", "kill", "simulate", "report")
+COMMAND_MODULES = ("ingest", "collect", "analyses", "plan", "alerts", "kill", "simulate", "report")
 
 app = typer.Typer(
     name="clientscope",
