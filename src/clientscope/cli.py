@@ -55,10 +55,18 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Console-script entry point: library errors become one line on stderr and exit 1."""
+    import warnings
+
+    from clientscope.escape import printable
+
+    def one_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        typer.secho(f"clientscope: note: {printable(message, limit=2000)}", err=True, fg="yellow")
+
+    warnings.showwarning = one_line  # a library warning (e.g. DatasetWarning) is one line on stderr
     try:
         app()
-    except ClientscopeError as exc:
-        typer.secho(f"clientscope: error: {exc}", err=True, fg="red")
+    except ClientscopeError as exc:  # messages carry file names and values: shown, never run
+        typer.secho(f"clientscope: error: {printable(exc, limit=4000)}", err=True, fg="red")
         sys.exit(1)
 
 

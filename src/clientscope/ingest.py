@@ -913,12 +913,14 @@ def import_dumps(
     groups = _merge_pairs(fresh, pair_window)
     rejects: dict[Path, list[tuple[int, str]]] = {}
     batches: list[str] = []
-    done = 0
+    done = written_count = 0
     for batch in _batches(groups, IMPORT_BATCH_BYTES):
         loaded = _with_text(batch, reading, read)
         rows = [_raw_row(g, instance, maxclients) for g in loaded]
         result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
-        batches.append(result.batch)
+        written_count += result.captures  # another import may have committed some meanwhile
+        if result.batch:
+            batches.append(result.batch)
         for path, lines in _rejects_by_file(loaded, result.rejects).items():
             rejects.setdefault(path, []).extend(lines)
         done += len(batch)
@@ -936,7 +938,7 @@ def import_dumps(
             for path, plan in plans.items()
             if plan.is_dump
         ),
-        captures_written=len(groups),
+        captures_written=written_count,
         batch=batches[0] if batches else "",
         batches=tuple(batches),
         notes=tuple(notes),

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from clientscope.errors import AnalysisError, ConfigError, DatasetError
+from clientscope.errors import AnalysisError, DatasetError
 from clientscope.schema import COLLECTOR_CLIENT_NAME, UNNAMED
 from clientscope.vocabulary import Role
 
@@ -162,22 +162,6 @@ def parse_time(value: datetime | str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def parse_duration(value: str | float | int, what: str = "duration") -> float:
-    """Seconds from 300, '300s', '5m', '1h', '2d'."""
-    from clientscope.errors import ConfigError
-
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip().lower()
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    for unit in ("ms", "s", "m", "h", "d"):
-        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(text[: -len(unit)]) * units[unit]
-    if text.replace(".", "", 1).isdigit():
-        return float(text)
-    raise ConfigError(f"{what} {value!r} is not a duration; write it like 300, 90s, 5m or 1h")
-
-
 # ------------------------------------------------------------------ result helpers
 def jsonable(value: Any) -> Any:
     """Frames, dataclasses, datetimes and floats as plain JSON values."""
@@ -241,19 +225,6 @@ def no_data(what: str) -> DatasetError:
     )
 
 
-def read_yaml(path: Path | str, what: str) -> Any:
-    """A YAML document from a file the user named; errors say which file and why."""
-    import yaml
-
-    path = Path(path)
-    try:
-        return yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-
-
 def signed(value: float, digits: int = 1) -> str:
     """`+1.5`, `-0.3`, and `0` rather than `-0.0`: a rate as people read it."""
     return ("0" if digits == 0 else f"{0:.{digits}f}") if round(value, digits) == 0 else f"{value:+.{digits}f}"
@@ -274,17 +245,6 @@ def human_duration(delta: timedelta | float | None) -> str:
     ]
     text = " ".join(p for p in parts if p)
     return text if text and days + hours else (text + f" {secs} s").strip()
-
-
-def check_keys(item: dict[str, Any], known: set[str], where: str) -> None:
-    """A misspelt key is an error that suggests the right one, never silently ignored."""
-    import difflib
-
-    for key in item:
-        if key not in known:
-            near = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
-            raise ConfigError(f"{where}: unknown field {key!r}{hint}")
 
 
 # moved to analysis.timeline; re-exported until every module imports it from there

@@ -30,11 +30,11 @@ from clientscope.analysis._common import (
     ResultMixin,
     as_tables,
     human_duration,
-    parse_duration,
     require_captures,
 )
 from clientscope.analysis.timeline import busiest
 from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
+from clientscope.config import Where, duration
 from clientscope.errors import AnalysisError
 from clientscope.vocabulary import ForecastVerdict, GroupVerdict
 
@@ -140,7 +140,7 @@ def forecast_from(
     ok = ok.filter(pl.col("run_id") == last["run_id"]) if last["run_id"] else ok
     _enough_since_restart(tl, ok, last)
     if window is not None:
-        span = parse_duration(window, "window")
+        span = window_seconds(window)
         ok = ok.filter(pl.col("ts") >= now - timedelta(seconds=span))
         if ok.height < MIN_CAPTURES:
             raise AnalysisError(
@@ -265,6 +265,14 @@ def _decomposed_note(verdict: str, total: Forecast, drivers: list[Driver], stead
             "warming up, a scale-out that settled, a cycle): no time to maxclients"
         )
     return _note(verdict, eta, total.exhausted_at, total.now)
+
+
+MAX_WINDOW_S = 366 * 86400.0
+
+
+def window_seconds(window: str | float) -> float:
+    """The `--window` of a forecast in seconds (checked: a duration up to a year)."""
+    return duration(window, Where.option("--window"), high=MAX_WINDOW_S)
 
 
 def _enough_since_restart(tl: pl.DataFrame, ok: pl.DataFrame, last: dict[str, Any]) -> None:

@@ -29,10 +29,9 @@ from clientscope.analysis._common import (
     Tables,
     as_tables,
     no_data,
-    parse_duration,
     with_clients,
 )
-from clientscope.analysis.forecast import Forecast, GroupCounts, forecast_from
+from clientscope.analysis.forecast import Forecast, GroupCounts, forecast_from, window_seconds
 from clientscope.analysis.leaks import MIN_CAPTURES, LeakReport, empty_report, judge_groups
 from clientscope.analysis.timeline import busiest, check_instance, timeline
 from clientscope.errors import AnalysisError
@@ -106,7 +105,7 @@ def build_model(
     if tl.is_empty():
         raise no_data("this analysis")
     if window is not None:
-        parse_duration(window, "window")  # a typo is an error before any work
+        window_seconds(window)  # a typo is an error before any work
     servers = [
         _server(tables, part, str(name[0]), window, threshold, min_rate_per_hour, alpha)
         for name, part in tl.partition_by("instance", as_dict=True, maintain_order=True).items()
