@@ -95,13 +95,15 @@ def build_model(
     threshold: float = 0.8,
     min_rate_per_hour: float = 10.0,
     alpha: float = 0.01,
+    built: pl.DataFrame | None = None,
 ) -> Model:
     """The model of every server of `ds` (or of `instance`); `window` limits the forecast's fit
-    to the last WINDOW of each server (e.g. "1h")."""
+    to the last WINDOW of each server (e.g. "1h"); `built` is `timeline(ds, instance)` when the
+    caller has it already."""
     tables = as_tables(ds)
     if instance is not None:
         check_instance(tables, instance)
-    tl = timeline(tables, instance)
+    tl = timeline(tables, instance) if built is None else built
     if tl.is_empty():
         raise no_data("this analysis")
     if window is not None:

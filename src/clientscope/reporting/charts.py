@@ -116,13 +116,14 @@ def _title(ax: Axes, title: str, instance: str | None) -> None:
 
 # ------------------------------------------------------------------ charts
 def clients_vs_maxclients(
-    ds: S.Tables, *, instance: str | None = None, threshold: float = 0.8
+    ds: S.Tables, *, instance: str | None = None, threshold: float = 0.8,
+    series: pl.DataFrame | None = None,
 ) -> Figure:
     """Connected clients against maxclients, the alert threshold, rejections and restarts.
 
     With several instances and no `instance`, draws one line per instance.
     """
-    series = timeline(ds)
+    series = timeline(ds) if series is None else series  # the report passes the one it built
     with style():
         fig, ax = figure()
         if series.is_empty():
@@ -223,10 +224,11 @@ def _annotate_peak(ax: Axes, series: pl.DataFrame) -> None:
 
 
 def clients_by_source(
-    ds: S.Tables, *, by: str = "name", instance: str | None = None, top: int = 6
+    ds: S.Tables, *, by: str = "name", instance: str | None = None, top: int = 6,
+    series: pl.DataFrame | None = None,
 ) -> Figure:
     """Clients per group (client name, library, source IP, user, command) over time, stacked."""
-    series = timeline(ds)
+    series = timeline(ds) if series is None else series  # the report passes the one it built
     inst = instance or busiest(series)
     groups = S.group_series(ds, by, instance=inst, top=top)
     with style():
@@ -264,9 +266,11 @@ def clients_by_source(
     return fig
 
 
-def clients_by_ip(ds: S.Tables, *, instance: str | None = None, top: int = 6) -> Figure:
+def clients_by_ip(
+    ds: S.Tables, *, instance: str | None = None, top: int = 6, series: pl.DataFrame | None = None
+) -> Figure:
     """Clients per source IP over time, stacked (the runbook's `awk '{print $2}' | sort | uniq -c`)."""
-    return clients_by_source(ds, by="ip", instance=instance, top=top)
+    return clients_by_source(ds, by="ip", instance=instance, top=top, series=series)
 
 
 _BY_LABEL = {
@@ -377,14 +381,15 @@ IDLE_EDGES = np.array(
 
 
 def idle_distribution(
-    ds: S.Tables, *, instance: str | None = None, timeout: int = 300, top: int = 5
+    ds: S.Tables, *, instance: str | None = None, timeout: int = 300, top: int = 5,
+    series: pl.DataFrame | None = None,
 ) -> Figure:
     """How long the clients of the peak capture had been idle, stacked by client name.
 
     The `timeout` what-if is marked: how many of them a server `timeout` of that
     many seconds would have closed.
     """
-    series = timeline(ds)
+    series = timeline(ds) if series is None else series  # the report passes the one it built
     frame, inst = _pick(series, instance)
     peak = S.peak_capture(frame, inst)
     with style():
@@ -447,13 +452,14 @@ def _mark_timeout(ax: Axes, snap: pl.DataFrame, timeout: int, peak: dict[str, ob
 
 
 def age_vs_idle(
-    ds: S.Tables, *, instance: str | None = None, hexbin_above: int = HEXBIN_ABOVE
+    ds: S.Tables, *, instance: str | None = None, hexbin_above: int = HEXBIN_ABOVE,
+    series: pl.DataFrame | None = None,
 ) -> Figure:
     """Connection age against idle time at the peak capture (log axes; hexbin when crowded).
 
     Points on the diagonal were never used after they connected: the leak signature.
     """
-    series = timeline(ds)
+    series = timeline(ds) if series is None else series  # the report passes the one it built
     frame, inst = _pick(series, instance)
     peak = S.peak_capture(frame, inst)
     with style():
@@ -513,9 +519,12 @@ def _scatter_by_name(ax: Axes, snap: pl.DataFrame, age: np.ndarray, idle: np.nda
         ax.scatter(age[rest], idle[rest], s=14, alpha=0.6, color=PALETTE[-1], label=S.OTHER, lw=0)
 
 
-def blocked_clients(ds: S.Tables, *, instance: str | None = None, alert_at: int = 10) -> Figure:
+def blocked_clients(
+    ds: S.Tables, *, instance: str | None = None, alert_at: int = 10,
+    series: pl.DataFrame | None = None,
+) -> Figure:
     """Clients blocked in BLPOP / BRPOP / XREAD... (INFO blocked_clients) over time."""
-    series = timeline(ds)
+    series = timeline(ds) if series is None else series  # the report passes the one it built
     frame, inst = _pick(series, instance)
     with style():
         fig, ax = figure((10.0, 3.4))
@@ -548,9 +557,11 @@ def blocked_clients(ds: S.Tables, *, instance: str | None = None, alert_at: int 
     return fig
 
 
-def churn(ds: S.Tables, *, instance: str | None = None) -> Figure:
+def churn(
+    ds: S.Tables, *, instance: str | None = None, series: pl.DataFrame | None = None
+) -> Figure:
     """New connections per second (from total_connections_received) and rejections per second."""
-    series = timeline(ds)
+    series = timeline(ds) if series is None else series  # the report passes the one it built
     frame, inst = _pick(series, instance)
     with style():
         fig, ax = figure((10.0, 3.4))

@@ -154,7 +154,7 @@ def _content(
     from clientscope import __version__
 
     notes: list[str] = []
-    model = _model(ds, notes)  # once: findings, card, chart, servers table read the same numbers
+    model = _model(ds, series, notes)  # once: findings, card, charts, servers read the same
     found = findings(model, notes)
     summary = F.summary_card(series, instance or _cause_instance(found))
     server = _server(model, summary.instance)
@@ -174,15 +174,16 @@ def _content(
         events=_bounded(sorted(events, key=lambda e: (e.at, e.instance, e.kind))),
         findings=tuple(found), settings=tuple(settings), pools=_pool_rows(pools),
         figures=write_figures(
-            ds, out / "figures", instance=summary.instance, overview=instance is None, model=server
+            ds, out / "figures", instance=summary.instance, overview=instance is None, model=server,
+            series=series,
         ),
         coverage=coverage, notes=tuple(notes), servers=_servers(model, series, found),
     )  # fmt: skip
 
 
-def _model(ds: Dataset, notes: list[str]) -> Model | None:
+def _model(ds: Dataset, series: pl.DataFrame, notes: list[str]) -> Model | None:
     try:
-        return build_model(ds)
+        return build_model(ds, built=series)
     except (AnalysisError, ConfigError) as exc:
         notes.append(f"the analyses could not run on this window: {exc}")
         return None
@@ -269,16 +270,20 @@ def _cause_instance(found: list[FindingView]) -> str | None:
 
 def write_figures(
     ds: Dataset, folder: Path, *, instance: str | None = None, overview: bool = False,
-    model: ServerModel | None = None,
+    model: ServerModel | None = None, series: pl.DataFrame | None = None,
 ) -> tuple[FigureFile, ...]:
     """Every chart as figures/<name>.png and .svg (reproducible bytes: no dates in metadata).
 
     Charts are about `instance`; with `overview` the main chart shows every instance; the
-    forecast chart draws `model`'s forecast (the one the card states) when given.
+    forecast chart draws `model`'s forecast (the one the card states) and every chart reads
+    `series` (the report's timeline) when given, so nothing is computed twice.
     """
     written = []
     for chart in CHARTS:
-        extra = {"model": model} if chart.name == "leak-trend" and model is not None else {}
+        extra: dict[str, object] = (
+            {"model": model} if chart.name == "leak-trend" and model is not None
+            else {"series": series} if series is not None and chart.name != "leak-trend" else {}
+        )  # fmt: skip
         fig = chart.draw(ds, instance=None if overview and chart.name == "clients" else instance, **extra)
         png, svg = folder / f"{chart.name}.png", folder / f"{chart.name}.svg"
         with style():  # the SVG ids are salted by rcParams at save time
