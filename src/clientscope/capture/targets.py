@@ -1,7 +1,8 @@
 """What to collect from: servers named by URL or reached through a command.
 
 A `Target` holds everything needed to reach one server. Its password is kept
-out of `repr`, out of `origin` and out of everything written to a dataset.
+out of `repr`, out of `origin` and out of everything written to a dataset: its
+`scrubber` removes it (and any secret in a `--via` command) from server text.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from clientscope.capture.redact import Scrubber, redact_url, split_userinfo
+from clientscope.capture.via import read_via
 from clientscope.errors import ConfigError
 
-__all__ = ["Target", "TlsOptions", "parse_duration", "parse_target", "via_target"]
+__all__ = ["Target", "TlsOptions", "parse_duration", "parse_size", "parse_target", "via_target"]
 
 PASSWORD_ENV = "REDISCLI_AUTH"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SECRET_OPTS = {"-a", "--pass", "--password", "--askpass-value"}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,25 @@ class Target:
     def origin(self) -> str:
         """Where the data came from, as stored in the dataset: never a password."""
         if self.via is not None:
-            return "via: " + shlex.join(redact_argv(self.via))
+            return "via: " + shlex.join(read_via(self.via).redacted)
         user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
         if self.scheme == "unix":
             return f"unix://{user}{self.path}"
         db = f"/{self.db}" if self.db else ""
         return f"{self.scheme}://{user}{self.host}:{self.port}{db}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The password, and any secret written in a `--via` command."""
+        found = [self.password] if self.password else []
+        if self.via is not None:
+            found += read_via(self.via).secrets
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def scrubber(self) -> Scrubber:
+        """Removes `secrets` from server text before it is stored or shown."""
+        return Scrubber(self.secrets)
 
     @property
     def address(self) -> str:
@@ -86,6 +103,18 @@ def parse_duration(text: str | float, *, option: str = "--interval") -> float:
     return seconds
 
 
+def parse_size(text: str | int, *, option: str = "--max-reply-bytes") -> int:
+    """Bytes from "256MiB", "64M", "1GiB", "512k" or a bare number (units are powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(
+            f"{option}: cannot read {text!r} as a size; write it like 64MiB, 512KiB or 1GiB"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
 def parse_target(
     url: str,
     *,
@@ -102,21 +131,23 @@ def parse_target(
     """
     if "://" not in url:
         url = f"redis://{url}"
-    parts = urllib.parse.urlsplit(url)
+    head, userinfo, rest = split_userinfo(url)  # a password may hold '@', '/', '#' unencoded
+    parts = urllib.parse.urlsplit(head + rest)
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"target {_redact_url(url)!r}: scheme {scheme!r} is not supported; "
+            f"target {redact_url(url)!r}: scheme {scheme!r} is not supported; "
             "use redis://host:port, rediss://host:port (TLS) or unix:///path/to/socket"
         )
-    user = urllib.parse.unquote(parts.username) if parts.username else username
-    secret = urllib.parse.unquote(parts.password) if parts.password else None
+    name, colon, word = (userinfo or "").partition(":")
+    user = urllib.parse.unquote(name) if name else username
+    secret = urllib.parse.unquote(word) if colon and word else None
     secret = (
         secret or password or (env if env is not None else os.environ).get(PASSWORD_ENV) or None
     )
     if scheme == "unix":
         if not parts.path:
-            raise ConfigError(f"target {_redact_url(url)!r}: a unix:// URL needs a socket path")
+            raise ConfigError(f"target {redact_url(url)!r}: a unix:// URL needs a socket path")
         return Target(
             instance or parts.path, "unix", path=parts.path, username=user, password=secret
         )
@@ -137,12 +168,12 @@ def _host_port_db(url: str, parts: urllib.parse.SplitResult) -> tuple[str, int, 
     try:
         port = parts.port or 6379
     except ValueError as exc:
-        raise ConfigError(f"target {_redact_url(url)!r}: the port is not a number") from exc
+        raise ConfigError(f"target {redact_url(url)!r}: the port is not a number") from exc
     host = parts.hostname or "127.0.0.1"
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ConfigError(
-            f"target {_redact_url(url)!r}: the path {path!r} should be a database number, e.g. /0"
+            f"target {redact_url(url)!r}: the path {path!r} should be a database number, e.g. /0"
         )
     return host, port, int(path or 0)
 
@@ -170,36 +201,14 @@ def via_target(
 
 
 def default_via_instance(argv: Sequence[str]) -> str:
-    """A short name for a `--via` target: the pod or host the command goes to.
+    """A short name for a `--via` target: the pod or host the command goes to, never an
+    option's value (see `capture.via`).
 
     `kubectl exec -n redis redis-master-0 -- redis-cli` -> `redis-master-0`;
-    `ssh cache-1 redis-cli` -> `cache-1`; `./redis-cli-wrapper` -> `redis-cli-wrapper`.
+    `ssh cache-1 redis-cli` -> `cache-1`; `redis-cli -h H -a PW -p P` -> `H:P`;
+    `./redis-cli-wrapper` -> `redis-cli-wrapper`.
     """
-    words = list(argv)
-    words = words[: words.index("--")] if "--" in words else words[:-1] or words
-    plain = [w for w in words[1:] if not w.startswith("-")] or [Path(words[0]).name]
-    return plain[-1]
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """The command with any password argument replaced by `***`."""
-    out: list[str] = []
-    hide_next = False
-    for word in argv:
-        if hide_next:
-            out.append("***")
-            hide_next = False
-            continue
-        if word in _SECRET_OPTS:
-            hide_next = True
-        elif "://" in word:
-            word = _redact_url(word)
-        out.append(word)
-    return out
-
-
-def _redact_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return read_via(argv).instance
 
 
 def with_instance(target: Target, instance: str) -> Target:
