@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from clientscope.capture.channel import CommandError, DirectChannel, Timeouts
+from clientscope.capture.resp import ReplyLimits
 from clientscope.capture.targets import Target
 from clientscope.errors import CaptureError, ConfigError
 
@@ -13,16 +14,19 @@ __all__ = ["discover_cluster", "parse_cluster_nodes"]
 _SKIP_FLAGS = {"noaddr", "handshake"}
 
 
-def discover_cluster(seed: Target, timeouts: Timeouts) -> list[Target]:
+def discover_cluster(
+    seed: Target, timeouts: Timeouts, *, limits: ReplyLimits | None = None
+) -> list[Target]:
     """The seed's cluster members (primaries and replicas), each a target like the seed.
 
-    `collect` asks again every `rediscover` seconds to follow nodes that join later.
+    `collect` asks again every `rediscover` seconds to follow nodes that join later, and
+    follows at most `max_nodes` of them.
     """
     if seed.via is not None or seed.scheme == "unix":
         raise ConfigError(
             f"--cluster needs redis:// or rediss:// targets; {seed.origin} cannot list cluster nodes"
         )
-    channel = DirectChannel(seed, timeouts)
+    channel = DirectChannel(seed, timeouts, limits=limits)
     try:
         reply = channel.command("CLUSTER", "NODES")
     except CommandError as exc:

@@ -1,8 +1,11 @@
 """One capture: TIME, CLIENT LIST, INFO and CONFIG GET from one server, as one raw row.
 
-A failed capture is a row too (ok=False, error_kind, error_message). Commands
-the server refuses (renamed, or denied by ACL) are noted once per run and not
-asked again; the capture goes on with what is allowed.
+A failed capture is a row too (ok=False, error_kind, error_message): whatever
+goes wrong while it is taken, a reply no check foresaw included, becomes the
+row's error, never an exception out of `take_capture`. Commands the server
+refuses (renamed, or denied by ACL) are noted once per run and not asked again;
+the capture goes on with what is allowed. The target's secrets are scrubbed
+from everything the row holds that the server wrote.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from clientscope.capture.channel import Channel, CommandError
+from clientscope.capture.channel import Channel, CommandError, ConnectError
+from clientscope.capture.redact import Scrubber
+from clientscope.capture.resp import ProtocolError
 from clientscope.capture.targets import Target
 
 __all__ = ["CONFIG_NAMES", "CaptureOptions", "CaptureState", "add_content_hash", "take_capture"]
@@ -29,10 +34,15 @@ CONFIG_NAMES = (
     "tcp-backlog",
     "client-output-buffer-limit",
 )
-_RUN_ID = re.compile(rb"(?:^|\n)run_id:([0-9a-fA-F]+)")
-_INFO_COUNTS = re.compile(rb"^(connected_clients|connected_slaves|cluster_connections):(\d+)\r?$", re.M)
-_INFO_MAXCLIENTS = re.compile(rb"(?:^|\n)maxclients:(\d+)")
+_RUN_ID = re.compile(rb"(?:^|\n)run_id:([0-9a-fA-F]{1,64})(?![0-9a-fA-F])")  # 40 in practice
+_INFO_COUNTS = re.compile(
+    rb"^(connected_clients|connected_slaves|cluster_connections):(\d{1,18})\r?$", re.M
+)
+_INFO_MAXCLIENTS = re.compile(rb"(?:^|\n)maxclients:(\d{1,18})(?!\d)")
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+_DIGITS = re.compile(rb"[0-9]{1,12}")
+_MALFORMED = (ValueError, TypeError, ArithmeticError, LookupError, RecursionError, ProtocolError)
+_LAST_SECOND = 253402300799  # 9999-12-31 23:59:59 UTC
 T = TypeVar("T")
 
 
@@ -77,33 +87,85 @@ def take_capture(
     collector_time = datetime.now(UTC)
     start = time.perf_counter()
     taken = _Taken()
-    error: CommandError | None = None
-    try:
-        _run_commands(channel, options, state, taken)
-    except CommandError as exc:
-        error = exc
+    error = _attempt(channel, lambda: _run_commands(channel, options, state, taken))
     total_ms = (time.perf_counter() - start) * 1000
     if error is None and taken.client_list is None and taken.info is None:
         error = CommandError("the server refused both CLIENT LIST and INFO", kind="denied")
-    notes = _notes(options, state, taken, channel.notes)
+    notes: dict[str, Any] = {}
+    noted = _attempt(channel, lambda: notes.update(_notes(options, state, taken, channel.notes)))
+    error = error or noted
     channel.notes.pop("reconnected", None)  # said for this capture only
+    scrubber = target.scrubber
+    if scrubber:
+        notes, error = _scrubbed(notes, scrubber), _scrubbed_error(error, scrubber)
+        taken.config = _scrubbed(taken.config, scrubber)
+        taken.client_list = scrubber.data(taken.client_list) if taken.client_list else None
+        taken.info = scrubber.data(taken.info) if taken.info else None
     return _row(target, options, taken, notes, error, collector_time, total_ms)
+
+
+def _attempt(channel: Channel, step: Callable[[], None]) -> CommandError | None:
+    """Run `step`; what goes wrong is the capture's error, whatever it was."""
+    try:
+        step()
+    except CommandError as exc:
+        return exc
+    except Exception as exc:  # a reply no check foresaw: a fault row, never a dead worker
+        channel.close()  # what the connection holds next is unknown
+        kind = "protocol" if isinstance(exc, _MALFORMED) else "other"
+        return CommandError(f"{type(exc).__name__}: {exc}"[:500], kind=kind)
+    return None
 
 
 def _run_commands(
     channel: Channel, options: CaptureOptions, state: CaptureState, taken: _Taken
 ) -> None:
     reply = _allowed(state, "TIME", taken, lambda: channel.command("TIME"))
-    if isinstance(reply, list) and len(reply) == 2:
-        seconds, micros = int(reply[0]), int(reply[1])
-        taken.server_time = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    taken.server_time = server_time(reply) if reply is not None else None
     listed = _allowed(state, "CLIENT LIST", taken, lambda: channel.command("CLIENT", "LIST"))
-    taken.client_list = listed if isinstance(listed, bytes) else None
+    if isinstance(listed, list):
+        raise CommandError(
+            "Protocol error: CLIENT LIST answered an array, not text", kind="protocol"
+        )
+    taken.client_list = listed
     info = _allowed(state, "INFO", taken, lambda: _info(channel, options, state))
     taken.info = info if isinstance(info, bytes) else None
     if options.config_names:
         names = options.config_names
         taken.config = _allowed(state, "CONFIG GET", taken, lambda: channel.config_get(names))
+
+
+def _scrubbed(value: T, scrubber: Scrubber) -> T:
+    """Every string in `value` (nested dicts and lists too) without the secrets."""
+    if isinstance(value, str):
+        return scrubber.text(value)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {_scrubbed(k, scrubber): _scrubbed(v, scrubber) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [_scrubbed(v, scrubber) for v in value]  # type: ignore[return-value]
+    return value
+
+
+def _scrubbed_error(error: CommandError | None, scrubber: Scrubber) -> CommandError | None:
+    return None if error is None else CommandError(scrubber.text(str(error)), kind=error.kind)
+
+
+def server_time(reply: bytes | list[bytes]) -> datetime:
+    """TIME's [seconds, microseconds] as a UTC datetime; anything else is a protocol error."""
+    if (
+        isinstance(reply, list)
+        and len(reply) == 2
+        and all(isinstance(part, bytes) and _DIGITS.fullmatch(part) for part in reply)
+    ):
+        seconds, micros = int(reply[0]), int(reply[1])
+        if micros <= 999_999 and seconds <= _LAST_SECOND:
+            return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    shown = repr(reply)[:80]
+    raise CommandError(
+        f"Protocol error: TIME answered {shown}, not [seconds, microseconds] of a date up to "
+        "year 9999",
+        kind="protocol",
+    )
 
 
 def _info(channel: Channel, options: CaptureOptions, state: CaptureState) -> bytes:
@@ -125,8 +187,8 @@ def _allowed(state: CaptureState, name: str, taken: _Taken, call: Callable[[], T
     try:
         return call()
     except CommandError as exc:
-        if exc.kind != "denied":
-            raise
+        if exc.kind != "denied" or isinstance(exc, ConnectError):
+            raise  # a connection that could not be opened refused no command
         state.denied[name] = str(exc)
         return None
     finally:
@@ -181,7 +243,7 @@ def _notes(
     if any(v is not None for v in maxclients.values()):
         notes["maxclients_seen"] = maxclients  # configured (user) vs enforced (CONFIG / INFO)
     warnings = [*taken.warnings, *_maxclients_warnings(maxclients)]
-    listed_ms = taken.ms.get("CLIENT LIST")
+    listed_ms = taken.ms.get("CLIENT LIST") if taken.client_list is not None else None
     if listed_ms is not None and listed_ms > options.slow_fraction * options.interval * 1000:
         warnings.append(
             f"CLIENT LIST took {listed_ms:.0f} ms, more than {options.slow_fraction:.0%} of the "
