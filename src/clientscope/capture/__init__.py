@@ -5,9 +5,10 @@
 
 Modules: `targets` (URLs, `--via` commands, durations), `channel` (one reused
 connection, or a command per request), `snapshot` (one capture -> one raw row),
-`cluster` (CLUSTER NODES discovery), `collector` (threads, schedule, backoff),
-`writer` (flushes each capture), `resp` (the small RESP2 client), `compaction`
-(journaled merge of small files).
+`cluster` (CLUSTER NODES discovery), `collector` (thread pool, schedule, backoff),
+`writer` (flushes each capture), `resp` (the small RESP2 client: limits, deadlines),
+`via` (reading `--via` command lines), `redact` (passwords out of URLs and server
+text), `compaction` (journaled merge of small files).
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ from __future__ import annotations
 from clientscope.capture.channel import Timeouts
 from clientscope.capture.collector import CaptureEvent, CollectResult, TargetSummary, collect
 from clientscope.capture.compaction import CompactResult, compact, recover
-from clientscope.capture.targets import Target, TlsOptions, parse_duration, parse_target, via_target
+from clientscope.capture.resp import ReplyLimits
+from clientscope.capture.targets import (
+    Target,
+    TlsOptions,
+    parse_duration,
+    parse_size,
+    parse_target,
+    via_target,
+)
 
 __all__ = [
     "CaptureEvent",
     "CollectResult",
     "CompactResult",
+    "ReplyLimits",
     "Target",
     "TargetSummary",
     "Timeouts",
@@ -28,6 +38,7 @@ __all__ = [
     "collect",
     "compact",
     "parse_duration",
+    "parse_size",
     "parse_target",
     "recover",
     "via_target",

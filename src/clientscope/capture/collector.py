@@ -1,17 +1,23 @@
 """`collect`: capture from many servers at once, each on its own schedule, flushing as it goes.
 
-One thread per target keeps a fixed-rate schedule (`start + k * interval`); a
-slow or dead server only delays its own thread. A failed capture is recorded as
-a row, then the thread backs off (exponential, with jitter) and reconnects. A
-writer thread flushes each capture's raw row as soon as it is taken (several at
-once only when they queued up during the previous write), so a killed
-collector loses at most what was in flight; a parser thread writes the parsed
-tables behind it (see `capture.writer`).
+Each target keeps a fixed-rate schedule (`start + k * interval`); a pool of at
+most `threads` threads takes each target's capture when it is due, one thread
+per target while there are few. A slow or dead server only delays its own
+captures: every command has one deadline for its whole reply. A failed capture
+is recorded as a row, then the target backs off (exponential, with jitter) and
+reconnects. A target whose worker stopped on an error of its own (not the
+server's: those are rows) is reported in `TargetSummary.stopped`. A writer
+thread flushes each capture's raw row as soon as it is taken (several at once
+only when they queued up during the previous write), so a killed collector
+loses at most what was in flight; a parser thread writes the parsed tables
+behind it (see `capture.writer`). `--cluster` follows at most `max_nodes` nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import math
 import random
 import signal
@@ -25,9 +31,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from clientscope.capture.channel import Timeouts, open_channel
+from clientscope.capture.channel import Channel, Timeouts, open_channel
 from clientscope.capture.cluster import discover_cluster
 from clientscope.capture.compaction import CompactResult, compact
+from clientscope.capture.resp import MAX_REPLY_BYTES, ReplyLimits
 from clientscope.capture.snapshot import (
     CONFIG_NAMES,
     CaptureOptions,
@@ -40,12 +47,25 @@ from clientscope.capture.snapshot import (
 from clientscope.capture.targets import Target, parse_target
 from clientscope.capture.writer import Parser, Writer
 from clientscope.errors import CaptureError, ConfigError
+from clientscope.escape import printable
 
-__all__ = ["MIN_INTERVAL", "CaptureEvent", "CollectResult", "TargetSummary", "collect"]
+__all__ = [
+    "MAX_NODES",
+    "MAX_REPLY_BYTES",
+    "MIN_INTERVAL",
+    "THREADS",
+    "CaptureEvent",
+    "CollectResult",
+    "TargetSummary",
+    "collect",
+]
 
 MIN_INTERVAL = 0.1  # seconds; below this the collector itself becomes load
 MAX_BACKOFF = 30.0  # seconds between attempts to a failing server, at most
 REDISCOVER = 30.0  # seconds between CLUSTER NODES refreshes with --cluster
+MAX_NODES = 1000  # cluster nodes followed, at most (--max-nodes); Redis advises 1,000 at most
+THREADS = 32  # captures taken at once, at most
+MIN_REPLY_BYTES = 64 * 1024  # --max-reply-bytes below this would refuse a small INFO
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,7 @@ class TargetSummary:
     last_clients: int | None
     maxclients: int | None
     warnings: tuple[str, ...]
+    stopped: str | None = None  # why its worker stopped before the end (an error of ours), if so
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,11 @@ class CollectResult:
     def failed(self) -> int:
         return sum(t.failed for t in self.targets)
 
+    @property
+    def stopped(self) -> tuple[TargetSummary, ...]:
+        """Targets whose worker stopped before the end (its error is in `stopped`)."""
+        return tuple(t for t in self.targets if t.stopped is not None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "out": str(self.out),
@@ -114,6 +140,7 @@ class CollectResult:
             "stopped_by": self.stopped_by,
             "captures": self.captures,
             "failed": self.failed,
+            "stopped": len(self.stopped),
             "captures_written": self.captures_written,
             "most_per_write": self.most_per_write,
             "left_unparsed": self.left_unparsed,
@@ -165,24 +192,33 @@ def collect(
     on_event: Callable[[CaptureEvent], None] | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
+    max_reply_bytes: int = MAX_REPLY_BYTES,
+    max_nodes: int = MAX_NODES,
+    threads: int = THREADS,
 ) -> CollectResult:
     """Capture TIME, CLIENT LIST, INFO and CONFIG GET from every target into dataset `out`.
 
     Runs until `count` captures per target, `duration` seconds, SIGINT/SIGTERM
     (when `handle_signals` and called from the main thread) or `stop` is set;
-    the capture in flight is finished and flushed first. `on_event` is called
-    from the targets' threads after each capture. With `cluster`, the members
-    are listed again every `rediscover` seconds (None or 0: never) and a node
-    that joined (failover, scale-out) is collected from then on. Returns a
-    summary; the captures themselves are in the dataset.
+    the capture in flight is finished and flushed first (a reply still arriving
+    gets one more second). `on_event` is called from the pool's threads after
+    each capture. Each command has `timeouts.read` seconds for its whole reply,
+    of at most `max_reply_bytes`; a server that breaks either is a failed
+    capture. With `cluster`, at most `max_nodes` members are followed; they are
+    listed again every `rediscover` seconds (None or 0: never) and a node that
+    joined (failover, scale-out) is collected from then on. At most `threads`
+    captures run at once. Returns a summary; the captures themselves are in the
+    dataset.
     """
     from clientscope import __version__
     from clientscope.dataset import check_writable
 
     _validate(interval, duration, count, slow_fraction, rediscover)
+    _validate_limits(max_reply_bytes, max_nodes, threads)
     timeouts = timeouts or Timeouts(connect=min(3.0, max(interval, 1.0)), read=max(5.0, interval))
+    limits = ReplyLimits(max_bytes=max_reply_bytes)
     seeds = _parse_targets(targets)
-    resolved = _resolve_targets(seeds, cluster, timeouts)
+    resolved = _resolve_targets(seeds, cluster, timeouts, limits, max_nodes)
     root = Path(out)
     check_writable(root)
     options = CaptureOptions(
@@ -198,29 +234,30 @@ def collect(
     started = datetime.now(UTC)
     parser = Parser(root)
     writer = Writer(root, stop, parser)
-    spread = min(interval, 1.0) / len(
-        resolved
-    )  # start targets apart so their captures do not pile up
+    spread = min(interval, 1.0) / len(resolved)  # start targets apart: no pile-up of captures
+    pool = _Pool(threads, stop)
 
-    def worker(target: Target, offset: float = 0.0, joined: bool = False) -> _Worker:
+    def worker(target: Target, joined: bool = False) -> _Worker:
         said = ("joined the cluster while collecting: collected from now on",) if joined else ()
         return _Worker(
-            target, plan, options, timeouts, writer.put, on_event, stop, offset=offset, said=said
+            target, plan, options, timeouts, limits, writer.put, on_event, stop, said=said
         )
 
-    workers = [worker(t, offset=i * spread) for i, t in enumerate(resolved)]
     topology = (  # rediscover None or 0: the members found at start only
-        _Topology(seeds, workers, worker, rediscover, timeouts) if cluster and rediscover else None
+        _Topology(seeds, pool, worker, rediscover, timeouts, limits, max_nodes)
+        if cluster and rediscover
+        else None
     )
     reason = "stop"
     with _stop_on_signals(stop, handle_signals) as signalled:
         parser.start()
         writer.start()
-        for w in workers:
-            w.start()
+        start = time.monotonic()
+        for i, target in enumerate(resolved):
+            pool.add(worker(target), due=start + i * spread)
         if topology is not None:
             topology.start()
-        _wait(workers, topology)
+        _wait(pool, topology)
         reason = "signal" if signalled else _why_stopped(plan, stop)
     writer.finish()
     parser.finish()
@@ -233,7 +270,7 @@ def collect(
         finished=datetime.now(UTC),
         stopped_by=reason,
         captures_written=writer.written,
-        targets=tuple(w.summary() for w in workers),
+        targets=tuple(w.summary() for w in pool.workers),
         compacted=compacted,
         most_per_write=writer.most_queued,
         left_unparsed=parser.left_for_open,
@@ -267,22 +304,46 @@ def _validate(
         )
 
 
+def _validate_limits(max_reply_bytes: int, max_nodes: int, threads: int) -> None:
+    if max_reply_bytes < MIN_REPLY_BYTES:
+        raise ConfigError(
+            f"--max-reply-bytes {max_reply_bytes} is below the minimum of {MIN_REPLY_BYTES}: "
+            "a plain INFO reply would not fit"
+        )
+    if max_nodes < 1:
+        raise ConfigError(f"--max-nodes must be at least 1, not {max_nodes}")
+    if threads < 1:
+        raise ConfigError(f"threads must be at least 1, not {threads}")
+
+
 def _parse_targets(targets: Sequence[Target | str]) -> list[Target]:
     if not targets:
         raise ConfigError("no target: give at least one redis:// URL or a --via command")
     return [parse_target(t) if isinstance(t, str) else t for t in targets]
 
 
-def _resolve_targets(resolved: list[Target], cluster: bool, timeouts: Timeouts) -> list[Target]:
+def _resolve_targets(
+    resolved: list[Target],
+    cluster: bool,
+    timeouts: Timeouts,
+    limits: ReplyLimits,
+    max_nodes: int,
+) -> list[Target]:
     if cluster:
         resolved = _unique_addresses(
-            [n for seed in resolved for n in discover_cluster(seed, timeouts)]
+            [n for seed in resolved for n in discover_cluster(seed, timeouts, limits=limits)]
         )
+        if len(resolved) > max_nodes:
+            raise ConfigError(
+                f"--cluster: CLUSTER NODES lists {len(resolved)} nodes, more than --max-nodes "
+                f"{max_nodes}; if the cluster really is that large, raise --max-nodes"
+            )
     names = Counter(t.instance for t in resolved)
     clashes = sorted(name for name, n in names.items() if n > 1)
     if clashes:
         raise ConfigError(
-            f"instance name(s) {', '.join(clashes)} given to more than one target; "
+            f"instance name(s) {', '.join(printable(c) for c in clashes)} given to more than "
+            "one target; "
             "give each target its own --instance"
         )
     return resolved
@@ -301,19 +362,108 @@ def _why_stopped(plan: _Plan, stop: threading.Event) -> str:
     return "count" if plan.count is not None else "duration"
 
 
-def _wait(workers: list[_Worker], topology: _Topology | None) -> None:
+def _wait(pool: _Pool, topology: _Topology | None) -> None:
     """Until every worker is done, those the topology thread adds while we wait included."""
-    _join(list(workers))
+    pool.wait_idle()
     if topology is not None:
         topology.halt.set()
-        _join([topology])
-        _join(list(workers))  # nodes found by the last refresh
+        while topology.is_alive():
+            topology.join(0.2)  # a timeout keeps the main thread free to take signals
+        pool.wait_idle()  # nodes found by the last refresh
+    pool.close()
 
 
-def _join(threads: Sequence[threading.Thread]) -> None:
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.2)  # a timeout keeps the main thread free to take signals
+class _Pool:
+    """Takes each worker's capture when it is due, on at most `size` threads.
+
+    Workers wait in a heap by due time; a thread takes the earliest once it is due,
+    runs its capture, and puts it back with its next due time (or drops it when it
+    is done). Threads are started as workers come, one per worker up to `size`.
+    """
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self.size = size
+        self.stop = stop
+        self.workers: list[_Worker] = []  # every worker added, in order
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Worker]] = []
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._active = 0  # workers not done yet
+        self._closed = False
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def add(self, worker: _Worker, due: float) -> None:
+        with self._cond:
+            self.workers.append(worker)
+            self._active += 1
+            heapq.heappush(self._heap, (due, next(self._order), worker))
+            if len(self._threads) < min(self.size, self._active):
+                thread = threading.Thread(
+                    target=self._serve, name=f"collect-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            self._cond.notify()
+
+    def wait_idle(self) -> None:
+        """Until no worker is left; wakes the threads once `stop` is set."""
+        with self._cond:
+            while self._active:
+                self._cond.wait(0.2)  # a timeout keeps the main thread free to take signals
+                if self.stop.is_set():
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                taken = self._next_due()
+                if taken is None:
+                    return
+            due, worker = taken
+            then = self._run(worker, due)
+            with self._cond:
+                if then is None:
+                    self._active -= 1
+                    self._cond.notify_all()
+                else:
+                    heapq.heappush(self._heap, (then, next(self._order), worker))
+                    self._cond.notify()
+
+    def _next_due(self) -> tuple[float, _Worker] | None:
+        """The earliest worker once it is due (at once when stopping); None when closed."""
+        while True:
+            if not self._heap:
+                if self._closed:
+                    return None
+                self._cond.wait()
+                continue
+            wait = self._heap[0][0] - time.monotonic()
+            if wait <= 0 or self.stop.is_set():
+                due, _, worker = heapq.heappop(self._heap)
+                return due, worker
+            self._cond.wait(wait)
+
+    def _run(self, worker: _Worker, due: float) -> float | None:
+        """One capture, then the worker's next due time; None when it is done or stopped."""
+        try:
+            if not worker.done(due):
+                return worker.capture(due)
+        except Exception as exc:  # ours, not the server's (those are rows): say it, go on
+            worker.stopped = f"{type(exc).__name__}: {exc}"[:500]
+        with contextlib.suppress(OSError):
+            worker.close()
+        return None
 
 
 class _Topology(threading.Thread):
@@ -321,31 +471,36 @@ class _Topology(threading.Thread):
 
     Asked in turn: the seeds, then every member seen so far (the seed may be the node
     that failed). A node no longer listed keeps its worker (its failures are data) and
-    is said once in `changes`.
+    is said once in `changes`. At most `max_nodes` nodes are followed; more are said once.
     """
 
     def __init__(
         self,
         seeds: list[Target],
-        workers: list[_Worker],
+        pool: _Pool,
         make_worker: Callable[..., _Worker],
         every: float,
         timeouts: Timeouts,
+        limits: ReplyLimits,
+        max_nodes: int,
     ) -> None:
         super().__init__(name="collect-topology", daemon=True)
         self.seeds = seeds
-        self.workers = workers
+        self.pool = pool
         self.make_worker = make_worker
         self.every = every
         self.timeouts = timeouts
+        self.limits = limits
+        self.max_nodes = max_nodes
         self.halt = threading.Event()
         self.changes: list[str] = []
         self._gone: set[str] = set()
         self._unreachable = False
+        self._over_cap = False
 
     def run(self) -> None:
         while not self.halt.wait(self.every):
-            if not any(w.is_alive() for w in self.workers):
+            if not self.pool.active:
                 return
             self.refresh()
 
@@ -353,14 +508,19 @@ class _Topology(threading.Thread):
         members = self._members()
         if members is None:
             return
-        known = {w.target.address: w for w in self.workers}
+        known = {w.target.address: w for w in list(self.pool.workers)}
         listed = {m.address for m in members}
         for member in members:
-            if member.address not in known and not self.halt.is_set():
-                new = self.make_worker(member, joined=True)
-                self.workers.append(new)  # the main thread waits for it too
-                new.start()
-                self._note(f"{member.instance} joined the cluster: collecting it from now on")
+            if member.address in known or self.halt.is_set():
+                continue
+            if len(self.pool.workers) >= self.max_nodes:
+                if not self._over_cap:
+                    self._over_cap = True
+                    self._note(f"CLUSTER NODES lists more than --max-nodes {self.max_nodes} "
+                               "nodes; those beyond it are not collected")  # fmt: skip
+                break
+            self.pool.add(self.make_worker(member, joined=True), due=time.monotonic())
+            self._note(f"{member.instance} joined the cluster: collecting it from now on")
         for address, w in known.items():
             if address not in listed and address not in self._gone:
                 self._gone.add(address)
@@ -371,10 +531,10 @@ class _Topology(threading.Thread):
                 self._note(f"{w.target.instance} is listed by CLUSTER NODES again")
 
     def _members(self) -> list[Target] | None:
-        asked = _unique_addresses([*self.seeds, *(w.target for w in self.workers)])
+        asked = _unique_addresses([*self.seeds, *(w.target for w in list(self.pool.workers))])
         for target in asked:
             try:
-                members = discover_cluster(target, self.timeouts)
+                members = discover_cluster(target, self.timeouts, limits=self.limits)
             except CaptureError:
                 continue
             self._unreachable = False
@@ -413,8 +573,8 @@ def _stop_on_signals(stop: threading.Event, enabled: bool) -> Iterator[list[int]
             signal.signal(sig, old)
 
 
-class _Worker(threading.Thread):
-    """Captures one target on its own fixed-rate schedule."""
+class _Worker:
+    """One target: its schedule, its channel and what its captures told; run by the pool."""
 
     def __init__(
         self,
@@ -422,58 +582,56 @@ class _Worker(threading.Thread):
         plan: _Plan,
         options: CaptureOptions,
         timeouts: Timeouts,
+        limits: ReplyLimits,
         emit: Callable[[dict[str, Any]], None],
         on_event: Callable[[CaptureEvent], None] | None,
         stop: threading.Event,
         *,
-        offset: float = 0.0,
         said: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name=f"collect-{target.instance}", daemon=True)
         self.pending = said  # told with the first capture
         self.target = target
         self.plan = plan
         self.options = options
         self.timeouts = timeouts
+        self.limits = limits
         self.emit = emit
         self.on_event = on_event
         self.stop = stop
-        self.offset = offset
         self.state = CaptureState()
         self.tally = _Tally()
+        self.failures = 0  # failed captures in a row
+        self.stopped: str | None = None
+        self._channel: Channel | None = None
 
-    def run(self) -> None:
-        channel = open_channel(self.target, self.timeouts)
-        try:
-            self._loop(channel)
-        finally:
-            channel.close()
-
-    def _loop(self, channel: Any) -> None:
-        due = time.monotonic() + self.offset
-        failures = 0
-        while not self._done(due):
-            if self.stop.wait(max(0.0, due - time.monotonic())):
-                break
-            if due - time.monotonic() > 0.001:
-                continue  # woken early; wait again
-            self._note_lateness(time.monotonic() - due)
-            row = take_capture(channel, self.target, self.options, self.state)
-            self._record(row)
-            self.emit(row)
-            if row["ok"]:
-                failures = 0
-                due = self._next_slot(due)
-            else:
-                failures += 1
-                due = time.monotonic() + backoff(failures, self.plan.interval)
-
-    def _done(self, due: float) -> bool:
-        if self.stop.is_set():
+    def done(self, due: float) -> bool:
+        if self.stop.is_set() or self.stopped is not None:
             return True
         if self.plan.count is not None and self.tally.attempts >= self.plan.count:
             return True
         return self.plan.deadline is not None and due >= self.plan.deadline
+
+    def capture(self, due: float) -> float:
+        """Take the capture due at `due`; returns when the next one is due."""
+        if self._channel is None:
+            self._channel = open_channel(
+                self.target, self.timeouts, limits=self.limits, abort=self.stop
+            )
+        self._note_lateness(time.monotonic() - due)
+        row = take_capture(self._channel, self.target, self.options, self.state)
+        notes = _json(row["notes"])
+        self._count(row, notes)
+        self.emit(row)  # written before anything else can go wrong
+        self._tell(row, notes)
+        if row["ok"]:
+            self.failures = 0
+            return self._next_slot(due)
+        self.failures += 1
+        return time.monotonic() + backoff(self.failures, self.plan.interval)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
 
     def _next_slot(self, due: float) -> float:
         due += self.plan.interval
@@ -488,9 +646,7 @@ class _Worker(threading.Thread):
         if lateness > self.plan.interval / 4:
             self.tally.late += 1
 
-    def _record(self, row: dict[str, Any]) -> None:
-        notes = _json(row["notes"])
-        self._count(row, notes)
+    def _tell(self, row: dict[str, Any], notes: dict[str, Any]) -> None:
         fresh = self._announce(notes)
         if self.on_event is not None:
             self.on_event(self._event(row, fresh))
@@ -549,6 +705,7 @@ class _Worker(threading.Thread):
             last_clients=t.last_clients,
             maxclients=t.maxclients,
             warnings=tuple(t.warnings),
+            stopped=self.stopped,
         )
 
 

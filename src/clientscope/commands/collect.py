@@ -1,4 +1,9 @@
-"""`clientscope collect` and `clientscope compact`: thin Typer layer over clientscope.capture."""
+"""`clientscope collect` and `clientscope compact`: thin Typer layer over clientscope.capture.
+
+Instance names, warnings and error texts come from servers and are shown through
+`clientscope.escape` only: table cells as `rich_text`, markup strings with
+`for_rich`, plain lines with `printable`.
+"""
 
 from __future__ import annotations
 
@@ -81,7 +86,24 @@ def register(app: typer.Typer) -> None:
             "server enforces).",
         ),
         connect_timeout: float = typer.Option(3.0, help="Seconds to wait for a connection."),
-        read_timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for a reply."),
+        read_timeout: float = typer.Option(
+            5.0,
+            "--timeout",
+            help="Seconds to wait for one whole reply (not one read): a server that sends "
+            "slower than that is a failed capture.",
+        ),
+        max_reply_bytes: str = typer.Option(
+            "256MiB",
+            "--max-reply-bytes",
+            help="Largest reply taken (e.g. 64MiB, 1GiB); a larger one is a failed capture "
+            "(protocol). A CLIENT LIST of 100,000 clients is about 40 MB.",
+        ),
+        max_nodes: int = typer.Option(
+            1000,
+            "--max-nodes",
+            help="With --cluster: follow at most this many nodes (a larger list at start is an "
+            "error; nodes beyond it that join later are not collected).",
+        ),
         slow_fraction: float = typer.Option(
             0.1, help="Warn when CLIENT LIST takes more than this share of the interval."
         ),
@@ -98,7 +120,7 @@ def register(app: typer.Typer) -> None:
         Gentle (one named connection per server), concurrent (one schedule per server) and
         safe (each capture is flushed at once; Ctrl-C stops after the capture in flight).
         """
-        from clientscope.capture import Timeouts, collect, parse_duration
+        from clientscope.capture import Timeouts, collect, parse_duration, parse_size
 
         secret = typer.prompt("Password", hide_input=True) if askpass else None
         chosen = _targets(
@@ -126,8 +148,11 @@ def register(app: typer.Typer) -> None:
                 slow_fraction=slow_fraction,
                 compact_on_exit=not no_compact,
                 on_event=display.update if display else _print_warnings,
+                max_reply_bytes=parse_size(max_reply_bytes, option="--max-reply-bytes"),
+                max_nodes=max_nodes,
             )
         _render_result(result, as_json=as_json, quiet=quiet)
+        _fail_if_stopped(result)
 
     @app.command()
     def compact(
@@ -199,8 +224,26 @@ def _rediscover(text: str) -> float | None:
 
 
 def _print_warnings(event: CaptureEvent) -> None:
+    from clientscope.escape import printable
+
     for warning in event.new_warnings:
-        typer.secho(f"clientscope: {event.instance}: {warning}", err=True, fg="yellow")
+        typer.secho(
+            f"clientscope: {printable(event.instance)}: {printable(warning)}", err=True, fg="yellow"
+        )
+
+
+def _fail_if_stopped(result: CollectResult) -> None:
+    """A target whose worker stopped before the end makes the run fail (exit 1), after the summary."""
+    from clientscope.errors import CaptureError
+    from clientscope.escape import printable
+
+    stopped = result.stopped
+    if stopped:
+        which = "; ".join(f"{printable(t.instance)} ({printable(t.stopped)})" for t in stopped)
+        raise CaptureError(
+            f"{len(stopped)} of {len(result.targets)} target(s) stopped collecting before the end: "
+            f"{which}. The captures taken before are kept."
+        )
 
 
 def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None:
@@ -212,27 +255,33 @@ def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"collected into {result.out} (stopped by {result.stopped_by})")
-    widest = max((len(t.instance) for t in result.targets), default=8)
+    from clientscope.escape import for_rich, printable, rich_text
+
+    table = Table(title=f"collected into {for_rich(result.out)} (stopped by {result.stopped_by})")
+    widest = max((len(printable(t.instance)) for t in result.targets), default=8)
     table.add_column("instance", no_wrap=True, min_width=widest)
     for col in ("captures", "ok", "failed", "errors", "missed", "restarts", "clients/max"):
         table.add_column(col, justify="left" if col == "errors" else "right")
     for t in sorted(result.targets, key=lambda t: t.instance):
         errors = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())) or "-"
+        if t.stopped is not None:
+            errors = f"worker stopped; {errors}"
         table.add_row(
-            t.instance, str(t.attempts), str(t.ok), str(t.failed), errors, str(t.missed),
-            str(t.restarts), f"{_n(t.last_clients)}/{_n(t.maxclients)}",
+            rich_text(t.instance), str(t.attempts), str(t.ok), str(t.failed), rich_text(errors),
+            str(t.missed), str(t.restarts), f"{_n(t.last_clients)}/{_n(t.maxclients)}",
         )  # fmt: skip
     console = Console()
     console.print(table)
+    for t in result.stopped:
+        console.print(f"{for_rich(t.instance)}: stopped collecting: {for_rich(t.stopped)}")
     for change in result.cluster_changes:
-        console.print(f"cluster: {change}")
+        console.print(f"cluster: {for_rich(change)}")
     if result.compacted:
-        console.print(_compact_line(result.compacted))
+        console.print(for_rich(_compact_line(result.compacted)))
     if result.left_unparsed:
         console.print(
             f"{result.left_unparsed} raw batch(es) not parsed yet"
-            + (f" ({result.parse_error})" if result.parse_error else "")
+            + (f" ({for_rich(result.parse_error)})" if result.parse_error else "")
             + "; opening the dataset parses them"
         )
 
@@ -276,6 +325,8 @@ class _LiveDisplay:
                 self.live.stop()
 
     def update(self, event: CaptureEvent) -> None:
+        from clientscope.escape import for_rich
+
         with self.lock:
             if self.live is None:
                 from rich.live import Live
@@ -292,18 +343,20 @@ class _LiveDisplay:
                 row["errors"] += 1
                 row["state"] = f"{event.error_kind}: {(event.error_message or '')[:60]}"
             for warning in event.new_warnings:
-                self.console.print(f"[yellow]{event.instance}: {warning}[/]")
+                self.console.print(f"[yellow]{for_rich(event.instance)}: {for_rich(warning)}[/]")
             if self.live is not None:
                 self.live.update(self._table())
 
     def _table(self) -> Any:
         from rich.table import Table
 
+        from clientscope.escape import rich_text
+
         table = Table(title="clientscope collect (Ctrl-C stops after the capture in flight)")
         for col in ("instance", "last capture", "clients/max", "ok", "errors"):
             table.add_column(col, no_wrap=True)
         table.add_column("state", no_wrap=True, overflow="ellipsis", max_width=48)
         for name, row in self.rows.items():
-            table.add_row(name, row.get("last", "-"), row.get("clients", "-"), str(row["ok"]),
-                          str(row["errors"]), row.get("state", ""))  # fmt: skip
+            table.add_row(rich_text(name), row.get("last", "-"), row.get("clients", "-"),
+                          str(row["ok"]), str(row["errors"]), rich_text(row.get("state", "")))  # fmt: skip
         return table
