@@ -227,12 +227,13 @@ def test_plan_does_not_size_maxclients_from_a_peak_that_is_still_growing(
     datasets: dict[str, SimulationResult],
 ) -> None:
     p = plan(datasets["leak"].path)
-    assert p.observed_recommended < p.current_maxclients  # the leaking peak + 25% ...
+    assert p.observed_recommended < p.current_maxclients  # the healthy peak + 25% ...
     assert p.recommended_maxclients == p.current_maxclients  # ... is not applied
-    assert p.warnings[0].startswith(f"connections on {p.instance} are still growing")
+    assert p.fix_first is not None and p.warnings[0] == p.fix_first
+    assert p.fix_first.startswith("fix first — orders-svc +120/h leak")
     assert f"CONFIG SET maxclients {p.current_maxclients}" in p.settings
     calm = plan(datasets["healthy"].path)
-    assert not any("still growing" in w for w in calm.warnings)
+    assert calm.fix_first is None and not any("fix first" in w for w in calm.warnings)
 
 
 def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> None:

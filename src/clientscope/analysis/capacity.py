@@ -1,8 +1,19 @@
 """`plan`: how large maxclients, per-pod pools and timeout must be.
 
-From what was observed (per-source peaks + headroom) and, when given, from a
+From the needs of the healthy groups (their peak + headroom) and, when given, from a
 deployment spec (apps x replicas / HPA max x pool size + buffer), with what-if
-scaling. The spec is YAML (see fixtures/specs/deployment.yaml):
+scaling. A plan never makes things worse:
+
+    leaks          the leaking groups are left out of the peak (a leak is not a need) and
+                   shown as "fix first — until fixed, maxclients N buys T", T on the
+                   forecast's course (`time_to_limit`: its steady part + the groups that
+                   keep growing, at their rates; the same line as its time to maxclients)
+    horizon        never a limit that course reaches within the horizon (24 h; --horizon),
+                   and never lower than the limit in force while connections grow
+    short window   under a day, under MIN_PEAK_CAPTURES captures, healthy groups still
+                   growing, or a count capped at maxclients: said, as a warning
+
+The spec is YAML (see fixtures/specs/deployment.yaml):
 
     buffer: 50            # admin, replicas, monitoring, collector connections
     headroom: 0.25        # share on top of the total
@@ -16,7 +27,8 @@ scaling. The spec is YAML (see fixtures/specs/deployment.yaml):
 Every value is checked (`clientscope.config`), by the same function whether it came
 from the spec or an option: headroom 0 to 10 (--headroom too), replicas and hpa_max
 whole numbers up to MAX_PODS (--what-if too), pool_size up to MAX_POOL, buffer up to
-MAX_BUFFER, app names once each. An error names the file, app, line and value.
+MAX_BUFFER, app names once each, --horizon a duration up to 365 d. An error names the
+file, app, line and value.
 """
 
 from __future__ import annotations
@@ -25,23 +37,28 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles, oversized_groups, reuse_gaps
+from clientscope.analysis._clients import oversized_groups, reuse_gaps
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
     as_tables,
+    human_duration,
     require_captures,
-    timeline,
+    signed,
+    with_clients,
 )
+from clientscope.analysis.forecast import Forecast, _crossing
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.config import (
     Where,
     check_keys,
+    duration,
     line_of,
     load_yaml,
     optional,
@@ -53,6 +70,9 @@ from clientscope.config import (
 from clientscope.errors import ConfigError
 from clientscope.escape import printable
 
+if TYPE_CHECKING:
+    from clientscope.analysis.model import Model, ServerModel
+
 FD_RESERVED = 32  # Redis keeps this many descriptors for itself (CONFIG_MIN_RESERVED_FDS)
 ALERT_SHARE = 0.8  # pools should fit under the classic 80% alert
 
@@ -61,6 +81,10 @@ MAX_PODS = 100_000  # replicas / hpa_max of one app: more than any cluster runs
 MAX_POOL = 100_000  # connections per pod
 MAX_BUFFER = 1_000_000  # connections on top of the apps'
 SPEC_FIELDS = {"apps", "buffer", "headroom"}
+DEFAULT_HORIZON = "24h"  # a plan is not reached on the forecast's course within this
+MAX_HORIZON_S = 365 * 86400.0
+MIN_PEAK_SPAN = timedelta(days=1)  # a window shorter than a day may miss the daily peak
+MIN_PEAK_CAPTURES = 24  # hourly over a day
 APP_FIELDS = {"name", "match", "replicas", "hpa_max", "pool_size"}
 
 
@@ -183,21 +207,39 @@ def _app(item: Any, path: Path, number: int) -> AppSpec:
 
 
 @dataclass(frozen=True)
+class Runway:
+    """How long a maxclients lasts on the forecast's course (`time_to_limit`)."""
+
+    maxclients: int
+    lasts: timedelta | None  # from the last capture; 0: already reached; None: nothing grows
+    label: str  # "now" (the limit in force), "recommended", or both
+
+
+@dataclass(frozen=True)
 class CapacityPlan(ResultMixin):
     """Recommended settings with the numbers behind them."""
 
     instance: str
     current_maxclients: int
-    peak_used: int
+    peak_used: int  # the whole count's peak, leaks included (context, not a need)
     peak_at: Any
-    observed_recommended: int  # peak used x (1 + headroom), rounded up
+    healthy_peak: int  # the count without the leaking groups, at its peak: what sizing reads
+    healthy_peak_at: Any
+    left_out: tuple[str, ...]  # leaking groups, not in healthy_peak: fix first
+    observed_recommended: int  # healthy_peak x (1 + headroom), rounded up
     spec_recommended: int | None  # sum(hpa_max x pool) + buffer, x (1 + headroom)
     recommended_maxclients: int
     per_pod_pool_fit: int | None  # largest uniform pool per pod that keeps HPA max under 80%
     suggested_timeout: int
     suggested_tcp_keepalive: int
     headroom: float
-    observed: pl.DataFrame  # per group: peak, pods, peak per pod, busy peak
+    horizon: timedelta  # the plan must not be reached on the forecast's course within it
+    at_horizon: float | None  # where that course puts the count at the horizon (None: flat)
+    horizon_floor: int | None  # the least limit that course does not reach within the horizon
+    runways: tuple[Runway, ...]  # how long each limit lasts while the growth runs
+    fix_first: str | None  # the leaks, and what a limit buys until they are fixed
+    short_window: str | None  # why this window may not hold the real peak
+    observed: pl.DataFrame  # per group: verdict, peak, pods, peak per pod, busy peak
     apps: pl.DataFrame  # per spec app (after what-if): replicas, hpa_max, pool, planned, worst case
     warnings: tuple[str, ...]
     settings: tuple[str, ...]  # commands to apply
@@ -211,6 +253,40 @@ def nice_ceil(value: float, minimum: int = 100) -> int:
     return int(math.ceil(value / step) * step)
 
 
+# ------------------------------------------------------------------ the forecast's course
+def course(f: Forecast) -> tuple[float, float]:
+    """The forecast's line as (level now, connections per hour): the steady part at its peak plus
+    the drivers' connections now, rising at the drivers' summed rates — the line whose crossing
+    is `f.eta_maxclients`. A forecast without groups (INFO-only captures) runs from the last
+    count at the whole count's slope, when it is growing."""
+    if f.method == "groups" and f.steady_peak is not None:
+        start = f.steady_peak + sum(d.connections_now for d in f.drivers)
+        return start, sum(d.rate_per_hour for d in f.drivers)
+    growing = f.verdict in ("will_exhaust", "growing", "exhausted")
+    return f.used_now, f.slope_per_hour if growing else 0.0
+
+
+def level_at(f: Forecast, ahead: timedelta) -> float:
+    """Where the forecast's course puts the count `ahead` of its last capture."""
+    start, per_hour = course(f)
+    return start + max(per_hour, 0.0) * ahead.total_seconds() / 3600
+
+
+def time_to_limit(f: Forecast, limit: float) -> timedelta | None:
+    """How long `limit` lasts from the forecast's last capture on its course (0: already
+    reached; None: nothing grows toward it). For `f.maxclients` of a forecast that will exhaust,
+    this is `f.time_to_maxclients`."""
+    start, per_hour = course(f)
+    crossing = _crossing(start, per_hour / 3600, limit, f.now)
+    return None if crossing is None else max(crossing - f.now, timedelta(0))
+
+
+# ------------------------------------------------------------------ plan
+def check_horizon(value: object, where: Where) -> float:
+    """How far ahead a plan must hold, from --horizon: 24h, 2d, 3600 (seconds), at most 365d."""
+    return duration(value, where, MAX_HORIZON_S)
+
+
 def plan(
     ds: DatasetLike,
     spec: DeploymentSpec | Path | str | None = None,
@@ -218,8 +294,95 @@ def plan(
     instance: str | None = None,
     headroom: float | None = None,
     what_if: Mapping[str, int] | None = None,
+    horizon: str | float = DEFAULT_HORIZON,
 ) -> CapacityPlan:
-    """Capacity plan for one instance (default: the busiest). `what_if={"api": 12}` scales apps."""
+    """Capacity plan for one instance (default: the busiest). `what_if={"api": 12}` scales apps;
+    the plan is not reached on the forecast's course within `horizon` (e.g. "24h", "2d")."""
+    from clientscope.analysis.model import build_model
+
+    spec = plan_options(spec, headroom, what_if, horizon)[0]  # before the dataset is read
+    model = build_model(as_tables(ds), instance=instance)
+    return plan_from(model, spec, instance=instance, headroom=headroom, what_if=what_if,
+                     horizon=horizon)  # fmt: skip
+
+
+def plan_from(
+    model: Model,
+    spec: DeploymentSpec | Path | str | None = None,
+    *,
+    instance: str | None = None,
+    headroom: float | None = None,
+    what_if: Mapping[str, int] | None = None,
+    horizon: str | float = DEFAULT_HORIZON,
+) -> CapacityPlan:
+    """`plan` on a model already built (`analysis.model.build_model`).
+
+    maxclients = the healthy groups' peak (leaks left out) + headroom, or the spec's need, and
+    never a limit the forecast's course reaches within `horizon`, nor one under the limit in
+    force while the count grows: either would make things worse."""
+    spec, ahead = plan_options(spec, headroom, what_if, horizon)
+    server = model.server(instance)
+    ok = require_captures(server.timeline, "plan")
+    room = headroom if headroom is not None else (
+        spec.headroom if spec and spec.headroom is not None else 0.25
+    )  # fmt: skip
+    current = _last(ok, "maxclients")
+    leaking = _leaking(server)
+    peak = _peak_first(ok).row(0, named=True)
+    healthy, healthy_at = _healthy_peak(ok, server.counts, leaking)
+    observed = _observed(server.counts, server.groups.groups)
+    needs = observed.filter(~pl.col("group").is_in(list(leaking)))
+    apps, spec_total = _apps(spec, observed, needs, what_if) if spec else (pl.DataFrame(), None)
+    spec_rec = nice_ceil(spec_total * (1 + room)) if spec_total is not None else None
+    obs_rec = nice_ceil(healthy * (1 + room))
+    f = server.forecast
+    rising = f is not None and course(f)[1] > 0
+    at_horizon, floor = _horizon_floor(f, ahead)
+    hold = current if f is None or rising or f.verdict == "exhausted" else 0  # never lower then
+    recommended = max(obs_rec, spec_rec or 0, floor or 0, hold)
+    runways = _runways(f, current, recommended) if rising and f is not None else ()
+    fit = _pool_fit(spec, needs, recommended, what_if) if spec else None
+    short = _short_window(ok, f, obs_rec)
+    warnings = _warnings(ok, current, recommended, spec_total, fit)
+    if spec:
+        warnings = (*warnings, *_spec_warnings(spec, apps, observed), *_tight(apps, fit))
+    if recommended * 2 < current:
+        warnings = (*warnings, _lowering(ok, current, recommended))
+    sized = max(obs_rec, spec_rec or 0)
+    ahead_said = _beyond_needs(f, ahead, at_horizon, floor, sized, recommended, leaking)
+    fix = _fix_first(server, f, leaking, runways, obs_rec, healthy, room)
+    if f is None:
+        warnings = (f"no forecast ({server.forecast_error}): without a course to check a limit "
+                    "against, maxclients is not lowered", *warnings)  # fmt: skip
+    warnings = tuple(w for w in (fix, ahead_said, short) if w) + warnings
+    timeout = suggest_timeout(reuse_gaps(server.lifecycles, _oversized(server.counts, current)))
+    keepalive = _last(ok, "tcp_keepalive") or 300
+    return CapacityPlan(
+        instance=server.instance, current_maxclients=current, peak_used=int(peak["used"] or 0),
+        peak_at=peak["ts"], healthy_peak=healthy, healthy_peak_at=healthy_at, left_out=leaking,
+        observed_recommended=obs_rec, spec_recommended=spec_rec, recommended_maxclients=recommended,
+        per_pod_pool_fit=fit, suggested_timeout=timeout, suggested_tcp_keepalive=keepalive,
+        headroom=room, horizon=ahead, at_horizon=at_horizon, horizon_floor=floor, runways=runways,
+        fix_first=fix, short_window=short, observed=observed, apps=apps, warnings=warnings,
+        settings=(f"CONFIG SET maxclients {recommended}", f"CONFIG SET timeout {timeout}",
+                  f"CONFIG SET tcp-keepalive {keepalive}", "CONFIG REWRITE"),
+    )  # fmt: skip
+
+
+def _horizon_floor(f: Forecast | None, ahead: timedelta) -> tuple[float | None, int | None]:
+    """Where the forecast's course puts the count at the horizon, and the least (rounded) limit
+    it does not reach by then; (None, None) when nothing grows."""
+    if f is None or course(f)[1] <= 0:
+        return None, None
+    at_horizon = level_at(f, ahead)
+    return at_horizon, nice_ceil(math.floor(at_horizon) + 1, minimum=1)
+
+
+def plan_options(spec: DeploymentSpec | Path | str | None, headroom: float | None = None,
+                 what_if: Mapping[str, int] | None = None,
+                 horizon: str | float = DEFAULT_HORIZON) -> tuple[DeploymentSpec | None, timedelta]:  # fmt: skip
+    """`plan`'s options checked as a spec file's fields are (`clientscope.config`), before any
+    data is read: the spec (read, when a path) and the horizon."""
     if what_if and spec is None:
         raise ConfigError(
             "--what-if scales the apps of a deployment spec: give --spec deployment.yaml too"
@@ -228,98 +391,191 @@ def plan(
         check_headroom(headroom, Where.option("--headroom"))
     for app, replicas in (what_if or {}).items():
         check_replicas(replicas, Where.option(f"--what-if {app}=", "replicas"))
-    tables = as_tables(ds)
-    if isinstance(spec, str | Path):
-        spec = load_spec(spec)
-    tl = timeline(tables, instance)
-    ok = require_captures(tl, "plan")
-    inst = instance or str(_peak_first(ok)["instance"][0])
-    ok = ok.filter(pl.col("instance") == inst)
-    room = (
-        headroom
-        if headroom is not None
-        else (spec.headroom if spec and spec.headroom is not None else 0.25)
-    )
-    peak = _peak_first(ok).row(0, named=True)
-    current = (
-        int(ok["maxclients"].drop_nulls().tail(1).item())
-        if ok["maxclients"].drop_nulls().len()
-        else 0
-    )
-    counts = group_counts(tables, ok)
-    observed = _observed(counts)
-    apps, spec_total = _apps(spec, observed, what_if) if spec else (pl.DataFrame(), None)
-    spec_rec = nice_ceil(spec_total * (1 + room)) if spec_total is not None else None
-    obs_rec = nice_ceil(float(peak["used"] or 0) * (1 + room))
-    recommended = max(obs_rec, spec_rec or 0)
-    oversized = oversized_groups(counts, current, set())["group"].to_list()
-    timeout = suggest_timeout(reuse_gaps(lifecycles(tables, inst), oversized))
-    keepalive = (
-        int(ok["tcp_keepalive"].drop_nulls().tail(1).item() or 0)
-        if ok["tcp_keepalive"].drop_nulls().len()
-        else 0
-    )
-    keepalive = keepalive if keepalive > 0 else 300
-    growing = _still_growing(tl, inst)
-    if growing is not None:  # a peak taken mid-leak is not a capacity: never size down from it
-        recommended = max(recommended, current)
-    # pools are fitted to the limit the plan says to apply, not the one in force now
-    fit = _pool_fit(spec, observed, recommended, what_if) if spec else None
-    warnings = _warnings(ok, current, recommended, spec_total, fit)
-    if spec:
-        warnings = (*warnings, *_spec_warnings(spec, apps, observed))
-        if fit is not None:
-            tight = apps.filter(pl.col("observed_per_pod") > fit)
-            warnings = (*warnings, *(
-                f"{r['app']} already held {r['observed_per_pod']} connections per pod, more than a "
-                f"pool of {fit}: raise maxclients (or add servers) rather than shrink its pool"
-                for r in tight.iter_rows(named=True)
-            ))  # fmt: skip
-    if recommended * 2 < current:
-        span = ok.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_seconds()).item()
-        hours = float(span or 0) / 3600
-        warnings = (*warnings, (
-            f"this lowers maxclients from {current} to {recommended}, from {ok.height} captures over "
-            f"{hours:.1f} h: above it the server refuses connections. That makes a leak fail fast, "
-            "but only lower it if this window held your real peak (deploys, batch jobs, failovers)."
-        ))  # fmt: skip
-    if growing is not None:
-        warnings = (growing, *warnings)
-    settings = (
-        f"CONFIG SET maxclients {recommended}",
-        f"CONFIG SET timeout {timeout}",
-        f"CONFIG SET tcp-keepalive {keepalive}",
-        "CONFIG REWRITE",
-    )
-    return CapacityPlan(
-        instance=inst, current_maxclients=current, peak_used=int(peak["used"] or 0), peak_at=peak["ts"],
-        observed_recommended=obs_rec, spec_recommended=spec_rec, recommended_maxclients=recommended,
-        per_pod_pool_fit=fit, suggested_timeout=timeout, suggested_tcp_keepalive=keepalive,
-        headroom=room, observed=observed, apps=apps, warnings=warnings, settings=settings,
-    )  # fmt: skip
+    ahead = timedelta(seconds=check_horizon(horizon, Where.option("--horizon")))
+    return (load_spec(spec) if isinstance(spec, str | Path) else spec), ahead
 
 
-def _still_growing(tl: pl.DataFrame, instance: str) -> str | None:
-    """Why the observed peak must not size maxclients, when connections are still growing."""
-    from clientscope.analysis.forecast import forecast_from
-    from clientscope.errors import AnalysisError
+def _last(ok: pl.DataFrame, column: str) -> int:
+    """The last known value of a setting (0 when no capture read it)."""
+    known = ok[column].drop_nulls()
+    return int(known.tail(1).item() or 0) if known.len() else 0
 
-    try:
-        f = forecast_from(tl, instance)
-    except AnalysisError:
+
+def _leaking(server: ServerModel) -> tuple[str, ...]:
+    """The groups that leak (the model's verdicts, and the forecast's drivers judged leaks),
+    fastest first."""
+    drivers = server.forecast.drivers if server.forecast is not None else ()
+    names = server.leaking | {d.group for d in drivers if d.verdict == "leak"}
+    rates = _rates(server)
+    return tuple(sorted(names, key=lambda g: (-rates.get(g, 0.0), g)))
+
+
+def _rates(server: ServerModel) -> dict[str, float]:
+    """Each normal group's Theil-Sen rate per hour (the rate a driver carries)."""
+    judged = server.groups.groups
+    if judged.is_empty():
+        return {}
+    normal = judged.filter(pl.col("role") == "normal")
+    return {
+        str(g): float(r or 0.0)
+        for g, r in normal.select("group", "slope_theil_sen_per_h").iter_rows()
+    }
+
+
+def _healthy_peak(
+    ok: pl.DataFrame, counts: pl.DataFrame, leaking: tuple[str, ...]
+) -> tuple[int, Any]:
+    """The count without the leaking groups' connections, at its peak, and when. With leaks, only
+    the captures that listed clients say how many of the count were theirs."""
+    if leaking:
+        held = (
+            counts.filter(pl.col("group").is_in(list(leaking)) & (pl.col("role") == "normal"))
+            .group_by("capture_id")
+            .agg(pl.col("n").sum().alias("leaked"))
+        )
+        ok = (
+            with_clients(ok)
+            .join(held, on="capture_id", how="left")
+            .with_columns(used=pl.col("used") - pl.col("leaked").fill_null(0))
+        )
+    if ok.is_empty():
+        return 0, None
+    row = _peak_first(ok).row(0, named=True)
+    return int(row["used"] or 0), row["ts"]
+
+
+def _oversized(counts: pl.DataFrame, current: int) -> list[str]:
+    return [str(g) for g in oversized_groups(counts, current, set())["group"].to_list()]
+
+
+def _runways(f: Forecast, current: int, recommended: int) -> tuple[Runway, ...]:
+    """How long the limit in force and the recommended one last while the growth runs."""
+    labels: dict[int, list[str]] = {}
+    for limit, label in ((current, "now"), (recommended, "recommended")):
+        labels.setdefault(limit, []).append(label)
+    return tuple(
+        Runway(limit, time_to_limit(f, limit), ", ".join(said))
+        for limit, said in sorted(labels.items())
+        if limit > 0
+    )
+
+
+def _lasts(r: Runway) -> str:
+    if r.lasts is None:
+        return "holds"
+    if r.lasts <= timedelta(0):
+        return "is already reached"
+    return f"buys {human_duration(r.lasts)}"
+
+
+def _fix_first(server: ServerModel, f: Forecast | None, leaking: tuple[str, ...],
+               runways: tuple[Runway, ...], healthy_rec: int, healthy: int,
+               room: float) -> str | None:  # fmt: skip
+    """The leaks, left out of the peak, and how long each limit lasts until they are fixed."""
+    if not leaking:
         return None
-    if f.verdict not in ("will_exhaust", "growing", "exhausted"):
-        return None
-    when = f" ({f.note})" if f.note else ""
+    rates = _rates(server)
+    named = ", ".join(f"{g} {signed(rates.get(g, 0.0), 0)}/h" for g in leaking)
+    held = sum(d.connections_now for d in (f.drivers if f else ()) if d.group in leaking)
+    now = f" holding {held} now" if held else ""
+    bought = "; ".join(f"maxclients {r.maxclients} ({r.label}) {_lasts(r)}" for r in runways)
+    until = f"until fixed, {bought}; no limit holds while they run" if bought else (
+        "until fixed, no limit holds while they run")  # fmt: skip
     return (
-        f"connections on {instance} are still growing, {f.slope_per_hour:+.0f}/h{when}: a peak taken "
-        "during growth (a leak?) is not a capacity. maxclients is not sized below the current limit; "
-        "find the growth first (clientscope diagnose / leaks)."
+        f"fix first — {named} leak ({len(leaking)} group(s){now}, left out of the peak): {until}. "
+        f"Once fixed, the healthy groups need {healthy_rec} (peak {healthy} + {room:.0%})."
     )
 
 
-def _observed(counts: pl.DataFrame) -> pl.DataFrame:
+def _beyond_needs(f: Forecast | None, ahead: timedelta, at_horizon: float | None,
+                  floor: int | None, sized: int, recommended: int,
+                  leaking: tuple[str, ...]) -> str | None:  # fmt: skip
+    """Why the plan is above what the healthy groups (or the spec) need: the course passes that
+    within the horizon."""
+    if f is None or at_horizon is None or floor is None or floor <= sized:
+        return None
+    start, per_hour = course(f)
+    span = horizon_text(ahead)
+    kept = (
+        " (the limit in force: lowering it while connections grow brings the exhaustion closer)"
+        if recommended > floor
+        else ""
+    )
+    why = (
+        "fix the leak first: no limit holds while it runs"
+        if leaking
+        else "the growing groups have not shown their peak yet"
+    )
     return (
+        f"the needs seen ({sized}) are under where connections will be in {span}: {at_horizon:.0f} "
+        f"({start:.0f} now, {signed(per_hour, 0)}/h). Any limit under {floor} is reached within "
+        f"{span}, so this plan recommends {recommended}{kept}; {why}."
+    )
+
+
+def horizon_text(ahead: timedelta) -> str:
+    """A horizon as it was likely given: `24 h`, `36 h`, else `5 d 2 h`."""
+    hours = ahead.total_seconds() / 3600
+    return f"{hours:g} h" if hours.is_integer() and 0 < hours <= 72 else human_duration(ahead)
+
+
+def _short_window(ok: pl.DataFrame, f: Forecast | None, sized: int) -> str | None:
+    """Why this window may not hold the real peak: under a day, few captures, healthy groups
+    still growing, or a count capped by the limit."""
+    span = ok.select(pl.col("ts").max() - pl.col("ts").min()).item() or timedelta(0)
+    counted = ok.filter(pl.col("used").is_not_null()).height
+    reasons = []
+    if span < MIN_PEAK_SPAN:
+        reasons.append(f"the captures span {human_duration(span)}, less than a day")
+    if counted < MIN_PEAK_CAPTURES:
+        reasons.append(
+            f"only {counted} capture(s) count connections (a peak needs {MIN_PEAK_CAPTURES})"
+        )
+    growing = [d for d in (f.drivers if f else ()) if d.verdict == "growth"]
+    if growing:
+        named = ", ".join(f"{d.group} {signed(d.rate_per_hour, 0)}/h" for d in growing)
+        reasons.append(f"healthy group(s) still growing at the end ({named})")
+    if f is not None and f.exhausted_at is not None:
+        reasons.append(
+            f"the count was capped at maxclients from {f.exhausted_at:%Y-%m-%d %H:%M} UTC"
+        )
+    if not reasons:
+        return None
+    return (
+        f"the window is too short to have seen a real peak: {'; '.join(reasons)}. Treat {sized} "
+        "as a floor, and plan again over a window that holds your busiest day (deploys, batch "
+        "jobs, failovers)."
+    )
+
+
+def _lowering(ok: pl.DataFrame, current: int, recommended: int) -> str:
+    span = ok.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_seconds()).item()
+    hours = float(span or 0) / 3600
+    return (
+        f"this lowers maxclients from {current} to {recommended}, from {ok.height} captures over "
+        f"{hours:.1f} h: above it the server refuses connections. That makes a leak fail fast, "
+        "but only lower it if this window held your real peak (deploys, batch jobs, failovers)."
+    )
+
+
+def _tight(apps: pl.DataFrame, fit: int | None) -> list[str]:
+    if fit is None or apps.is_empty():
+        return []
+    return [
+        f"{r['app']} already held {r['observed_per_pod']} connections per pod, more than a pool "
+        f"of {fit}: raise maxclients (or add servers) rather than shrink its pool"
+        for r in apps.filter(pl.col("observed_per_pod") > fit).iter_rows(named=True)
+    ]
+
+
+def _observed(counts: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:
+    """Per group and role: its verdict (leak, growth, stable, ...) and its peaks."""
+    judged = (
+        verdicts.select("group", "role", "verdict")
+        if {"group", "role", "verdict"} <= set(verdicts.columns)
+        else pl.DataFrame(schema={"group": pl.String, "role": pl.String, "verdict": pl.String})
+    )
+    peaks = (
         counts.group_by("group", "role")
         .agg(
             peak=pl.col("n").max(),
@@ -329,8 +585,13 @@ def _observed(counts: pl.DataFrame) -> pl.DataFrame:
             idle_over_300_peak=pl.col("idle_over_300").max(),
         )
         .with_columns(peak_per_pod=(pl.col("peak") / pl.col("pods")).ceil().cast(pl.Int64))
-        .sort(["peak", "group", "role"], descending=[True, False, False])
     )
+    return (
+        peaks.join(judged.with_columns(pl.col("group", "role", "verdict").cast(pl.String)),
+                   on=["group", "role"], how="left")
+        .select("group", "role", "verdict", *(c for c in peaks.columns if c not in ("group", "role")))
+        .sort(["peak", "group", "role"], descending=[True, False, False])
+    )  # fmt: skip
 
 
 def _peak_first(ok: pl.DataFrame) -> pl.DataFrame:
@@ -339,8 +600,10 @@ def _peak_first(ok: pl.DataFrame) -> pl.DataFrame:
     return ok.sort(["used", "ts", "instance"], descending=[True, False, False], nulls_last=True)
 
 
-def _apps(spec: DeploymentSpec, observed: pl.DataFrame,
+def _apps(spec: DeploymentSpec, observed: pl.DataFrame, needs: pl.DataFrame,
           what_if: Mapping[str, int] | None) -> tuple[pl.DataFrame, float]:  # fmt: skip
+    """Per app its pools at what-if scale; the total adds the buffer and the peaks of the groups
+    no app matches (`needs`: the observed groups without the leaking ones)."""
     what_if = dict(what_if or {})
     unknown = sorted(set(what_if) - {a.name for a in spec.apps})
     if unknown:
@@ -361,17 +624,15 @@ def _apps(spec: DeploymentSpec, observed: pl.DataFrame,
             "observed_busy_peak": int(seen["busy_peak"].sum()) if seen.height else None,
         })  # fmt: skip
     apps = pl.DataFrame(rows)
-    unmatched = observed.filter(~pl.col("group").is_in([a.match for a in spec.apps]))
+    unmatched = needs.filter(~pl.col("group").is_in([a.match for a in spec.apps]))
     total = float(apps["worst_case"].sum()) + spec.buffer + float(unmatched["peak"].sum())
     return apps, total
 
 
-def _pool_fit(spec: DeploymentSpec, observed: pl.DataFrame, maxclients: int,
+def _pool_fit(spec: DeploymentSpec, needs: pl.DataFrame, maxclients: int,
               what_if: Mapping[str, int] | None) -> int | None:  # fmt: skip
     pods = sum(max(a.hpa_max, (what_if or {}).get(a.name, a.replicas)) for a in spec.apps)
-    others = float(
-        observed.filter(~pl.col("group").is_in([a.match for a in spec.apps]))["peak"].sum()
-    )
+    others = float(needs.filter(~pl.col("group").is_in([a.match for a in spec.apps]))["peak"].sum())
     if pods == 0 or maxclients <= 0:
         return None
     return max(int((maxclients * ALERT_SHARE - spec.buffer - others) // pods), 0)
@@ -401,8 +662,11 @@ def _warnings(ok: pl.DataFrame, current: int, recommended: int, spec_total: floa
         out.append(
             f"at HPA max the apps can open {int(spec_total)} connections, over {ALERT_SHARE:.0%} of "
             f"maxclients {current}"
-            + (f"; a pool of {fit} per pod fits the recommended maxclients {recommended}"
-               if fit is not None else "")
+            + (
+                f"; a pool of {fit} per pod fits the recommended maxclients {recommended}"
+                if fit is not None
+                else ""
+            )
         )
     return tuple(out)
 
