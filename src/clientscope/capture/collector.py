@@ -621,8 +621,10 @@ class _Worker:
         row = take_capture(self._channel, self.target, self.options, self.state)
         notes = _json(row["notes"])
         self._count(row, notes)
-        self.emit(row)  # written before anything else can go wrong
-        self._tell(row, notes)
+        try:
+            self._tell(row, notes)
+        finally:
+            self.emit(row)  # written even when the callback fails
         if row["ok"]:
             self.failures = 0
             return self._next_slot(due)
