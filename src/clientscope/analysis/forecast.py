@@ -216,8 +216,8 @@ def _drivers(groups: GroupCounts, listed: pl.DataFrame) -> list[Driver]:
         n = series["n"].fill_null(0).cast(pl.Float64).to_numpy()
         t = (series["ts"] - series["ts"][0]).dt.total_seconds(fractional=True).to_numpy()
         per_hour = float(row["slope_theil_sen_per_h"])
-        if row["verdict"] == "growth" and not _tail_grows(t, n, per_hour / 3600):
-            continue  # a warm-up or a scale-out that settled: not extrapolated
+        if row["verdict"] == "growth" and (_cycles(n) or not _tail_grows(t, n, per_hour / 3600)):
+            continue  # a cycle, or a warm-up or scale-out that settled: not extrapolated
         now = series.filter(pl.col("capture_id") == last_capture)["n"].fill_null(0)
         out.append(Driver(
             group=str(row["group"]), verdict=GroupVerdict(row["verdict"]), rate_per_hour=per_hour,
@@ -225,6 +225,20 @@ def _drivers(groups: GroupCounts, listed: pl.DataFrame) -> list[Driver]:
             connections_now=int(now[0]) if now.len() else 0, since=row.get("first_survivor_born"),
         ))  # fmt: skip
     return sorted(out, key=lambda d: -d.rate_per_hour)
+
+
+CYCLE_DRAWDOWN = 0.5  # a group that fell this share of its range from a high point cycles
+
+
+def _cycles(n: np.ndarray) -> bool:
+    """Did the count fall back by at least CYCLE_DRAWDOWN of its range after a high point? A
+    load cycle does; a leak never does (its connections do not close), nor does growth in use
+    that only wobbles. A cycle counts at its peak, in the steady part."""
+    if n.size < 3:
+        return False
+    span = float(n.max() - n.min())
+    drawdown = float((np.maximum.accumulate(n) - n).max())
+    return span >= 3 and drawdown >= CYCLE_DRAWDOWN * span
 
 
 def _rate_se(rate: float, r2: float, n: int) -> float:
