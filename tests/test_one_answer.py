@@ -188,3 +188,15 @@ def test_a_cycling_pool_is_never_a_driver(tmp_path: Path, seed: int) -> None:
     r = cs.simulate("mixed", tmp_path / "m", seed=seed)
     f = forecast(r.path)
     assert {d.group for d in f.drivers} == {t.group for t in r.leaking}
+
+
+@pytest.mark.parametrize("scenario", ["mixed", "leak", "blocking"])
+def test_the_report_recommends_the_limit_plan_recommends(
+    sims: dict[str, SimulationResult], scenario: str, tmp_path: Path
+) -> None:
+    path = sims[scenario].path
+    planned = json.loads(cli("plan", str(path), "--json"))
+    md = cs.report(path, tmp_path / "r").markdown.read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| maxclients |"))
+    assert f"**{planned['recommended_maxclients']}**" in row
+    assert f"peak {planned['healthy_peak']}" in row

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from clientscope.analysis import plan
 from clientscope.analysis._common import human_duration
-from clientscope.analysis.capacity import nice_ceil, plan_from, time_to_limit
+from clientscope.analysis.capacity import nice_ceil, plan_from
 from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.model import build_model
 from clientscope.cli import app
@@ -146,7 +146,7 @@ def test_fix_first_says_what_a_limit_buys_in_the_forecasts_own_time(
     assert p.fix_first is not None and p.fix_first == p.warnings[0]
     assert p.fix_first.startswith(f"fix first — {p.left_out[0]} ")
     assert f.time_to_maxclients is not None
-    assert time_to_limit(f, f.maxclients) == f.time_to_maxclients  # the forecast's own time
+    assert f.time_to(f.maxclients) == f.time_to_maxclients  # the forecast's own time
     now = next(r for r in p.runways if "now" in r.label)
     assert now.maxclients == p.current_maxclients and now.lasts == f.time_to_maxclients
     label = "now, recommended" if p.recommended_maxclients == p.current_maxclients else "now"

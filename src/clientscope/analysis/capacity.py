@@ -53,7 +53,7 @@ from clientscope.analysis._common import (
     signed,
     with_clients,
 )
-from clientscope.analysis.forecast import Forecast, _crossing
+from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.config import (
     Where,
@@ -254,33 +254,6 @@ def nice_ceil(value: float, minimum: int = 100) -> int:
 
 
 # ------------------------------------------------------------------ the forecast's course
-def course(f: Forecast) -> tuple[float, float]:
-    """The forecast's line as (level now, connections per hour): the steady part at its peak plus
-    the drivers' connections now, rising at the drivers' summed rates — the line whose crossing
-    is `f.eta_maxclients`. A forecast without groups (INFO-only captures) runs from the last
-    count at the whole count's slope, when it is growing."""
-    if f.method == "groups" and f.steady_peak is not None:
-        start = f.steady_peak + sum(d.connections_now for d in f.drivers)
-        return start, sum(d.rate_per_hour for d in f.drivers)
-    growing = f.verdict in ("will_exhaust", "growing", "exhausted")
-    return f.used_now, f.slope_per_hour if growing else 0.0
-
-
-def level_at(f: Forecast, ahead: timedelta) -> float:
-    """Where the forecast's course puts the count `ahead` of its last capture."""
-    start, per_hour = course(f)
-    return start + max(per_hour, 0.0) * ahead.total_seconds() / 3600
-
-
-def time_to_limit(f: Forecast, limit: float) -> timedelta | None:
-    """How long `limit` lasts from the forecast's last capture on its course (0: already
-    reached; None: nothing grows toward it). For `f.maxclients` of a forecast that will exhaust,
-    this is `f.time_to_maxclients`."""
-    start, per_hour = course(f)
-    crossing = _crossing(start, per_hour / 3600, limit, f.now)
-    return None if crossing is None else max(crossing - f.now, timedelta(0))
-
-
 # ------------------------------------------------------------------ plan
 def check_horizon(value: object, where: Where) -> float:
     """How far ahead a plan must hold, from --horizon: 24h, 2d, 3600 (seconds), at most 365d."""
@@ -336,7 +309,7 @@ def plan_from(
     spec_rec = nice_ceil(spec_total * (1 + room)) if spec_total is not None else None
     obs_rec = nice_ceil(healthy * (1 + room))
     f = server.forecast
-    rising = f is not None and course(f)[1] > 0
+    rising = f is not None and f.course[1] > 0
     at_horizon, floor = _horizon_floor(f, ahead)
     hold = current if f is None or rising or f.verdict == "exhausted" else 0  # never lower then
     recommended = max(obs_rec, spec_rec or 0, floor or 0, hold)
@@ -369,12 +342,29 @@ def plan_from(
     )  # fmt: skip
 
 
+def why_maxclients(p: CapacityPlan) -> str:
+    """One sentence on where the recommended maxclients comes from (the CLI and the report)."""
+    left = f" (leaving out {', '.join(p.left_out)}: fix first)" if p.left_out else ""
+    said = [f"the healthy groups' peak {p.healthy_peak}{left} + {p.headroom:.0%} headroom: "
+            f"{p.observed_recommended}"]  # fmt: skip
+    if p.spec_recommended:
+        said.append(f"the deployment spec needs {p.spec_recommended}")
+    if p.horizon_floor is not None and p.at_horizon is not None:
+        said.append(f"connections reach {p.at_horizon:.0f} within {horizon_text(p.horizon)} on the "
+                    f"forecast's course, so nothing under {p.horizon_floor}")  # fmt: skip
+    if p.recommended_maxclients == p.current_maxclients and p.recommended_maxclients > max(
+        p.observed_recommended, p.spec_recommended or 0, p.horizon_floor or 0
+    ):
+        said.append("kept: lowering it while connections grow brings the exhaustion closer")
+    return "; ".join(said)
+
+
 def _horizon_floor(f: Forecast | None, ahead: timedelta) -> tuple[float | None, int | None]:
     """Where the forecast's course puts the count at the horizon, and the least (rounded) limit
     it does not reach by then; (None, None) when nothing grows."""
-    if f is None or course(f)[1] <= 0:
+    if f is None or f.course[1] <= 0:
         return None, None
-    at_horizon = level_at(f, ahead)
+    at_horizon = f.level_at(ahead)
     return at_horizon, nice_ceil(math.floor(at_horizon) + 1, minimum=1)
 
 
@@ -454,7 +444,7 @@ def _runways(f: Forecast, current: int, recommended: int) -> tuple[Runway, ...]:
     for limit, label in ((current, "now"), (recommended, "recommended")):
         labels.setdefault(limit, []).append(label)
     return tuple(
-        Runway(limit, time_to_limit(f, limit), ", ".join(said))
+        Runway(limit, f.time_to(limit), ", ".join(said))
         for limit, said in sorted(labels.items())
         if limit > 0
     )
@@ -494,7 +484,7 @@ def _beyond_needs(f: Forecast | None, ahead: timedelta, at_horizon: float | None
     within the horizon."""
     if f is None or at_horizon is None or floor is None or floor <= sized:
         return None
-    start, per_hour = course(f)
+    start, per_hour = f.course
     span = horizon_text(ahead)
     kept = (
         " (the limit in force: lowering it while connections grow brings the exhaustion closer)"

@@ -92,6 +92,30 @@ class Forecast(ResultMixin):
             return None
         return max(self.eta_maxclients - self.now, timedelta(0))
 
+    @property
+    def course(self) -> tuple[float, float]:
+        """The forecast's line as (level now, connections per hour): the steady part at its peak
+        plus the drivers' connections now, rising at the drivers' summed rates — the line whose
+        crossing is `eta_maxclients`. Without groups (INFO-only captures) it runs from the last
+        count at the whole count's slope, when that grows."""
+        if self.method == "groups" and self.steady_peak is not None:
+            start = self.steady_peak + sum(d.connections_now for d in self.drivers)
+            return start, sum(d.rate_per_hour for d in self.drivers)
+        growing = self.verdict in ("will_exhaust", "growing", "exhausted")
+        return self.used_now, self.slope_per_hour if growing else 0.0
+
+    def level_at(self, ahead: timedelta) -> float:
+        """Where the course puts the count `ahead` of the last capture."""
+        start, per_hour = self.course
+        return start + max(per_hour, 0.0) * ahead.total_seconds() / 3600
+
+    def time_to(self, level: float) -> timedelta | None:
+        """How long until the course reaches `level` (0: already there; None: nothing grows
+        toward it). `time_to(maxclients)` is `time_to_maxclients` for a server that will exhaust."""
+        start, per_hour = self.course
+        crossing = _crossing(start, per_hour / 3600, level, self.now)
+        return None if crossing is None else max(crossing - self.now, timedelta(0))
+
     def urgency(self) -> tuple[int, float]:
         """Sort key, most urgent first: at the limit (earliest first), then by time to it, then
         the fastest growing. The one ranking of servers (forecast, diagnose, the report)."""

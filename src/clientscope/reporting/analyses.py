@@ -126,22 +126,24 @@ def exhaustion(server: ServerModel | None, summary: Summary, notes: list[str]) -
     )  # fmt: skip
 
 
-def capacity(ds: Any, instance: str | None, notes: list[str]) -> tuple[list[Setting], pl.DataFrame]:
-    """Concrete settings from `plan` (maxclients, timeout, tcp-keepalive, pool per pod) and the
-    per-group peaks behind pool sizes."""
-    from clientscope.analysis import plan
+def capacity(
+    model: Model | None, instance: str | None, notes: list[str]
+) -> tuple[list[Setting], pl.DataFrame]:
+    """Concrete settings from `plan` on the report's model (maxclients, timeout, tcp-keepalive,
+    pool per pod): the values and reasons `clientscope plan` prints, and the per-group peaks."""
+    from clientscope.analysis.capacity import plan_from, why_maxclients
 
+    if model is None:
+        return [], pl.DataFrame()
     try:
-        p = plan(ds, instance=instance)
+        p = plan_from(model, instance=instance)
     except (AnalysisError, ConfigError) as exc:
         notes.append(f"plan could not run on this window: {exc}")
         return [], pl.DataFrame()
     notes.extend(f"plan: {w}" for w in p.warnings)
-    current = _current_config(ds, p.instance)
+    current = _current_config(model.tables, p.instance)
     rows = [
-        Setting("maxclients", str(p.recommended_maxclients),
-                f"peak {p.peak_used} used at {show(p.peak_at)} with {p.headroom:.0%} headroom"
-                + (f"; the deployment spec needs {p.spec_recommended}" if p.spec_recommended else ""),
+        Setting("maxclients", str(p.recommended_maxclients), why_maxclients(p),
                 str(p.current_maxclients or "unknown")),
         Setting("timeout", str(p.suggested_timeout),
                 "closes connections idle longer than any healthy pool left them, leaked ones included",

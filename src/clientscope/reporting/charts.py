@@ -340,7 +340,7 @@ def _draw_projection(ax: Axes, f: Forecast, frame: pl.DataFrame) -> None:
     end = f.eta_maxclients.timestamp() + 0.05 * span if f.eta_maxclients else now + 0.25 * span
     end = min(end, now + 30 * span)
     grid = np.linspace(now, end, 100)
-    start = f.steady_peak + sum(d.connections_now for d in f.drivers)
+    start, _ = f.course
     spread = 1.96 * float(np.sqrt(sum(d.rate_se_per_hour**2 for d in f.drivers)))
     hours = (grid - now) / 3600
     when = (grid * 1e6).astype("datetime64[us]")

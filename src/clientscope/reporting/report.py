@@ -164,7 +164,7 @@ def _content(
         *alert_events(ds, notes),
         *finding_events(found, summary.instance),
     ]
-    settings, pools = capacity(ds, summary.instance, notes)
+    settings, pools = capacity(model, summary.instance, notes)
     rejected_lines = int(ds.rejects.select(pl.len()).collect().item())
     coverage = F.coverage(ds, series, rejected_lines)
     return Content(
