@@ -39,6 +39,11 @@ _EXPORTS: dict[str, str] = {
     "diagnose": "clientscope.analysis",
     "kill_script": "clientscope.analysis",
     "Finding": "clientscope.analysis",
+    # the model every analysis reads, built once, and the analyses' forms that take it
+    "build_model": "clientscope.analysis",
+    "leaks_from": "clientscope.analysis",
+    "diagnose_from": "clientscope.analysis",
+    "plan_from": "clientscope.analysis",
     "simulate": "clientscope.simulation",
     # output
     "report": "clientscope.reporting",

@@ -11,22 +11,28 @@ Each takes a `Dataset` (or a path) and returns a frame or a frozen result with
     plan(ds, spec)       maxclients, pool sizes, timeout
     alerts(ds, rules)    when alert rules would have fired and resolved
     diagnose(ds)         every finding with evidence and remediation
-    kill_script(ds)      CLIENT KILL ID commands to review
+    kill_script(ds)      CLIENT KILL commands (ID + ADDR) for idle clients safe to disconnect
+
+One model of each server (`build_model`: timeline, group counts, lifecycles, group verdicts,
+forecast) is built once per command or report; `leaks_from`, `diagnose_from` and `plan_from`
+read it, and `forecast` is a field of it.
 """
 
 from __future__ import annotations
 
 from clientscope.analysis.alerts import DEFAULT_RULES, Rule, alerts, load_rules
-from clientscope.analysis.capacity import CapacityPlan, DeploymentSpec, load_spec, plan
-from clientscope.analysis.diagnose import Diagnosis, Finding, diagnose
-from clientscope.analysis.forecast import Forecast, forecast
+from clientscope.analysis.capacity import CapacityPlan, DeploymentSpec, load_spec, plan, plan_from
+from clientscope.analysis.diagnose import Diagnosis, Finding, diagnose, diagnose_from
+from clientscope.analysis.forecast import Driver, Forecast, forecast
 from clientscope.analysis.groups import IdleReport, idle, top
 from clientscope.analysis.kill import KillScript, kill_script
-from clientscope.analysis.leaks import LeakReport, leaks
+from clientscope.analysis.leaks import LeakReport, leaks, leaks_from
+from clientscope.analysis.model import Model, ServerModel, build_model
 from clientscope.analysis.summary import Summary, summary
 
 __all__ = [
-    "DEFAULT_RULES", "CapacityPlan", "DeploymentSpec", "Diagnosis", "Finding", "Forecast",
-    "IdleReport", "KillScript", "LeakReport", "Rule", "Summary", "alerts", "diagnose", "forecast",
-    "idle", "kill_script", "leaks", "load_rules", "load_spec", "plan", "summary", "top",
+    "DEFAULT_RULES", "CapacityPlan", "DeploymentSpec", "Diagnosis", "Driver", "Finding", "Forecast",
+    "IdleReport", "KillScript", "LeakReport", "Model", "Rule", "ServerModel", "Summary", "alerts",
+    "build_model", "diagnose", "diagnose_from", "forecast", "idle", "kill_script", "leaks",
+    "leaks_from", "load_rules", "load_spec", "plan", "plan_from", "summary", "top",
 ]  # fmt: skip
