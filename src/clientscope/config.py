@@ -12,7 +12,7 @@ this module, so a value is accepted or refused the same way wherever it came fro
     Where                   where a value came from, as an error names it: an option
                             (`--headroom -5`) or a field of a file (`spec.yaml: app 1
                             (api): field 'replicas' is True (line 4)`)
-    check_keys, whole_number, real_number, duration, text
+    check_keys, whole_number, real_number, duration, prometheus_duration, text
                             the typed checks; each raises `ConfigError` naming the
                             file, line, field, the value seen and what to write instead
 
@@ -47,6 +47,7 @@ __all__ = [
     "line_of",
     "load_yaml",
     "optional",
+    "prometheus_duration",
     "real_number",
     "shown",
     "text",
@@ -152,6 +153,10 @@ def duration(value: object, where: Where, high: float) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         seconds = _duration_text(value.strip().lower())
+    return _in_range(seconds, value, where, high)
+
+
+def _in_range(seconds: float | None, value: object, where: Where, high: float) -> float:
     mend = f"write it like 300, 90s, 5m or 1h, at most {_span(high)}"
     if seconds is None or not math.isfinite(seconds):
         raise where.error(value, f"is not a duration: {mend}")
@@ -163,6 +168,32 @@ def duration(value: object, where: Where, high: float) -> float:
 def _duration_text(text: str) -> float | None:
     match = _DURATION.fullmatch(text)
     return float(match[1]) * _UNITS[match[2] or "s"] if match else None
+
+
+_PROMETHEUS_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0,
+                     "m": 60.0, "s": 1.0, "ms": 0.001}  # fmt: skip
+_PROMETHEUS_DURATION = re.compile(r"(?:\d{1,9}(?:ms|[ywdhms]))+", re.ASCII)
+_PROMETHEUS_PART = re.compile(r"(\d{1,9})(ms|[ywdhms])", re.ASCII)
+
+
+def prometheus_duration(value: object, where: Where, high: float) -> float:
+    """Seconds from a Prometheus duration ('5m', '1h30m', '0s', '2w'), or from anything
+    `duration` reads (300, '90s', '1.5m'), in [0, high]. Units largest first, each once."""
+    seconds = prometheus_seconds(value.strip()) if isinstance(value, str) else None
+    return (
+        duration(value, where, high) if seconds is None else _in_range(seconds, value, where, high)
+    )
+
+
+def prometheus_seconds(text: str) -> float | None:
+    """'1h30m' as 5400.0; None when `text` is not a Prometheus duration."""
+    if len(text) > 64 or not _PROMETHEUS_DURATION.fullmatch(text):
+        return None
+    parts = _PROMETHEUS_PART.findall(text)
+    order = [list(_PROMETHEUS_UNITS).index(unit) for _, unit in parts]
+    if order != sorted(set(order)):  # '5m1h', '1m1m': Prometheus refuses them too
+        return None
+    return sum(int(n) * _PROMETHEUS_UNITS[unit] for n, unit in parts)
 
 
 def _span(seconds: float) -> str:
