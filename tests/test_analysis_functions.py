@@ -333,6 +333,8 @@ def test_command_json_and_tables(datasets: dict[str, SimulationResult], command:
     data = json.loads(text)
     assert data
     assert "Series:" not in text and "shape: (" not in text  # values, not printed frames
+    if command[0] == "alerts":  # the replay: each rule's state, its firings, ... as row lists
+        data = data["states"]
     if command[0] in ("top", "alerts"):  # frames come out as a list of row objects
         assert isinstance(data, list) and all(isinstance(row, dict) for row in data)
         key = "clients" if command[0] == "top" else "rule"
