@@ -47,7 +47,7 @@ from clientscope.analysis._common import (
     pick_captures,
     snapshot_clients,
 )
-from clientscope.analysis.leaks import IDLE_AGE_RATIO, IDLE_MIN_AGE_S, leaks
+from clientscope.analysis.leaks import IDLE_AGE_RATIO, idle_min_age, leaks, went_idle
 from clientscope.analysis.timeline import timeline
 from clientscope.errors import AnalysisError, ConfigError
 from clientscope.escape import printable
@@ -192,12 +192,8 @@ def _leaking_or_default(tables: Tables, cap: dict[str, Any]) -> _Selection:
         return _default("no filter given and no leak found")
     start, end = report.window_start, report.window_end
     span = (end - start).total_seconds() if start and end else 0.0
-    min_age = min(IDLE_MIN_AGE_S, max(3.0, span / 6))  # when leaks counts a connection "went idle"
-    match = (
-        pl.col("group").is_in(groups)
-        & (pl.col("idle") >= IDLE_AGE_RATIO * pl.col("age"))
-        & (pl.col("age") >= min_age)
-    )
+    min_age = idle_min_age(span)
+    match = pl.col("group").is_in(groups) & went_idle(span)  # as leaks counts "went idle"
     reason = pl.concat_str(pl.lit("leaking group "), "group", pl.lit(", idle "), "idle",
                            pl.lit(" s of its "), "age", pl.lit(" s"))  # fmt: skip
     chosen_by = (

@@ -201,16 +201,25 @@ def _trend_stats(counts: pl.DataFrame, ok: pl.DataFrame, inst: str) -> pl.DataFr
     ).join(extra, on=["group", "role"], how="left")
 
 
+def idle_min_age(span_s: float) -> float:
+    """How old a connection must be before "went idle" can be told, in a window of `span_s`."""
+    return min(IDLE_MIN_AGE_S, max(3.0, span_s / 6))
+
+
+def went_idle(span_s: float, idle: str = "idle", age: str = "age") -> pl.Expr:
+    """A connection that went idle soon after it opened (idle >= IDLE_AGE_RATIO of its age, and
+    old enough to tell): the leak signature. One rule for `leaks` and `kill-script`."""
+    return (pl.col(idle) >= IDLE_AGE_RATIO * pl.col(age)) & (pl.col(age) >= idle_min_age(span_s))
+
+
 def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
     """Births, deaths, survivors and how many survivors went idle, per group."""
     span = ok.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_seconds()).item() or 0
-    min_age = min(IDLE_MIN_AGE_S, max(3.0, span / 6))
+    min_age = idle_min_age(span)
     runs = ok.group_by("instance", "run_id").agg(
         run_first=pl.col("ts").min(), run_last=pl.col("ts").max()
     )
-    went_idle = (pl.col("idle_at_last") >= IDLE_AGE_RATIO * pl.col("age_at_last")) & (
-        pl.col("age_at_last") >= min_age
-    )
+    idle_now = went_idle(span, "idle_at_last", "age_at_last")
     frame = life.join(runs, on=["instance", "run_id"], how="inner").with_columns(
         born=pl.col("created_at") > pl.col("run_first"),
         alive=pl.col("last_seen") >= pl.col("run_last"),
@@ -222,7 +231,7 @@ def _lifecycle_stats(life: pl.DataFrame, ok: pl.DataFrame) -> pl.DataFrame:
         births=born.sum(),
         deaths=(born & ~pl.col("alive")).sum(),
         survivors=survivor.sum(),
-        survivors_idle=(survivor & went_idle).sum(),
+        survivors_idle=(survivor & idle_now).sum(),
         survivors_old_enough=(survivor & (pl.col("age_at_last") >= min_age)).sum(),
         median_survivor_age_s=pl.col("age_at_last").filter(survivor).median(),
         first_survivor_born=pl.col("created_at").filter(survivor).min(),
