@@ -184,6 +184,13 @@ def test_a_rule_that_fired_and_resolved_is_inactive_since_its_resolution() -> No
     assert (row["state"], row["since"], row["fired"], row["resolved"]) == ("inactive", ts[30], 1, 1)
     episode = replay.firings.row(0, named=True)
     assert (episode["pending_since"], episode["resolved_at"]) == (ts[5], ts[30])
+    brief = replay_alerts(
+        designed(20, blocked_clients=[0] * 5 + [20] * 3 + [0] * 12), forecast_within=None
+    )
+    row = state(brief.states, "RedisBlockedClients")
+    assert (row["state"], row["detail"], row["pending_only"], row["fired"]) == (
+        "inactive", "was pending, never fired", 1, 0,
+    )  # fmt: skip
 
 
 def test_json_gives_what_the_tables_show(saturated: SimulationResult) -> None:
@@ -265,6 +272,20 @@ def test_the_forecast_rule_builds_a_bounded_number_of_models(tmp_path: Path) -> 
     assert replay.exhaustions.height >= 1
     assert replay.forecast_checks.height <= FORECAST_GRID + 12
     assert took < 60, took
+
+
+def test_exhaustions_apart_are_counted_apart_and_the_forecast_rule_checks_the_first_five() -> None:
+    apart = designed(32 * 7, connected_clients=([50] * 30 + [100] * 2) * 7)  # 7.5 min apart
+    replay = replay_alerts(apart)
+    assert replay.exhaustions["exhaustion"].to_list() == [1, 2, 3, 4, 5, 6, 7]
+    leak_aware = replay.warnings.filter(pl.col("rule") == "forecast: maxclients within 1 h")
+    not_checked = leak_aware["warning"].str.starts_with(
+        "not checked: the forecast rule is replayed"
+    )
+    assert not_checked.to_list() == [False] * 5 + [True] * 2
+    assert set(replay.forecast_checks["exhaustion"]) == {1, 2, 3, 4, 5}
+    close = designed(12 * 4, connected_clients=([50] * 10 + [100] * 2) * 4)  # 2.5 min apart
+    assert replay_alerts(close, forecast_within=None).exhaustions.height == 1
 
 
 # ------------------------------------------------------------------ Prometheus rules files

@@ -124,7 +124,7 @@ MAX_EXPR_DEPTH = 32  # brackets, signs and operators in a row
 MAX_RULES = 500
 FORECAST_GRID = 12  # leak-aware rule: captures evaluated before each exhaustion, then bisection
 LOOKBACK_CAPTURES = 2000  # ... each on at most this many captures before it
-MAX_FORECAST_EXHAUSTIONS = 5  # per instance
+MAX_FORECAST_EXHAUSTIONS = 5  # the first ones of the data (of every instance)
 
 
 # ------------------------------------------------------------------ rules
@@ -281,6 +281,8 @@ class _PromQLError(ConfigError):
 
 def compile_promql(expr: str, where: Where) -> _Node:
     """`expr` compiled, or a ConfigError: `where` said, then the part not supported."""
+    if not isinstance(expr, str):
+        raise where.error(expr, "must be text")
     try:
         return _compiled(expr)
     except _PromQLError as exc:
@@ -856,7 +858,8 @@ def _state(rule: Rule, episodes: list[dict[str, Any]], last_sample: datetime | N
         row |= {"state": "pending", "since": now["pending_since"],
                 "detail": f"pending for {pending} of {_short(rule.for_s)}"}  # fmt: skip
     elif episodes:
-        row |= {"since": episodes[-1]["resolved_at"], "detail": "resolved"}
+        ended = "resolved" if episodes[-1]["fired_at"] is not None else "was pending, never fired"
+        row |= {"since": episodes[-1]["resolved_at"], "detail": ended}
     silent = (end - last_sample).total_seconds()
     if now is not None and silent > gap_s:
         row["detail"] += f"; no sample in the last {_short(silent)} (failed captures)"
@@ -970,9 +973,7 @@ def _forecast_warning(tables: Tables, part: pl.DataFrame, ex: dict[str, Any], si
                       within_s: float, lookback_s: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """The leak-aware rule "the forecast puts maxclients within `within_s`" before exhaustion
     `ex`: evaluated at up to FORECAST_GRID captures, its firing then bisected to the capture."""
-    name = f"forecast: maxclients within {_short(within_s)}"
-    row = {"instance": ex["instance"], "exhaustion": ex["exhaustion"], "impact_at": ex["impact_at"],
-           "rule": name, "severity": Severity.CRITICAL.value, "fired_at": None, "lead_s": None}  # fmt: skip
+    row = _forecast_row(ex, within_s)
     keep = pl.col("ok") & pl.col("has_clients") & (pl.col("ts") < ex["limit_at"])
     ts = part.filter(keep & (pl.col("ts") >= since) if since is not None else keep)["ts"].to_list()
     if len(ts) < 3:
@@ -1008,6 +1009,12 @@ def _forecast_warning(tables: Tables, part: pl.DataFrame, ex: dict[str, Any], si
     text += f"; checked at {len(checks)} captures"
     return ({**row, "fired_at": ts[high], "lead_s": lead, "warning": text},
             sorted(checks.values(), key=lambda c: c["ts"]))  # fmt: skip
+
+
+def _forecast_row(ex: dict[str, Any], within_s: float) -> dict[str, Any]:
+    return {"instance": ex["instance"], "exhaustion": ex["exhaustion"], "impact_at": ex["impact_at"],
+            "rule": f"forecast: maxclients within {_short(within_s)}",
+            "severity": Severity.CRITICAL.value, "fired_at": None, "lead_s": None}  # fmt: skip
 
 
 def _precision(lead: timedelta) -> timedelta:
@@ -1184,13 +1191,20 @@ def _warnings(tables: Tables, tl: pl.DataFrame, rules: list[Rule],
     checks: list[dict[str, Any]] = []
     since: dict[str, datetime | None] = {}
     parts = {str(k[0]): v for k, v in tl.partition_by("instance", as_dict=True).items()}
+    first = sorted(exhaustions, key=lambda e: e["impact_at"])[:MAX_FORECAST_EXHAUSTIONS]
+    checked = {(e["instance"], e["exhaustion"]) for e in first}
     for ex in exhaustions:
         inst = ex["instance"]
         before = since.get(inst)
         warnings += [_rule_warning(r, episodes[(r.name, inst)], ex, before) for r in rules]
-        if within is not None and ex["exhaustion"] <= MAX_FORECAST_EXHAUSTIONS:
+        if within is not None and (inst, ex["exhaustion"]) in checked:
             row, done = _forecast_warning(tables, parts[inst], ex, before, within, lookback)
             warnings.append(row)
             checks += done
+        elif within is not None:
+            warnings.append(_forecast_row(ex, within) | {"warning": (
+                f"not checked: the forecast rule is replayed before the first "
+                f"{MAX_FORECAST_EXHAUSTIONS} exhaustions of the data only (about 20 models each)"
+            )})  # fmt: skip
         since[inst] = ex["ended_at"]
     return warnings, checks
