@@ -481,3 +481,26 @@ def test_an_instance_name_round_trips_and_stays_inside_the_dataset(
     _unparse(root, result.batch)
     assert repair(root) == [result.batch]  # the name read back from its folder is the same
     assert set(open_dataset(root).clients.collect()["instance"]) == {name}
+
+
+# ------------------------------------------------------------------ a batch the parser fails on
+def test_a_batch_the_parser_fails_on_is_set_aside_not_repeated(tmp_path: Path) -> None:
+    """A raw batch no parser can read (here: written by another version, a number where the
+    reply bytes go) is set aside with why, raw kept; every later open reads the rest and says
+    so, instead of failing on the same batch again."""
+    root = tmp_path / "ds"
+    import_dumps([FIXTURES / "dumps" / "loop-valkey.txt"], root)
+    good = open_dataset(root).captures.select(pl.len()).collect().item()
+    first = sorted((root / "raw").rglob("*.parquet"))[0]
+    broken = pl.read_parquet(first, hive_partitioning=False).with_columns(
+        pl.lit(12345).alias("client_list"), pl.lit("other-version").alias("capture_id")
+    )
+    odd = first.with_name("20990101T000000-0123456789ab.parquet")
+    broken.write_parquet(odd)
+    for _ in range(2):  # the first open sets it aside, the second does not try again
+        with pytest.warns(dataset.DatasetWarning, match="could not be parsed and are set aside"):
+            ds = open_dataset(root)
+        assert ds.captures.select(pl.len()).collect().item() == good
+    assert odd.exists()  # raw is never lost
+    assert list(dataset.quarantined(root)) == [str(odd.relative_to(root / "raw"))]
+    assert "client_list" in dataset.quarantined(root)[str(odd.relative_to(root / "raw"))]

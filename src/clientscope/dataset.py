@@ -44,6 +44,7 @@ from clientscope.schema import RAW_SCHEMA, TABLES
 __all__ = [
     "Dataset",
     "DatasetWarning",
+    "quarantined",
     "RawPart",
     "WriteResult",
     "append_raw",
@@ -426,7 +427,41 @@ def unparsed_batches(root: Path) -> list[Path]:
     parsed = set(raw)
     for name in TABLES:
         parsed &= {p.relative_to(root / name) for p in _listed(root, name)}
-    return sorted(root / "raw" / rel for rel in raw - parsed if rel.name not in merging)
+    set_aside = {Path(rel) for rel in quarantined(root)}
+    return sorted(
+        root / "raw" / rel for rel in raw - parsed - set_aside if rel.name not in merging
+    )
+
+
+QUARANTINE = "quarantine.jsonl"
+"""Raw batches the parser failed on: kept (raw is lossless), set aside so that no later command
+repeats the failure, listed with why. `clientscope` parses them again once this line is removed."""
+
+
+def quarantined(root: Path) -> dict[str, str]:
+    """Raw files (relative to raw/) set aside because parsing them failed, with the reason."""
+    import json
+
+    path = root / QUARANTINE
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text("utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            entry = json.loads(line)
+            out[str(entry["raw"])] = str(entry["why"])
+    return out
+
+
+def _set_aside(root: Path, raw_file: Path, exc: BaseException) -> None:
+    import json
+
+    from clientscope.escape import printable
+
+    entry = {"raw": str(raw_file.relative_to(root / "raw")), "at": datetime.now(UTC).isoformat(),
+             "why": printable(f"{type(exc).__name__}: {exc}", limit=500)}  # fmt: skip
+    with open(root / QUARANTINE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
 
 
 def repair(root: Path) -> list[str]:
@@ -439,10 +474,18 @@ def repair(root: Path) -> list[str]:
     for raw_file in readable_files(unparsed_batches(root), "raw"):
         instance_dir, date_dir = raw_file.relative_to(root / "raw").parts[:2]
         instance = urllib.parse.unquote(instance_dir.removeprefix("instance="))
-        part = pl.read_parquet(raw_file, hive_partitioning=False).with_columns(
-            pl.lit(instance).alias("instance")
-        )
-        _write_parsed(root, part, instance, date_dir.removeprefix("date="), raw_file.stem)
+        try:
+            part = pl.read_parquet(raw_file, hive_partitioning=False).with_columns(
+                pl.lit(instance).alias("instance")
+            )
+            _write_parsed(root, part, instance, date_dir.removeprefix("date="), raw_file.stem)
+        except (OSError, DatasetWriteError):
+            raise  # the disk, not the batch: nothing to set aside
+        except BaseException as exc:  # a Polars panic is a BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            _set_aside(root, raw_file, exc)  # the next command must not fail on it again
+            continue
         repaired.append(raw_file.stem)
     return repaired
 
@@ -594,6 +637,12 @@ def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
     unparsed = _mend_if_free(root) if repair_missing else unparsed_batches(root)
     if unparsed:
         warnings.warn(DatasetWarning(_unparsed_message(root, unparsed)), stacklevel=2)
+    if set_aside := quarantined(root):
+        first, why = next(iter(set_aside.items()))
+        warnings.warn(DatasetWarning(
+            f"{root}: {len(set_aside)} raw batch file(s) could not be parsed and are set aside "
+            f"(their raw bytes are kept; see {QUARANTINE}); the first: raw/{first}: {why}"
+        ), stacklevel=2)  # fmt: skip
     return Dataset(root, unparsed=tuple(unparsed))
 
 
