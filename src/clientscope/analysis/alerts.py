@@ -974,7 +974,7 @@ def _forecast_warning(tables: Tables, part: pl.DataFrame, ex: dict[str, Any], si
     """The leak-aware rule "the forecast puts maxclients within `within_s`" before exhaustion
     `ex`: evaluated at up to FORECAST_GRID captures, its firing then bisected to the capture."""
     row = _forecast_row(ex, within_s)
-    keep = pl.col("ok") & pl.col("has_clients") & (pl.col("ts") < ex["limit_at"])
+    keep = pl.col("ok") & pl.col("used").is_not_null() & (pl.col("ts") < ex["limit_at"])
     ts = part.filter(keep & (pl.col("ts") >= since) if since is not None else keep)["ts"].to_list()
     if len(ts) < 3:
         return {**row, "warning": f"too few captures before {_impact(ex)} to forecast"}, []
