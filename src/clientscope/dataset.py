@@ -44,13 +44,13 @@ from clientscope.schema import RAW_SCHEMA, TABLES
 __all__ = [
     "Dataset",
     "DatasetWarning",
-    "quarantined",
     "RawPart",
     "WriteResult",
     "append_raw",
     "append_tables",
     "known_content_hashes",
     "open_dataset",
+    "quarantined",
 ]
 
 TableName = Literal["raw", "captures", "clients", "info", "info_fields", "rejects"]
