@@ -23,8 +23,10 @@ from YAML in either of two forms. A Prometheus rules file (or a bare list of its
 `expr` is PromQL over the series in SERIES (one sample per capture and instance): numbers,
 + - * /, brackets, > >= < <= == !=, `and` / `or` / `unless`, rate(...[5m]) and
 increase(...[5m]) of the two counters, and an `instance` matcher ({instance="cache-a"}).
-Anything else (sum by, offset, other functions or labels) is a ConfigError naming the file,
-the rule and the part. Or the simple form, a timeline column (METRICS) or a ratio `a / b`:
+Anything else (sum by, offset, other functions or labels, recording rules, keep_firing_for) is
+a ConfigError naming the file, the rule and the part. A group's interval, limit, query_offset
+and labels are read and not used. Or the simple form, a timeline column (METRICS) or a ratio
+`a / b`:
 
     rules:
       - {name: PoolNearlyFull, metric: utilization, op: ">", threshold: 0.9, for: 2m,
@@ -43,8 +45,9 @@ apart are one. For each, the warning every rule gave before its first rejection 
 capture at the limit), and the warning of a leak-aware rule: "the forecast (`analysis.model`,
 the decomposition) puts maxclients within `forecast_within`", evaluated on the last
 `forecast_lookback` of captures (at most LOOKBACK_CAPTURES) at up to FORECAST_GRID captures
-before the exhaustion, its first firing then found to the capture by bisection (assuming it
-keeps firing once it starts): about 20 models per exhaustion, not one per capture.
+before the exhaustion, its first firing then looked for by bisection to within a minute or 5 %
+of its lead (assuming it keeps firing once it starts): about 20 models per exhaustion, not one
+per capture, for the first MAX_FORECAST_EXHAUSTIONS exhaustions of the data.
 """
 
 from __future__ import annotations
