@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "leaks_from": "clientscope.analysis",
     "diagnose_from": "clientscope.analysis",
     "plan_from": "clientscope.analysis",
+    "replay_alerts": "clientscope.analysis",
+    "replay_from": "clientscope.analysis",
     "simulate": "clientscope.simulation",
     # output
     "report": "clientscope.reporting",

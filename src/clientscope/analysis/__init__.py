@@ -20,7 +20,15 @@ read it, and `forecast` is a field of it.
 
 from __future__ import annotations
 
-from clientscope.analysis.alerts import DEFAULT_RULES, Rule, alerts, load_rules
+from clientscope.analysis.alerts import (
+    DEFAULT_RULES,
+    AlertReplay,
+    Rule,
+    alerts,
+    load_rules,
+    replay_alerts,
+    replay_from,
+)
 from clientscope.analysis.capacity import CapacityPlan, DeploymentSpec, load_spec, plan, plan_from
 from clientscope.analysis.diagnose import Diagnosis, Finding, diagnose, diagnose_from
 from clientscope.analysis.forecast import Driver, Forecast, forecast
@@ -31,8 +39,9 @@ from clientscope.analysis.model import Model, ServerModel, build_model
 from clientscope.analysis.summary import Summary, summary
 
 __all__ = [
-    "DEFAULT_RULES", "CapacityPlan", "DeploymentSpec", "Diagnosis", "Driver", "Finding", "Forecast",
+    "DEFAULT_RULES", "AlertReplay", "CapacityPlan", "DeploymentSpec", "Diagnosis", "Driver", "Finding", "Forecast",
     "IdleReport", "KillScript", "LeakReport", "Model", "Rule", "ServerModel", "Summary", "alerts",
     "build_model", "diagnose", "diagnose_from", "forecast", "idle", "kill_script", "leaks",
-    "leaks_from", "load_rules", "load_spec", "plan", "plan_from", "summary", "top",
+    "leaks_from", "load_rules", "load_spec", "plan", "plan_from", "replay_alerts", "replay_from",
+    "summary", "top",
 ]  # fmt: skip

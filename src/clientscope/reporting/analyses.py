@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from clientscope.errors import AnalysisError, ConfigError
+from clientscope.errors import AnalysisError, ConfigError, DatasetError
 from clientscope.reporting.facts import Event, Summary
 from clientscope.reporting.render import FindingView, Setting
 from clientscope.vocabulary import Severity
@@ -88,17 +88,21 @@ def cause(found: list[FindingView]) -> str:
     return chosen[0].title if chosen else "no cause found"
 
 
-def alert_events(ds: Any, notes: list[str]) -> list[Event]:
-    """The default alert rules replayed over the captures: when each fired and resolved."""
-    from clientscope.analysis import alerts
+def alert_events(model: Model | None, notes: list[str]) -> list[Event]:
+    """The alert rules replayed over the captures (`clientscope alerts`' replay): when each fired
+    and resolved, what is still pending or firing at the end, and how much warning each rule and
+    the leak-aware forecast rule gave before each exhaustion."""
+    from clientscope.analysis.alerts import replay_from
 
+    if model is None:
+        return []
     try:
-        fired = alerts(ds)
-    except (AnalysisError, ConfigError) as exc:
+        replay = replay_from(model)
+    except (AnalysisError, ConfigError, DatasetError) as exc:
         notes.append(f"alert replay could not run on this window: {exc}")
         return []
     events = []
-    for row in fired.iter_rows(named=True):
+    for row in replay.firings.iter_rows(named=True):
         inst, rule = str(row["instance"] or ""), f"{row['rule']} ({row['severity']})"
         peak = f", peak {show(row['peak'])}" if row.get("peak") is not None else ""
         events.append(
@@ -106,6 +110,17 @@ def alert_events(ds: Any, notes: list[str]) -> list[Event]:
         )
         if row["resolved_at"] is not None:
             events.append(Event(row["resolved_at"], "alert", inst, f"alert {rule} resolved"))
+    for row in replay.states.filter(pl.col("state") == "pending").iter_rows(named=True):
+        events.append(Event(replay.data_end, "alert", str(row["instance"] or ""),
+                            f"alert {row['rule']} at the end of the data: {row['detail']}"))  # fmt: skip
+    by_exhaustion: dict[tuple[str, object], list[str]] = {}
+    for row in replay.warnings.iter_rows(named=True):
+        by_exhaustion.setdefault((str(row["instance"] or ""), row["impact_at"]), []).append(
+            f"{row['rule']}: {row['warning']}"
+        )
+    for (inst, at), said in by_exhaustion.items():
+        if isinstance(at, datetime):
+            events.append(Event(at, "alert", inst, "warning before this exhaustion — " + "; ".join(said)))
     return events
 
 

@@ -161,7 +161,7 @@ def _content(
     summary = replace(exhaustion(server, summary, notes), cause=cause(found))
     events = [
         *F.timeline(series, server.forecast if server else None),
-        *alert_events(ds, notes),
+        *alert_events(model, notes),
         *finding_events(found, summary.instance),
     ]
     settings, pools = capacity(model, summary.instance, notes)
