@@ -21,12 +21,12 @@ from clientscope.analysis._common import jsonable
 from clientscope.analysis.alerts import (
     DEFAULT_RULES,
     FORECAST_GRID,
-    MAX_EXPR_CHARS,
     Rule,
     alerts,
     load_rules,
     replay_alerts,
 )
+from clientscope.analysis.promql import MAX_EXPR_CHARS
 from clientscope.analysis.timeline import timeline
 from clientscope.cli import app
 from clientscope.config import MAX_BYTES, Where
@@ -502,7 +502,7 @@ TOKENS = st.sampled_from([
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(TOKENS, max_size=40).map(" ".join))
 def test_any_token_soup_compiles_or_is_a_config_error(expr: str) -> None:
-    from clientscope.analysis.alerts import compile_promql
+    from clientscope.analysis.promql import compile_promql
 
     try:
         node = compile_promql(expr, Where.option("expr"))
