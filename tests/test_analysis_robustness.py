@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from clientscope.analysis import diagnose, forecast, idle, leaks, plan, top
-from clientscope.analysis._common import timeline
+from clientscope.analysis.timeline import timeline
 from clientscope.analysis.trend import linear_fit
 from clientscope.errors import AnalysisError
 from clientscope.simulation import simulate, simulate_tables

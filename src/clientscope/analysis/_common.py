@@ -245,8 +245,3 @@ def human_duration(delta: timedelta | float | None) -> str:
     ]
     text = " ".join(p for p in parts if p)
     return text if text and days + hours else (text + f" {secs} s").strip()
-
-
-# moved to analysis.timeline; re-exported until every module imports it from there
-from clientscope.analysis.timeline import instances as instances  # noqa: E402
-from clientscope.analysis.timeline import timeline as timeline  # noqa: E402
