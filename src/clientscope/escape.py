@@ -49,7 +49,10 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 # inline markers: emphasis, code, links, cells, strikes; `_` inside a word is no marker
 _MARKDOWN = re.compile(r"([\\`*\[\]|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
 _BACKTICKS = re.compile("`+")
-_MARKDOWN_START = re.compile(r"^(\s*|\s*\d+(?=[.)]))([#>+=.)-])")  # heading, quote, list markers
+# block markers at the start of a line: a heading / list item (marker then a space), an ordered
+# item (1. / 1) then a space), a rule or setext underline (a line of - or =); a quote's `>` is
+# already `&gt;`, which opens no quote
+_MARKDOWN_START = re.compile(r"^(\s*|\s*\d+)([#+-](?=\s|$)|[.)](?<=\d[.)])(?=\s|$)|[-=](?=[-=]*\s*$))")
 
 
 def _visible(char: str) -> str:
