@@ -225,7 +225,18 @@ def fake_server(**answers: Script) -> Iterator[FakeServer]:
 
 # ------------------------------------------------------------------ helpers
 
-CLIENTSCOPE = [sys.executable, "-c", "from clientscope.cli import main; main()"]
+# The child says its own peak RSS at exit: VmHWM starts over at exec, while wait4's ru_maxrss
+# keeps the high-water mark of the process that forked it (pytest, hundreds of MB late in a run)
+HWM = "clientscope-test-vmhwm-kb="
+CLIENTSCOPE = [sys.executable, "-c", (
+    "import atexit, os\n"
+    "def hwm():\n"
+    "    kb = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    f"    os.write(2, b'\\n{HWM}' + kb.encode() + b'\\n')\n"
+    "atexit.register(hwm)\n"
+    "from clientscope.cli import main\n"
+    "main()\n"
+)]
 FAST = Timeouts(connect=1.0, read=2.0)
 
 
@@ -283,7 +294,9 @@ def run_cli(
         reader.join(10)
     seconds = time.monotonic() - started
     assert seconds < timeout, f"clientscope {' '.join(args)} was killed after {timeout}s"
-    return Run(proc.returncode, output["out"], output["err"], seconds, usage.ru_maxrss / 1024)
+    err, _, kb = output["err"].rpartition(f"\n{HWM}")
+    peak = int(kb.strip()) / 1024 if kb.strip().isdigit() else usage.ru_maxrss / 1024
+    return Run(proc.returncode, output["out"], err if kb else output["err"], seconds, peak)
 
 
 def rows_of(out: Path) -> pl.DataFrame:
