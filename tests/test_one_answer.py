@@ -197,6 +197,74 @@ def test_the_report_recommends_the_limit_plan_recommends(
     path = sims[scenario].path
     planned = json.loads(cli("plan", str(path), "--json"))
     md = cs.report(path, tmp_path / "r").markdown.read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| maxclients |"))
+    settings = md[md.index("## Recommended settings") :]
+    row = next(line for line in settings.splitlines() if line.startswith("| maxclients |"))
     assert f"**{planned['recommended_maxclients']}**" in row
     assert f"peak {planned['healthy_peak']}" in row
+
+
+# ------------------------------------------------------------------ the report vs --json, everywhere
+def _every_dataset() -> list[str]:
+    from clientscope.simulation import SCENARIOS
+
+    return [*SCENARIOS, "fixture:example"]
+
+
+@pytest.fixture(scope="module")
+def every(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from conftest import FIXTURES
+
+    root = tmp_path_factory.mktemp("every")
+    out = {"fixture:example": FIXTURES / "datasets" / "example"}
+    for name in _every_dataset()[:-1]:
+        out[name] = cs.simulate(name, root / name, seed=3).path
+    return out
+
+
+@pytest.mark.parametrize("name", _every_dataset())
+def test_every_figure_the_report_shows_is_the_one_json_gives(
+    every: dict[str, Path], name: str, tmp_path: Path
+) -> None:
+    """Time to maxclients, peak, largest holder, leak rates, the plan's limit and the idle
+    what-if: the report (Markdown) against the commands' --json, on every simulation scenario
+    and the committed fixture dataset."""
+    path = every[name]
+    md = cs.report(path, tmp_path / "r").markdown.read_text()
+    card = {m[1]: m[2] for m in re.finditer(r"^- \*\*(.+?):\*\* (.+)$", md, re.M)}
+    diagnosis = json.loads(cli("diagnose", str(path), "--json"))
+    shown_instance = re.search(r"^_(\S+)", md, re.M)
+    assert shown_instance is not None
+    inst = shown_instance[1]
+    # the peak: the card's, as diagnose counts it for that server
+    own = json.loads(cli("diagnose", str(path), "--instance", inst, "--json"))
+    assert card["Peak clients vs maxclients"].startswith(f"{own['peak_used']} / ")
+    # time to maxclients: the card's is forecast's for that server
+    f = json.loads(cli("forecast", str(path), "--instance", inst, "--json"))
+    if f["verdict"] == "will_exhaust" and f["eta_maxclients"]:
+        from datetime import datetime
+
+        left = datetime.fromisoformat(f["eta_maxclients"]) - datetime.fromisoformat(f["now"])
+        assert card["Time to exhaustion"].startswith(human_duration(left))
+    else:
+        assert not re.match(r"\d", card["Time to exhaustion"]), card["Time to exhaustion"]
+    # findings (leak rates, the largest holder): the report's are diagnose's, word for word
+    for finding in diagnosis["findings"]:
+        assert finding["title"] in md.replace("\\", "")
+        assert finding["summary"][:120] in md.replace("\\", "")
+    # the plan's limit
+    planned = json.loads(cli("plan", str(path), "--instance", inst, "--json"))
+    settings = md[md.index("## Recommended settings") :]
+    row = next(line for line in settings.splitlines() if line.startswith("| maxclients |"))
+    assert f"**{planned['recommended_maxclients']}**" in row
+    # the idle what-if of the idle chart: what idle counts at that capture
+    ds = cs.open_dataset(path)
+    fig = charts.idle_distribution(ds, instance=inst, timeout=300)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else []
+    said = [lab for lab in labels if "what-if" in lab]
+    if said:
+        closed, judged = (int(n) for n in re.findall(r"closes (\d+) of (\d+) normal", said[0])[0])
+        peak = peak_capture(timeline(ds), inst)
+        assert peak is not None
+        report = idle(ds, at=peak["ts"], instance=inst, timeouts=[300])  # type: ignore[arg-type]
+        assert report.timeouts.filter(pl.col("timeout") == 300)["would_close_now"].item() == closed
+        assert report.groups["clients"].sum() == judged
