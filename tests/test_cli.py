@@ -57,6 +57,7 @@ def test_the_public_api_is_exactly_the_documented_one() -> None:
         "summary", "top", "idle", "leaks", "forecast", "plan", "alerts", "diagnose",
         "kill_script", "Finding", "simulate",
         "build_model", "leaks_from", "diagnose_from", "plan_from", "replay_alerts", "replay_from",
+        "summary_from", "top_from", "idle_from",
         "report", "export", "charts",
         "ClientscopeError",
     }  # fmt: skip

@@ -268,3 +268,20 @@ def test_every_figure_the_report_shows_is_the_one_json_gives(
         report = idle(ds, at=peak["ts"], instance=inst, timeouts=[300])  # type: ignore[arg-type]
         assert report.timeouts.filter(pl.col("timeout") == 300)["would_close_now"].item() == closed
         assert report.groups["clients"].sum() == judged
+
+
+def test_every_analysis_reads_a_model_built_once_as_it_reads_the_dataset(
+    sims: dict[str, SimulationResult],
+) -> None:
+    from polars.testing import assert_frame_equal
+
+    path = sims["mixed"].path
+    ds = cs.open_dataset(path)
+    model = build_model(ds)
+    assert_frame_equal(cs.top_from(model, "group"), top(ds, "group"))
+    assert_frame_equal(cs.idle_from(model).groups, idle(ds).groups)
+    assert_frame_equal(cs.summary_from(model).snapshot, cs.summary(ds).snapshot)
+    assert cs.leaks_from(model).to_dict() == leaks(ds).to_dict()
+    assert cs.diagnose_from(model).to_dict() == diagnose(ds).to_dict()
+    assert cs.plan_from(model).to_dict() == cs.plan(ds).to_dict()
+    assert model.server().require_forecast() == forecast(ds)

@@ -46,6 +46,9 @@ _EXPORTS: dict[str, str] = {
     "plan_from": "clientscope.analysis",
     "replay_alerts": "clientscope.analysis",
     "replay_from": "clientscope.analysis",
+    "summary_from": "clientscope.analysis",
+    "top_from": "clientscope.analysis",
+    "idle_from": "clientscope.analysis",
     "simulate": "clientscope.simulation",
     # output
     "report": "clientscope.reporting",

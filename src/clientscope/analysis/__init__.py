@@ -32,16 +32,46 @@ from clientscope.analysis.alerts import (
 from clientscope.analysis.capacity import CapacityPlan, DeploymentSpec, load_spec, plan, plan_from
 from clientscope.analysis.diagnose import Diagnosis, Finding, diagnose, diagnose_from
 from clientscope.analysis.forecast import Driver, Forecast, forecast
-from clientscope.analysis.groups import IdleReport, idle, top
+from clientscope.analysis.groups import IdleReport, idle, idle_from, top, top_from
 from clientscope.analysis.kill import KillScript, kill_script
 from clientscope.analysis.leaks import LeakReport, leaks, leaks_from
 from clientscope.analysis.model import Model, ServerModel, build_model
-from clientscope.analysis.summary import Summary, summary
+from clientscope.analysis.summary import Summary, summary, summary_from
 
 __all__ = [
-    "DEFAULT_RULES", "AlertReplay", "CapacityPlan", "DeploymentSpec", "Diagnosis", "Driver", "Finding", "Forecast",
-    "IdleReport", "KillScript", "LeakReport", "Model", "Rule", "ServerModel", "Summary", "alerts",
-    "build_model", "diagnose", "diagnose_from", "forecast", "idle", "kill_script", "leaks",
-    "leaks_from", "load_rules", "load_spec", "plan", "plan_from", "replay_alerts", "replay_from",
-    "summary", "top",
+    "DEFAULT_RULES",
+    "AlertReplay",
+    "CapacityPlan",
+    "DeploymentSpec",
+    "Diagnosis",
+    "Driver",
+    "Finding",
+    "Forecast",
+    "IdleReport",
+    "KillScript",
+    "LeakReport",
+    "Model",
+    "Rule",
+    "ServerModel",
+    "Summary",
+    "alerts",
+    "build_model",
+    "diagnose",
+    "diagnose_from",
+    "forecast",
+    "idle",
+    "idle_from",
+    "kill_script",
+    "leaks",
+    "leaks_from",
+    "load_rules",
+    "load_spec",
+    "plan",
+    "plan_from",
+    "replay_alerts",
+    "replay_from",
+    "summary",
+    "summary_from",
+    "top",
+    "top_from",
 ]  # fmt: skip

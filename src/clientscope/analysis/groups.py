@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -25,6 +26,9 @@ from clientscope.analysis._common import (
 from clientscope.analysis.timeline import timeline
 from clientscope.errors import ConfigError
 from clientscope.schema import UNNAMED
+
+if TYPE_CHECKING:
+    from clientscope.analysis.model import Model
 
 # `by` names users type -> expression over the clients table
 DIMENSIONS: dict[str, pl.Expr] = {
@@ -84,8 +88,25 @@ def top(
     the mean and peak count per capture and when the peak was.
     """
     tables = as_tables(ds)
+    return _top(tables, timeline(tables, instance), by, at, since, until, limit)
+
+
+def top_from(
+    model: Model,
+    by: str | Sequence[str] = "ip",
+    *,
+    at: datetime | str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    limit: int = 20,
+) -> pl.DataFrame:
+    """`top` on a model already built (its timeline is not built again)."""
+    return _top(model.tables, model.timeline, by, at, since, until, limit)
+
+
+def _top(tables: Tables, tl: pl.DataFrame, by: str | Sequence[str], at: datetime | str | None,
+         since: datetime | str | None, until: datetime | str | None, limit: int) -> pl.DataFrame:  # fmt: skip
     dims = _dimensions(by)
-    tl = timeline(tables, instance)
     if since is None and until is None:
         caps = pick_captures(tl, at)
     else:
@@ -173,13 +194,31 @@ def idle(
     instance: str | None = None,
     timeouts: Sequence[int] = (300, 600),
 ) -> IdleReport:
-    """Idle distribution per group (default: name, or lib@ip) at the latest capture (or `at`)."""
+    """Idle distribution per group (default: name, or `(unnamed) lib@ip`) at the latest capture
+    (or `at`)."""
     tables = as_tables(ds)
+    return _idle(tables, timeline(tables, instance), lifecycles(tables, instance), by, at, timeouts)
+
+
+def idle_from(
+    model: Model,
+    by: str | Sequence[str] = "group",
+    *,
+    at: datetime | str | None = None,
+    timeouts: Sequence[int] = (300, 600),
+) -> IdleReport:
+    """`idle` on a model already built (its timeline and lifecycles are not built again)."""
+    life = pl.concat([s.lifecycles for s in model.servers], how="diagonal_relaxed")
+    return _idle(model.tables, model.timeline, life, by, at, timeouts)
+
+
+def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, by: str | Sequence[str],
+          at: datetime | str | None, timeouts: Sequence[int]) -> IdleReport:  # fmt: skip
     dims = _dimensions(by)
-    caps = pick_captures(timeline(tables, instance), at)
+    caps = pick_captures(tl, at)
     rows = _rows(tables, caps, dims)
     normal = rows.filter(pl.col("role") == "normal")
-    life = lifecycles(tables, instance).filter(pl.col("role") == "normal")
+    life = lives.filter(pl.col("role") == "normal")
     gaps = life.filter(reused())["max_idle"]
     longest = float(gaps.max()) if gaps.len() else None  # type: ignore[arg-type]
     suggested = suggest_timeout(gaps.to_numpy() if gaps.len() else np.zeros(0))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
+    Tables,
     as_tables,
     no_data,
     pick_captures,
@@ -17,6 +19,9 @@ from clientscope.analysis._common import (
 )
 from clientscope.analysis.groups import DIMENSIONS
 from clientscope.analysis.timeline import timeline
+
+if TYPE_CHECKING:
+    from clientscope.analysis.model import Model
 
 TOP_DIMENSIONS = {dim: DIMENSIONS[dim] for dim in ("ip", "name", "lib", "user", "cmd")}
 
@@ -45,7 +50,15 @@ def summary(
 ) -> Summary:
     """The first look: per instance, at the latest capture (or the last one at or before `at`)."""
     tables = as_tables(ds)
-    tl = timeline(tables, instance)
+    return _summary(tables, timeline(tables, instance), at, limit)
+
+
+def summary_from(model: Model, *, at: datetime | str | None = None, limit: int = 10) -> Summary:
+    """`summary` on a model already built (its timeline is not built again)."""
+    return _summary(model.tables, model.timeline, at, limit)
+
+
+def _summary(tables: Tables, tl: pl.DataFrame, at: datetime | str | None, limit: int) -> Summary:
     if tl.is_empty():
         raise no_data("summary")
     picked = pick_captures(tl, at)
