@@ -10,13 +10,13 @@ import json
 import shlex
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from clientscope.capture import collect, parse_target, via_target
 from clientscope.capture.redact import Scrubber, redact_url
 from clientscope.dataset import open_dataset
 from clientscope.errors import ConfigError
+from test_collect_faults import assert_secret_absent
 from test_hostile_servers import CLIENT_LINE, FAST, bulk, fake_server, run_cli
 
 SECRET = "Echo-me-n0t-5ecret"
@@ -33,16 +33,7 @@ def assert_nowhere(root: Path, texts: list[str], *secrets: str) -> None:
     for secret in secrets:
         for text in texts:
             assert secret not in text
-        for path in root.rglob("*"):
-            if path.is_file():
-                assert secret.encode() not in path.read_bytes(), path
-        ds = open_dataset(root)
-        for table in ("raw", "captures", "clients", "info", "info_fields", "rejects"):
-            frame = ds.scan(table).collect()
-            for name, dtype in frame.schema.items():
-                if dtype in (pl.String, pl.Binary):
-                    values = frame[name].drop_nulls().cast(pl.Binary)
-                    assert not values.bin.contains(secret.encode()).any(), (table, name)
+        assert_secret_absent(root, secret)
 
 
 # ------------------------------------------------------------- servers that echo

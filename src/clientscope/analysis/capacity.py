@@ -253,7 +253,6 @@ def nice_ceil(value: float, minimum: int = 100) -> int:
     return int(math.ceil(value / step) * step)
 
 
-# ------------------------------------------------------------------ the forecast's course
 # ------------------------------------------------------------------ plan
 def check_horizon(value: object, where: Where) -> float:
     """How far ahead a plan must hold, from --horizon: 24h, 2d, 3600 (seconds), at most 365d."""
