@@ -34,12 +34,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
 from clientscope.errors import DatasetError, DatasetWriteError
 from clientscope.schema import RAW_SCHEMA, TABLES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Dataset",
@@ -574,9 +577,12 @@ class Dataset:
     def rejects(self) -> pl.LazyFrame:
         return self.scan("rejects")
 
-    def to_pandas(self, table: TableName) -> object:
-        """One table as a pandas DataFrame (collects it into memory)."""
-        return self.scan(table).collect().to_pandas()
+    def to_pandas(self, table: TableName) -> pd.DataFrame:
+        """One table as a pandas DataFrame (collects it into memory), nulls kept as `<NA>`.
+
+        Counts stay integers: columns get pandas' nullable dtypes (see `pandas_frame`).
+        """
+        return pandas_frame(self.scan(table).collect())
 
     def instances(self) -> list[str]:
         frame = self.captures.select(pl.col("instance").unique().sort()).collect()
@@ -613,6 +619,37 @@ class Dataset:
             f"<div><strong>clientscope dataset</strong> <code>{html.escape(str(self.root))}</code>"
             f"<table>{rows}</table><small>tables: {', '.join(self._schemas)}</small></div>"
         )
+
+
+def pandas_frame(frame: pl.DataFrame) -> pd.DataFrame:
+    """A Polars frame as pandas with its nullable dtypes: Int64, Float64, boolean, string.
+
+    Polars' own `to_pandas()` gives float64 for an integer column with a null (`258.0`,
+    `NaN`) and object for such a boolean one. These are the dtypes
+    `pd.read_parquet(..., dtype_backend="numpy_nullable")` gives; timestamps stay
+    `datetime64[us, UTC]` (null: `NaT`), binary and list columns Python objects.
+    """
+    converted: pd.DataFrame = frame.to_arrow().to_pandas(types_mapper=_nullable_dtypes().get)
+    return converted
+
+
+def _nullable_dtypes() -> dict[object, object]:
+    """Arrow type -> pandas' nullable dtype; other types keep pyarrow's default."""
+    import pandas as pd
+    import pyarrow as pa
+
+    nullable: dict[object, object] = {
+        pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+        pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+        pa.float32(): pd.Float32Dtype(), pa.float64(): pd.Float64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+        pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype(),
+    }  # fmt: skip
+    if hasattr(pa, "string_view"):  # pyarrow >= 16
+        nullable[pa.string_view()] = pd.StringDtype()
+    return nullable
 
 
 def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
