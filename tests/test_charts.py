@@ -144,7 +144,7 @@ def test_long_series_are_downsampled_before_plotting(tmp_path: Path) -> None:
 def test_an_empty_window_draws_a_message_not_an_error(tmp_path: Path) -> None:
     cs.simulate("healthy", tmp_path / "h.cs", seed=1, captures=10, clients=20)
     view = cs.open_dataset(tmp_path / "h.cs")
-    from clientscope.reporting.view import select
+    from clientscope.window import select
 
     empty = select(view, start="2030-01-01T00:00:00Z")
     fig = charts.clients_vs_maxclients(empty)

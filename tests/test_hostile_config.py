@@ -187,7 +187,7 @@ def test_for_must_be_a_duration_from_0_to_30_days(tmp_path: Path, for_: str) -> 
     path = _write(tmp_path, RULE.format(threshold=1, for_=for_))
     with pytest.raises(
         ConfigError,
-        match=r"rule 1: field 'for' is .* \(line 5\): for is (not a duration|out of range): write it like 300, 90s, 5m or 1h, at most 30d$",
+        match=r"rule 1: field 'for' is .* \(line 5\): for is (not a duration|out of range): write it like 300, 90s, 5m, 1h30m or 2d, at most 30d$",
     ):
         load_rules(path)
 

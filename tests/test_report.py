@@ -128,7 +128,7 @@ def test_unknown_instance_and_empty_window_are_clear_errors(
 ) -> None:
     with pytest.raises(ConfigError, match=r"instance .nope. is not in .*it has: redis-master-0"):
         cs.report(incident, tmp_path / "x", instance="nope")
-    with pytest.raises(ConfigError, match="is before --from"):
+    with pytest.raises(ConfigError, match="is before --since"):
         cs.report(incident, tmp_path / "x", start="2026-11-25T09:00:00", end="2026-11-25T08:00:00")
     with pytest.raises(DatasetError, match="no captures in the chosen window"):
         cs.report(incident, tmp_path / "x", start="2031-01-01")

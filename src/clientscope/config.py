@@ -28,6 +28,7 @@ import re
 import reprlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,14 @@ __all__ = [
     "Where",
     "check_keys",
     "duration",
+    "duration_seconds",
     "line_of",
     "load_yaml",
+    "moment",
     "optional",
     "prometheus_duration",
     "real_number",
+    "resolve_moment",
     "shown",
     "text",
     "whole_number",
@@ -142,22 +146,28 @@ def _bounds(low: float, high: float) -> str:
     return f" of at most {high:g}" if math.isfinite(high) else ""
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ms|s|m|h|d)?", re.ASCII)
+_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0,
+          "ms": 0.001}  # fmt: skip
+_DECIMAL = re.compile(r"(\d+\.?\d*|\.\d+)(ms|[ywdhms])?", re.ASCII)  # 300, 90s, 1.5m
+_PROMETHEUS_DURATION = re.compile(r"(?:\d{1,9}(?:ms|[ywdhms]))+", re.ASCII)  # 1h30m, 2w, 500ms
+_PROMETHEUS_PART = re.compile(r"(\d{1,9})(ms|[ywdhms])", re.ASCII)
 
 
 def duration(value: object, where: Where, high: float) -> float:
-    """Seconds from 300, '300s', '5m', '1h', '2d', in [0, high]."""
+    """Seconds from a duration, in [0, high]: the one grammar of every option and file.
+
+    Prometheus' (`500ms`, `90s`, `1h30m`, `2d`, `1w`, `1y`: units largest first, each once),
+    a decimal with one unit (`1.5m`, `.5h`), or a bare number of seconds (300, 2.5)."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str):
-        seconds = _duration_text(value.strip().lower())
+        seconds = duration_seconds(value.strip().lower())
     return _in_range(seconds, value, where, high)
 
 
 def _in_range(seconds: float | None, value: object, where: Where, high: float) -> float:
-    mend = f"write it like 300, 90s, 5m or 1h, at most {_span(high)}"
+    mend = f"write it like 300, 90s, 5m, 1h30m or 2d, at most {_span(high)}"
     if seconds is None or not math.isfinite(seconds):
         raise where.error(value, f"is not a duration: {mend}")
     if not 0 <= seconds <= high:
@@ -165,35 +175,84 @@ def _in_range(seconds: float | None, value: object, where: Where, high: float) -
     return seconds
 
 
-def _duration_text(text: str) -> float | None:
-    match = _DURATION.fullmatch(text)
-    return float(match[1]) * _UNITS[match[2] or "s"] if match else None
-
-
-_PROMETHEUS_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0,
-                     "m": 60.0, "s": 1.0, "ms": 0.001}  # fmt: skip
-_PROMETHEUS_DURATION = re.compile(r"(?:\d{1,9}(?:ms|[ywdhms]))+", re.ASCII)
-_PROMETHEUS_PART = re.compile(r"(\d{1,9})(ms|[ywdhms])", re.ASCII)
+def duration_seconds(text: str) -> float | None:
+    """`text` as seconds when it is a duration (see `duration`), else None."""
+    if len(text) > 64:
+        return None
+    decimal = _DECIMAL.fullmatch(text)
+    if decimal:
+        return float(decimal[1]) * _UNITS[decimal[2] or "s"]
+    return prometheus_seconds(text)
 
 
 def prometheus_duration(value: object, where: Where, high: float) -> float:
-    """Seconds from a Prometheus duration ('5m', '1h30m', '0s', '2w'), or from anything
-    `duration` reads (300, '90s', '1.5m'), in [0, high]. Units largest first, each once."""
-    seconds = prometheus_seconds(value.strip()) if isinstance(value, str) else None
-    return (
-        duration(value, where, high) if seconds is None else _in_range(seconds, value, where, high)
-    )
+    """The same as `duration` (one grammar); kept for the alert rules' `for`."""
+    return duration(value, where, high)
 
 
 def prometheus_seconds(text: str) -> float | None:
-    """'1h30m' as 5400.0; None when `text` is not a Prometheus duration."""
+    """'1h30m' as 5400.0; None when `text` is not a Prometheus duration (as PromQL's ranges
+    are written: whole numbers, units largest first, each once)."""
     if len(text) > 64 or not _PROMETHEUS_DURATION.fullmatch(text):
         return None
     parts = _PROMETHEUS_PART.findall(text)
-    order = [list(_PROMETHEUS_UNITS).index(unit) for _, unit in parts]
+    order = [list(_UNITS).index(unit) for _, unit in parts]
     if order != sorted(set(order)):  # '5m1h', '1m1m': Prometheus refuses them too
         return None
-    return sum(int(n) * _PROMETHEUS_UNITS[unit] for n, unit in parts)
+    return sum(int(n) * _UNITS[unit] for n, unit in parts)
+
+
+# ------------------------------------------------------------------ times
+EPOCH_MIN = 1e8  # a bare number this large is epoch seconds (1973-03-03 on); smaller: a typo
+MAX_TIME_CHARS = 64
+
+
+def moment(value: object, where: Where) -> datetime | timedelta:
+    """A point in time: ISO 8601 with or without a `T` or a zone (UTC when none; `.5Z`
+    fractions), epoch seconds, or a time relative to the data's end (`-2h`, `-1h30m`): a
+    negative timedelta, resolved by `resolve_moment`. The one time grammar of every option."""
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise where.error(value, f"is not a time: {_TIME_MEND}")
+    text = str(value).strip()
+    if len(text) > MAX_TIME_CHARS:
+        raise where.error(value, f"is not a time: {_TIME_MEND}")
+    if text.startswith("-") and (ago := duration_seconds(text[1:].lower())) is not None:
+        return -timedelta(seconds=ago)
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not math.isfinite(number) or number < EPOCH_MIN or number > 1e11:
+            raise where.error(value, f"is not a time: {_TIME_MEND}")
+        return datetime.fromtimestamp(number, UTC)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise where.error(value, f"is not a time: {_TIME_MEND}") from None
+    return _utc(parsed)
+
+
+_TIME_MEND = (
+    "write it in ISO 8601 (2026-11-26T09:30:00Z, 2026-11-26 09:30, UTC when no zone), as epoch "
+    "seconds (1795000000), or relative to the data's end (-2h, -1h30m)"
+)
+
+
+def resolve_moment(point: datetime | timedelta, end: datetime | None, where: Where) -> datetime:
+    """An absolute time from `moment`'s result: a relative one counts back from `end`."""
+    if isinstance(point, datetime):
+        return point
+    if end is None:
+        raise where.error(f"-{_span(-point.total_seconds())}", "is relative to the data's end, "
+                          "and there is no data to count back from")  # fmt: skip
+    return end + point
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _span(seconds: float) -> str:

@@ -139,7 +139,7 @@ def pick_captures(tl: pl.DataFrame, at: datetime | str | None) -> pl.DataFrame:
     if ok.select(pl.col("has_clients").any()).item():
         ok = with_clients(ok)
     if at is not None:
-        when = parse_time(at)
+        when = parse_time(at, ok.select(pl.col("ts").max()).item(), "--at")
         before = ok.filter(pl.col("ts") <= when)
         if before.is_empty():
             first = ok.select(pl.col("ts").min()).item()
@@ -148,18 +148,13 @@ def pick_captures(tl: pl.DataFrame, at: datetime | str | None) -> pl.DataFrame:
     return ok.group_by("instance").agg(pl.all().sort_by("ts").last()).sort("instance")
 
 
-def parse_time(value: datetime | str) -> datetime:
-    from datetime import UTC
+def parse_time(value: datetime | str, end: datetime | None = None, option: str = "time") -> datetime:
+    """A time as every option takes it (`config.moment`: ISO 8601, epoch seconds, or `-2h`
+    before `end`, the data's last capture)."""
+    from clientscope.config import Where, moment, resolve_moment
 
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise AnalysisError(
-            f"time {value!r} is not ISO 8601; write it like 2026-11-25T09:30:00Z"
-        ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    where = Where.option(option)
+    return resolve_moment(moment(value, where), end, where)
 
 
 # ------------------------------------------------------------------ result helpers

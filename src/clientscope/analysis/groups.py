@@ -148,10 +148,11 @@ def _top(tables: Tables, tl: pl.DataFrame, by: str | Sequence[str], at: datetime
 def _window(
     tl: pl.DataFrame, since: datetime | str | None, until: datetime | str | None
 ) -> pl.DataFrame:
+    end = tl.select(pl.col("ts").max()).item()
     if since is not None:
-        tl = tl.filter(pl.col("ts") >= parse_time(since))
+        tl = tl.filter(pl.col("ts") >= parse_time(since, end, "--since"))
     if until is not None:
-        tl = tl.filter(pl.col("ts") <= parse_time(until))
+        tl = tl.filter(pl.col("ts") <= parse_time(until, end, "--until"))
     return tl
 
 

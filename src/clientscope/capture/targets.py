@@ -22,8 +22,6 @@ from clientscope.errors import ConfigError
 __all__ = ["Target", "TlsOptions", "parse_duration", "parse_size", "parse_target", "via_target"]
 
 PASSWORD_ENV = "REDISCLI_AUTH"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -88,16 +86,11 @@ class Target:
 
 
 def parse_duration(text: str | float, *, option: str = "--interval") -> float:
-    """Seconds from "500ms", "10s", "2m", "1.5h", "1d" or a bare number of seconds."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        match = _DURATION.match(text)
-        if not match:
-            raise ConfigError(
-                f"{option}: cannot read {text!r} as a duration; write it like 500ms, 10s, 2m or 1h"
-            )
-        seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
+    """Seconds from "500ms", "10s", "2m", "1h30m", "1d" or a bare number of seconds: the one
+    duration grammar (`config.duration`), above zero."""
+    from clientscope.config import Where, duration
+
+    seconds = duration(text, Where.option(option), high=366 * 86400.0)
     if seconds <= 0:
         raise ConfigError(f"{option}: {text!r} must be greater than zero")
     return seconds

@@ -12,9 +12,12 @@ from clientscope.commands.output import (
     DATASET,
     INSTANCE_HELP,
     JSON_HELP,
+    SINCE,
+    UNTIL,
     print_json,
     screen,
     table,
+    window,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +52,8 @@ def register(app: typer.Typer) -> None:
             "RedisMaxClientsReached).",
         ),
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
         max_gap: str = typer.Option(
             "5m", help="Captures further apart than this end a pending or firing episode."
         ),
@@ -68,7 +73,7 @@ def register(app: typer.Typer) -> None:
         from clientscope.analysis.alerts import replay_alerts
 
         replay = replay_alerts(
-            dataset, rules, instance=instance, include_defaults=defaults or None,
+            window(dataset, since, until), rules, instance=instance, include_defaults=defaults or None,
             max_gap=max_gap, forecast_within=None if no_forecast else forecast_within,
         )  # fmt: skip
         if as_json:

@@ -17,10 +17,13 @@ from clientscope.commands.output import (
     DATASET,
     INSTANCE_HELP,
     JSON_HELP,
+    SINCE,
+    UNTIL,
     fmt,
     print_json,
     screen,
     table,
+    window,
 )
 
 
@@ -71,6 +74,8 @@ def _register_views(app: typer.Typer) -> None:
         dataset: Path = DATASET,
         at: str | None = typer.Option(None, help=AT_HELP),
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
         limit: int = typer.Option(10, help="Rows per top table."),
         per_capture: bool = typer.Option(False, "--per-capture", help="Also list every capture."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -78,7 +83,7 @@ def _register_views(app: typer.Typer) -> None:
         """First look: clients vs maxclients, top IPs / names / libraries / users / commands, idle, blocked."""
         from clientscope.analysis import summary
 
-        result = summary(dataset, at=at, instance=instance, limit=limit)
+        result = summary(window(dataset, since, until), at=at, instance=instance, limit=limit)
         if as_json:
             print_json(result)
             return
@@ -133,9 +138,9 @@ def _register_views(app: typer.Typer) -> None:
         ),
         at: str | None = typer.Option(None, help=AT_HELP),
         since: str | None = typer.Option(
-            None, help="Window start (ISO 8601): aggregate every capture."
+            None, help="Window start: aggregate every capture from then on (a time as for --at)."
         ),
-        until: str | None = typer.Option(None, help="Window end (ISO 8601)."),
+        until: str | None = typer.Option(None, help="Window end (a time as for --at)."),
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
         limit: int = typer.Option(20, help="Rows per instance."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -155,16 +160,21 @@ def _register_views(app: typer.Typer) -> None:
         by: str = typer.Option("group", help="Group by (as for `top`); group = name, or lib@ip."),
         at: str | None = typer.Option(None, help=AT_HELP),
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
-        timeout: list[int] = typer.Option(
-            [300, 600], "--timeout", help="Server timeouts (s) to evaluate; repeat the option."
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
+        timeout: list[str] = typer.Option(
+            ["300", "600"], "--timeout",
+            help="Server `timeout` settings to evaluate (a duration: 300, 5m, 1h30m); repeat the option.",
         ),
         histogram: bool = typer.Option(False, help="Also print the log-binned histogram."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Idle-time distribution per group and what `CONFIG SET timeout N` would close."""
         from clientscope.analysis import idle
+        from clientscope.config import Where, duration
 
-        result = idle(dataset, by, at=at, instance=instance, timeouts=timeout)
+        seconds = [int(duration(t, Where.option("--timeout"), high=7 * 86400.0)) for t in timeout]
+        result = idle(window(dataset, since, until), by, at=at, instance=instance, timeouts=seconds)
         if as_json:
             print_json(result)
             return
@@ -185,6 +195,8 @@ def _register_trends(app: typer.Typer) -> None:
     def leaks_command(
         dataset: Path = DATASET,
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
         min_rate: float = typer.Option(
             10.0, help="Smallest growth (connections/hour) to call a leak."
         ),
@@ -201,7 +213,8 @@ def _register_trends(app: typer.Typer) -> None:
 
         from clientscope.analysis import leaks
 
-        report = leaks(dataset, instance=instance, min_rate_per_hour=min_rate, alpha=alpha)
+        report = leaks(window(dataset, since, until), instance=instance, min_rate_per_hour=min_rate,
+                       alpha=alpha)  # fmt: skip
         if as_json:
             print_json(report)
             return
@@ -222,7 +235,11 @@ def _register_trends(app: typer.Typer) -> None:
     def forecast_command(
         dataset: Path = DATASET,
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
-        window: str | None = typer.Option(None, help="Fit over the last WINDOW (e.g. 1h, 30m)."),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
+        old_window: str | None = typer.Option(
+            None, "--window", hidden=True, help="Old spelling: --window 1h is --since -1h."
+        ),
         threshold: float = typer.Option(0.8, help="Alert threshold as a share of maxclients."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
@@ -235,7 +252,9 @@ def _register_trends(app: typer.Typer) -> None:
         from clientscope.errors import AnalysisError
         from clientscope.escape import for_rich
 
-        model = build_model(dataset, instance=instance, window=window, threshold=threshold)
+        if old_window is not None and since is None:
+            since = f"-{old_window}"
+        model = build_model(window(dataset, since, until), instance=instance, threshold=threshold)
         if instance is not None:  # the shape follows the question: --instance -> an object
             one = model.server(instance).require_forecast()
             print_json(one) if as_json else _print_forecast(one)
@@ -259,13 +278,15 @@ def _register_actions(app: typer.Typer) -> None:
     def diagnose_command(
         dataset: Path = DATASET,
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
         markdown: bool = typer.Option(False, "--markdown", help="Print the findings as Markdown."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Every finding (leak, no pooling, oversized pools, blocking, timeout, exhaustion...) with remediation."""
         from clientscope.analysis import diagnose
 
-        d = diagnose(dataset, instance=instance)
+        d = diagnose(window(dataset, since, until), instance=instance)
         if as_json:
             print_json(d)
             return

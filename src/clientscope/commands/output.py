@@ -11,12 +11,21 @@ if TYPE_CHECKING:
     import polars as pl
     from rich.console import Console
 
-__all__ = ["AT_HELP", "DATASET", "INSTANCE_HELP", "JSON_HELP", "fmt", "print_json", "screen", "table"]
+__all__ = [
+    "AT_HELP", "DATASET", "INSTANCE_HELP", "JSON_HELP", "SINCE", "UNTIL", "fmt", "print_json",
+    "screen", "table", "window",
+]  # fmt: skip
 
 DATASET = typer.Argument(..., help="Dataset directory (from collect, import or simulate).")
 INSTANCE_HELP = "Only this instance (default: all, or the busiest where one is needed)."
 JSON_HELP = "Print JSON instead of tables."
-AT_HELP = "Use the last capture at or before this time (ISO 8601, UTC), not the latest."
+TIME_WORDS = (
+    "ISO 8601 (2026-11-26T09:30:00Z, 2026-11-26 09:30; no zone means UTC), epoch seconds, "
+    "or relative to the data's end (-2h, -1h30m)"
+)
+AT_HELP = f"Use the last capture at or before this time, not the latest: {TIME_WORDS}."
+SINCE = typer.Option(None, "--since", help=f"Only captures from this time on: {TIME_WORDS}.")
+UNTIL = typer.Option(None, "--until", help=f"Only captures up to this time: {TIME_WORDS}.")
 
 
 def screen() -> Console:
@@ -107,3 +116,13 @@ def _fitting(columns: list[str], rows: list[list[str]], width: int) -> int:
         if used > width:
             return max(i, 2)
     return len(columns)
+
+
+def window(dataset: Any, since: str | None, until: str | None) -> Any:
+    """The dataset, narrowed to [since, until] when either is given (`clientscope.window`): the
+    one window of every analysis command, `report` and `export`."""
+    if since is None and until is None:
+        return dataset
+    from clientscope.window import select
+
+    return select(dataset, start=since, end=until)

@@ -11,10 +11,13 @@ from clientscope.commands.output import (
     DATASET,
     INSTANCE_HELP,
     JSON_HELP,
+    SINCE,
+    UNTIL,
     fmt,
     print_json,
     screen,
     table,
+    window,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +48,8 @@ def register(app: typer.Typer) -> None:
         ),
         horizon: str = typer.Option("24h", help=HORIZON_HELP),
         instance: str | None = typer.Option(None, help=INSTANCE_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Capacity: recommended maxclients, per-pod pool sizes, timeout and tcp-keepalive.
@@ -57,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         scaled = _what_if(what_if)
         checked = plan_options(spec, headroom, scaled, horizon)[0]  # before any data is read
-        model = build_model(open_dataset(dataset), instance=instance)  # once
+        model = build_model(window(open_dataset(dataset), since, until), instance=instance)  # once
         p = plan_from(
             model, checked, instance=instance, headroom=headroom, what_if=scaled, horizon=horizon
         )

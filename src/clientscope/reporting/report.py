@@ -46,7 +46,7 @@ from clientscope.reporting.render import (
     when,
 )
 from clientscope.reporting.style import style
-from clientscope.reporting.view import select
+from clientscope.window import select
 
 __all__ = ["ReportResult", "report", "write_figures"]
 
