@@ -60,12 +60,32 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(
             20, "--top", min=1, help="Groups kept per dimension; the rest become (other)."
         ),
+        names: str = typer.Option(
+            "clientscope",
+            "--names",
+            help="Metric names: clientscope, or redis_exporter (redis_connected_clients, "
+            "redis_config_maxclients, redis_connections_received_total...: dashboards and "
+            "alert rules written for the exporter work on the backfilled data).",
+        ),
+        label: list[str] = typer.Option(
+            [],
+            "--label",
+            "-l",
+            metavar="NAME=VALUE",
+            help="Label on every series, name=value (repeatable), e.g. --label job=redis "
+            "--label cluster=eu-1.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
-        """Export low-cardinality series (clients per name / library / IP, idle, blocked, utilization, churn)."""
+        """Export low-cardinality series (clients per name / library / IP, idle, blocked,
+        utilization; connections received, rejected and evicted clients as counters)."""
         from clientscope.reporting import export as do_export
+        from clientscope.reporting.export import parse_labels
 
-        result = do_export(dataset, out, format, start=start, end=end, instance=instance, top=top)
+        result = do_export(
+            dataset, out, format, start=start, end=end, instance=instance, top=top,
+            names=names, labels=parse_labels(label),
+        )  # fmt: skip
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return
@@ -73,6 +93,11 @@ def register(app: typer.Typer) -> None:
             f"wrote {result.samples:,} samples of {result.series:,} series "
             f"({len(result.metrics)} metrics) to {result.path} [{result.format}]"
         )
+        if result.same_millisecond:
+            typer.echo(
+                f"{result.same_millisecond:,} samples left out: a later capture of the same "
+                "instance fell in the same millisecond (its values are kept)"
+            )
 
     @app.command()
     def demo(
