@@ -53,6 +53,7 @@ __all__ = [
     "MAX_NODES",
     "MAX_REPLY_BYTES",
     "MIN_INTERVAL",
+    "OUTCOMES",
     "THREADS",
     "CaptureEvent",
     "CollectResult",
@@ -66,6 +67,16 @@ REDISCOVER = 30.0  # seconds between CLUSTER NODES refreshes with --cluster
 MAX_NODES = 1000  # cluster nodes followed, at most (--max-nodes); Redis advises 1,000 at most
 THREADS = 32  # captures taken at once, at most
 MIN_REPLY_BYTES = 64 * 1024  # --max-reply-bytes below this would refuse a small INFO
+
+# CollectResult.outcome, best first; nothing captured is told by its cause (see _cause)
+OUTCOMES = ("ok", "partial", "unreachable", "auth", "timeout", "failed", "stopped")
+# error kind -> cause of a run that captured nothing; every other kind: "failed"
+_CAUSES = {
+    "connection_refused": "unreachable",
+    "io": "unreachable",
+    "auth": "auth",
+    "timeout": "timeout",
+}
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,9 @@ class TargetSummary:
     maxclients: int | None
     warnings: tuple[str, ...]
     stopped: str | None = None  # why its worker stopped before the end (an error of ours), if so
+    last_error_kind: str | None = None  # of its latest failed capture
+    last_error_message: str | None = None
+    last_error_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,30 @@ class CollectResult:
         """Targets whose worker stopped before the end (its error is in `stopped`)."""
         return tuple(t for t in self.targets if t.stopped is not None)
 
+    @property
+    def failed_targets(self) -> tuple[TargetSummary, ...]:
+        """Targets asked at least once whose every capture failed."""
+        return tuple(t for t in self.targets if t.attempts and not t.ok)
+
+    @property
+    def outcome(self) -> str:
+        """How the run went, one of OUTCOMES (`collect` exits with a code for each).
+
+        stopped: a worker stopped on an error of ours. ok: no target failed every
+        capture. partial: some targets captured, some never did. Otherwise nothing was
+        captured, told by the cause of most failed captures: unreachable (refused,
+        reset, no route, a --via command failing), auth, timeout, or failed (any other
+        kind: server full, loading, protocol...).
+        """
+        if self.stopped:
+            return "stopped"
+        failed = self.failed_targets
+        if not failed:
+            return "ok"
+        if any(t.ok for t in self.targets):
+            return "partial"
+        return _cause(failed)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "out": str(self.out),
@@ -141,17 +179,32 @@ class CollectResult:
             "captures": self.captures,
             "failed": self.failed,
             "stopped": len(self.stopped),
+            "outcome": self.outcome,
             "captures_written": self.captures_written,
             "most_per_write": self.most_per_write,
             "left_unparsed": self.left_unparsed,
             "parse_error": self.parse_error,
             "cluster_changes": list(self.cluster_changes),
             "targets": [
-                {**t.__dict__, "denied": list(t.denied), "warnings": list(t.warnings)}
+                {
+                    **t.__dict__,
+                    "denied": list(t.denied),
+                    "warnings": list(t.warnings),
+                    "last_error_at": t.last_error_at.isoformat() if t.last_error_at else None,
+                }
                 for t in self.targets
             ],
             "compacted": self.compacted.to_dict() if self.compacted else None,
         }
+
+
+def _cause(failed: Sequence[TargetSummary]) -> str:
+    """The cause of most of these targets' failed captures; a tie goes to the first in OUTCOMES."""
+    counts: Counter[str] = Counter()
+    for t in failed:
+        for kind, n in t.errors.items():
+            counts[_CAUSES.get(kind, "failed")] += n
+    return max(counts, key=lambda c: (counts[c], -OUTCOMES.index(c)), default="failed")
 
 
 @dataclass(frozen=True)
@@ -172,6 +225,7 @@ class _Tally:
     last_clients: int | None = None
     maxclients: int | None = None
     warnings: list[str] = field(default_factory=list)
+    last_error: tuple[str, str, datetime] | None = None  # kind, message, when
 
 
 def collect(
@@ -661,6 +715,7 @@ class _Worker:
             tally.last_clients = connections_in(row["client_list"], row["info"])
         else:
             tally.errors[str(row["error_kind"])] += 1
+            tally.last_error = (str(row["error_kind"]), str(row["error_message"]), row["ts"])
         tally.restarts += "restart" in notes
         seen = maxclients_seen(_json(row["config"]) or None, row["info"], self.options.maxclients)
         if seen["effective"] is not None:
@@ -708,6 +763,9 @@ class _Worker:
             maxclients=t.maxclients,
             warnings=tuple(t.warnings),
             stopped=self.stopped,
+            last_error_kind=t.last_error[0] if t.last_error else None,
+            last_error_message=t.last_error[1] if t.last_error else None,
+            last_error_at=t.last_error[2] if t.last_error else None,
         )
 
 

@@ -3,6 +3,10 @@
 Instance names, warnings and error texts come from servers and are shown through
 `clientscope.escape` only: table cells as `rich_text`, markup strings with
 `for_rich`, plain lines with `printable`.
+
+`collect` exits with a code per `CollectResult.outcome` (EXIT_CODES, told in its --help
+and in docs/kubernetes.md), and a non-zero exit says why on one line of stderr, even
+with --quiet: a CronJob that never reaches its server fails.
 """
 
 from __future__ import annotations
@@ -18,12 +22,47 @@ import typer
 
 if TYPE_CHECKING:
     from clientscope.capture import CaptureEvent, CollectResult, CompactResult, Target
+    from clientscope.capture.collector import TargetSummary
+
+# collect's exit code per CollectResult.outcome; 2 is left to usage errors (unknown option)
+EXIT_CODES = {
+    "ok": 0,
+    "stopped": 1,
+    "partial": 3,
+    "unreachable": 4,
+    "auth": 5,
+    "timeout": 6,
+    "failed": 7,
+}
+EXIT_MEANINGS = (  # (code, what it means): --help and docs/kubernetes.md say these
+    (0, "every target captured at least once"),
+    (1, "an error: a bad option value, an unwritable --out, a collector worker that stopped"),
+    (2, "a usage error: an unknown option, a missing --out"),
+    (3, "partial: some targets captured, others captured nothing"),
+    (4, "nothing captured: unreachable (refused, reset, no route, a --via command failing)"),
+    (5, "nothing captured: authentication refused (password, ACL user)"),
+    (6, "nothing captured: timed out (connect or reply)"),
+    (7, "nothing captured: another failure (server full, loading, protocol)"),
+)
+EXIT_HELP = (
+    "**Exit codes** (a non-zero one also prints one line on stderr, even with --quiet):\n\n"
+    + "\n".join(f"* {code}: {meaning}" for code, meaning in EXIT_MEANINGS)
+)
+# what to do about the last error, by its kind
+_MENDS = {
+    "connection_refused": "check the address and that the server is up",
+    "io": "check the address, the network and, with --via, the command",
+    "auth": "check the password (REDISCLI_AUTH, --askpass) and the ACL user (--user)",
+    "timeout": "check the network path, or raise --connect-timeout / --timeout",
+    "max_clients": "the server is full: start the collector before it fills up",
+    "loading": "the server is loading its data set; try again when it is done",
+}
 
 
 def register(app: typer.Typer) -> None:
     """Add `collect` and `compact` to the app."""
 
-    @app.command()
+    @app.command(epilog=EXIT_HELP)
     def collect(
         targets: list[str] | None = typer.Argument(
             None,
@@ -153,6 +192,7 @@ def register(app: typer.Typer) -> None:
             )
         _render_result(result, as_json=as_json, quiet=quiet)
         _fail_if_stopped(result)
+        _exit_unless_captured(result)
 
     @app.command()
     def compact(
@@ -246,6 +286,50 @@ def _fail_if_stopped(result: CollectResult) -> None:
         )
 
 
+def _exit_unless_captured(result: CollectResult) -> None:
+    """A run where a target captured nothing says so on one line of stderr and exits non-zero."""
+    code = EXIT_CODES[result.outcome]
+    if code:
+        typer.secho(f"clientscope: error: {failure_line(result)}", err=True, fg="red")
+        raise typer.Exit(code)
+
+
+def failure_line(result: CollectResult) -> str:
+    """What failed, how often, the last error and the mend, on one line (printable only)."""
+    from collections import Counter
+
+    from clientscope.escape import printable
+
+    failed, outcome = result.failed_targets, result.outcome
+    if not failed:
+        return f"no target failed every capture ({outcome}, exit {EXIT_CODES[outcome]})"
+    kinds: Counter[str] = Counter()
+    for t in failed:
+        kinds.update(t.errors)
+    last = max(failed, key=lambda t: t.last_error_at or result.started)
+    what = "partial capture" if outcome == "partial" else f"nothing captured ({outcome})"
+    return (
+        f"{what}: {len(failed)} of {len(result.targets)} target(s) captured nothing "
+        f"({_names(failed)}); {sum(kinds.values())} failed capture(s): "
+        + ", ".join(f"{printable(k)} {n}" for k, n in sorted(kinds.items(), key=_most_first))
+        + f"; last: {printable(last.instance)}: {printable(last.last_error_kind)}: "
+        f"{printable(last.last_error_message)}; "
+        f"{_MENDS.get(str(last.last_error_kind), 'see error_message in the dataset')} "
+        f"(exit {EXIT_CODES[outcome]})"
+    )
+
+
+def _most_first(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def _names(targets: tuple[TargetSummary, ...], shown: int = 3) -> str:
+    from clientscope.escape import printable
+
+    names = ", ".join(printable(t.instance, limit=80) for t in targets[:shown])
+    return names + (f" and {len(targets) - shown} more" if len(targets) > shown else "")
+
+
 def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.to_dict(), default=str))
@@ -323,6 +407,8 @@ class _LiveDisplay:
         with self.lock:
             if self.live is not None:
                 self.live.stop()
+                if not self.console.is_terminal:  # Rich ends the last frame there without one
+                    self.console.line()
 
     def update(self, event: CaptureEvent) -> None:
         from clientscope.escape import for_rich
