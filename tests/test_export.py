@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -475,3 +477,45 @@ class PrometheusServer:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ docs/prometheus.md
+DOC = Path(__file__).resolve().parents[1] / "docs" / "prometheus.md"
+RECIPE = "<!-- prometheus-recipe"
+
+
+def recipe() -> list[str]:
+    block = re.search(re.escape(RECIPE) + r".*?-->\s*```bash\n(.*?)```", DOC.read_text(), re.S)
+    assert block, f"docs/prometheus.md lost its {RECIPE} block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_doc_names_every_series_both_namings_write() -> None:
+    from clientscope.reporting.export import SERVER
+
+    text = DOC.read_text()
+    for series in SERVER:
+        for name in (series.clientscope, series.redis_exporter):
+            assert name is None or f"`{name}`" in text, name
+
+
+@PROMTOOL
+def test_the_docs_backfill_recipe_runs(tmp_path: Path) -> None:
+    lines = recipe()
+    assert [line.split()[:2] for line in lines] == [["clientscope", "simulate"], ["clientscope", "export"],
+                                                    ["promtool", "tsdb"], ["promtool", "tsdb"]]  # fmt: skip
+    outputs = []
+    for line in lines:
+        argv = shlex.split(line)
+        if argv[0] == "clientscope":
+            argv = [sys.executable, "-c", "from clientscope.cli import main; main()", *argv[1:]]
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+        outputs.append(done.stdout)
+    written = int(re.search(r"wrote ([\d,]+) samples", outputs[1]).group(1).replace(",", ""))  # type: ignore[union-attr]
+    listed = outputs[3].splitlines()[1:]
+    assert listed and sum(int(row.split()[-4]) for row in listed) == written
+    families = parsed((tmp_path / "incident.om").read_text())
+    assert set(families) >= REDIS_EXPORTER_METRICS
+    sample = families["redis_connected_clients"].samples[0]
+    assert sample.labels == {"instance": "redis-master-0", "job": "redis", "cluster": "eu-1"}
