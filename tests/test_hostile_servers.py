@@ -353,7 +353,7 @@ def test_a_four_gigabyte_bulk_stays_small_end_to_end(tmp_path: Path) -> None:
     with fake_server(CLIENT_LIST=Stream(b"$4294967296\r\n", budget=1024**3)) as srv:
         run = run_cli("collect", srv.url, "-o", str(tmp_path / "ds"), "--count", "2",
                       "--interval", "200ms", "--json")  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 7, run.stderr  # nothing captured: protocol faults (exit 7, see collect --help)
     summary = run.summary()
     assert (summary["captures"], summary["failed"]) == (2, 2)
     assert summary["targets"][0]["errors"] == {"protocol": 2}  # type: ignore[index]
@@ -370,7 +370,7 @@ def test_the_reply_limit_is_an_option(tmp_path: Path) -> None:
                       "--interval", "200ms", "--max-reply-bytes", "1MiB", "--json")  # fmt: skip
     assert_faults(rows_of(tmp_path / "small"), "protocol", "limit of 1,048,576 bytes")
     assert rows_of(tmp_path / "default")["ok"].all()
-    assert run.returncode == 0 and run.summary()["failed"] == 1
+    assert run.returncode == 7 and run.summary()["failed"] == 1
 
 
 def test_a_reply_limit_too_small_to_be_useful_is_refused(tmp_path: Path) -> None:
@@ -503,7 +503,7 @@ def test_a_duration_run_ends_on_time_against_a_dripping_server(tmp_path: Path) -
     with fake_server(CLIENT_LIST=Drip(bulk(CLIENT_LINE * 2))) as srv:
         run = run_cli("collect", srv.url, "-o", str(tmp_path / "ds"), "--duration", "3s",
                       "--interval", "1s", "--timeout", "2", "--json")  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 6, run.stderr  # nothing captured: timed out
     assert run.summary()["stopped_by"] == "duration"
     assert run.seconds < 3 + 2 + 15  # the last capture's deadline, and the child's start-up
 
@@ -521,7 +521,7 @@ def test_sigterm_is_honoured_mid_reply(tmp_path: Path) -> None:
         run = run_cli("collect", srv.url, "-o", str(tmp_path / "ds"), "--interval", "1s",
                       "--timeout", "60", "--json", on_start=terminate_mid_reply)  # fmt: skip
         after = time.monotonic() - sent["at"]
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 6, run.stderr  # nothing captured: the reply in flight timed out at the stop
     assert "Traceback" not in run.stderr
     summary = run.summary()
     assert summary["stopped_by"] == "signal" and summary["captures_written"] == 1
@@ -632,7 +632,7 @@ def test_server_error_texts_with_markup_are_shown_as_written(tmp_path: Path) -> 
         run = run_cli("collect", one.url, two.url, "-o", str(tmp_path / "ds"),
                       "--instance", "[bold]one[/]", "--instance", "two[/]",
                       "--count", "2", "--interval", "200ms")  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 3, run.stderr  # partial: one server captured, the other not
     assert "Traceback" not in run.stderr and "MarkupError" not in run.stderr
     warning = (
         "[bold]one[/]: CONFIG GET refused by the server (NOPERM [/] this user has no "

@@ -55,7 +55,7 @@ def test_a_server_echoing_auth_never_gets_the_password_stored_or_printed(tmp_pat
         f"(connecting to 127.0.0.1:{srv.port})"
     )
     assert result.targets[0].denied == ()
-    assert shown.returncode == 0 and as_json.returncode == 0, shown.stderr
+    assert shown.returncode == 5 and as_json.returncode == 5, shown.stderr  # auth: exit 5
     assert "auth 2" in shown.stdout and as_json.summary()["failed"] == 1
     texts = [shown.stdout, shown.stderr, as_json.stdout, as_json.stderr, repr(result)]
     for out in ("lib", "cli", "json"):
