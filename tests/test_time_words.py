@@ -112,3 +112,13 @@ def test_old_spellings_stay_as_hidden_aliases(leak: SimulationResult, tmp_path: 
 def test_idle_timeouts_are_durations(leak: SimulationResult) -> None:
     out = json.loads(cli("idle", str(leak.path), "--timeout", "5m", "--timeout", "1h", "--json"))
     assert {row["timeout"] for row in out["timeouts"]} >= {300, 3600}
+
+
+def test_export_takes_the_window_too(leak: SimulationResult, tmp_path: Path) -> None:
+    path = leak.path
+    whole = json.loads(cli("export", str(path), "--out", str(tmp_path / "a.om"), "--json"))
+    last = json.loads(cli("export", str(path), "--out", str(tmp_path / "b.om"), "--since", "-10m", "--json"))
+    old = json.loads(cli("export", str(path), "--out", str(tmp_path / "c.om"), "--from",
+                         (last_ts(path) - timedelta(minutes=10)).isoformat(), "--json"))  # fmt: skip
+    assert 0 < last["samples"] < whole["samples"]
+    assert old["samples"] == last["samples"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-FROM_HELP = "Start of the window (ISO 8601, e.g. 2026-11-26T09:30:00Z; no zone means UTC)."
-TO_HELP = "End of the window (ISO 8601; no zone means UTC)."
+from clientscope.commands.output import SINCE, UNTIL
+
 INSTANCE_HELP = "Only this instance (as named in the dataset)."
 
 
@@ -24,8 +24,10 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Report directory (default: reports/<dataset name>)."
         ),
-        start: str | None = typer.Option(None, "--from", help=FROM_HELP),
-        end: str | None = typer.Option(None, "--to", help=TO_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
+        start: str | None = typer.Option(None, "--from", hidden=True, help="Old spelling of --since."),
+        end: str | None = typer.Option(None, "--to", hidden=True, help="Old spelling of --until."),
         instance: str | None = typer.Option(None, "--instance", help=INSTANCE_HELP),
         title: str | None = typer.Option(
             None, "--title", help="Report title (default names the instance)."
@@ -36,7 +38,8 @@ def register(app: typer.Typer) -> None:
         from clientscope.reporting import report as make_report
 
         target = out or Path("reports") / dataset.resolve().name
-        result = make_report(dataset, target, start=start, end=end, instance=instance, title=title)
+        result = make_report(dataset, target, start=since or start, end=until or end,
+                             instance=instance, title=title)  # fmt: skip
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return
@@ -54,8 +57,10 @@ def register(app: typer.Typer) -> None:
             "-f",
             help="openmetrics (for `promtool tsdb create-blocks-from openmetrics`), csv or parquet.",
         ),
-        start: str | None = typer.Option(None, "--from", help=FROM_HELP),
-        end: str | None = typer.Option(None, "--to", help=TO_HELP),
+        since: str | None = SINCE,
+        until: str | None = UNTIL,
+        start: str | None = typer.Option(None, "--from", hidden=True, help="Old spelling of --since."),
+        end: str | None = typer.Option(None, "--to", hidden=True, help="Old spelling of --until."),
         instance: str | None = typer.Option(None, "--instance", help=INSTANCE_HELP),
         top: int = typer.Option(
             20, "--top", min=1, help="Groups kept per dimension; the rest become (other)."
@@ -83,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from clientscope.reporting.export import parse_labels
 
         result = do_export(
-            dataset, out, format, start=start, end=end, instance=instance, top=top,
+            dataset, out, format, start=since or start, end=until or end, instance=instance, top=top,
             names=names, labels=parse_labels(label),
         )  # fmt: skip
         if as_json:
