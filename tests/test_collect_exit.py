@@ -129,13 +129,13 @@ def test_a_wrong_password_exits_5_without_showing_it(tmp_path: Path) -> None:
 def test_a_server_that_never_answers_exits_6(tmp_path: Path) -> None:
     with silent_server() as port:
         done = collect_cli(f"redis://127.0.0.1:{port}", "-o", str(tmp_path / "ds"), "--count", "1",
-                           "--timeout", "0.5", "--connect-timeout", "0.5", "--quiet")  # fmt: skip
+                           "--read-timeout", "0.5", "--connect-timeout", "0.5", "--quiet")  # fmt: skip
     assert done.returncode == 6, done.stderr
     line = one_line(done.stderr)
     assert line.startswith("clientscope: error: nothing captured (timeout): 1 of 1 target(s) ")
     assert "1 failed capture(s): timeout 1; last: " in line
-    assert "no complete reply within 0.5s (--timeout)" in line
-    assert line.endswith("or raise --connect-timeout / --timeout (exit 6)")
+    assert "no complete reply within 0.5s (--read-timeout)" in line
+    assert line.endswith("or raise --connect-timeout / --read-timeout (exit 6)")
 
 
 def test_some_targets_failing_exits_3_and_json_stays_complete(tmp_path: Path) -> None:
@@ -243,7 +243,7 @@ def test_the_line_names_a_few_targets_and_the_latest_error() -> None:
     assert failure_line(result_of(target("up", 4, {}), *silent)) == (
         "partial capture: 5 of 6 target(s) captured nothing (n0, n1, n2 and 2 more); "
         "9 failed capture(s): connection_refused 8, timeout 1; last: n2: timeout: timeout "
-        "happened; check the network path, or raise --connect-timeout / --timeout (exit 3)"
+        "happened; check the network path, or raise --connect-timeout / --read-timeout (exit 3)"
     )
     assert (
         failure_line(result_of(target("a", 1, {}))) == "no target failed every capture (ok, exit 0)"

@@ -502,7 +502,7 @@ def test_a_duration_run_ends_on_time_against_a_dripping_server(tmp_path: Path) -
     """Before: `--duration 12s` ran 58 s (until the reply was all there)."""
     with fake_server(CLIENT_LIST=Drip(bulk(CLIENT_LINE * 2))) as srv:
         run = run_cli("collect", srv.url, "-o", str(tmp_path / "ds"), "--duration", "3s",
-                      "--interval", "1s", "--timeout", "2", "--json")  # fmt: skip
+                      "--interval", "1s", "--read-timeout", "2", "--json")  # fmt: skip
     assert run.returncode == 6, run.stderr  # nothing captured: timed out
     assert run.summary()["stopped_by"] == "duration"
     assert run.seconds < 3 + 2 + 15  # the last capture's deadline, and the child's start-up

@@ -122,3 +122,19 @@ def test_export_takes_the_window_too(leak: SimulationResult, tmp_path: Path) -> 
                          (last_ts(path) - timedelta(minutes=10)).isoformat(), "--json"))  # fmt: skip
     assert 0 < last["samples"] < whole["samples"]
     assert old["samples"] == last["samples"]
+
+
+def test_collect_read_timeout_is_a_duration_and_the_old_spelling_stays(tmp_path: Path) -> None:
+    """`--timeout` meant a read timeout in `collect` and the server's idle timeout in `idle`:
+    collect's is `--read-timeout` now (a duration); `--timeout` stays as a hidden alias."""
+    from servers import valkey_server
+
+    with valkey_server() as srv:
+        for option in ("--read-timeout", "--timeout"):
+            result = CliRunner().invoke(app, [
+                "collect", srv.url, "--out", str(tmp_path / option.strip("-")), "--count", "1",
+                option, "1m30s", "--connect-timeout", "2s", "--quiet",
+            ])  # fmt: skip
+            assert result.exit_code == 0, result.output
+    help_text = cli("collect", "--help")
+    assert "--read-timeout" in help_text and "--timeout " not in help_text

@@ -95,7 +95,7 @@ class CommandClock:
                 raise TimeoutError("the collector is stopping; the reply was still arriving")
         left = self._deadline - now
         if left <= 0:
-            raise TimeoutError(f"no complete reply within {self.seconds:g}s (--timeout)")
+            raise TimeoutError(f"no complete reply within {self.seconds:g}s (--read-timeout)")
         return left
 
     def slice(self) -> float:

@@ -53,7 +53,7 @@ _MENDS = {
     "connection_refused": "check the address and that the server is up",
     "io": "check the address, the network and, with --via, the command",
     "auth": "check the password (REDISCLI_AUTH, --askpass) and the ACL user (--user)",
-    "timeout": "check the network path, or raise --connect-timeout / --timeout",
+    "timeout": "check the network path, or raise --connect-timeout / --read-timeout",
     "max_clients": "the server is full: start the collector before it fills up",
     "loading": "the server is loading its data set; try again when it is done",
 }
@@ -124,12 +124,17 @@ def register(app: typer.Typer) -> None:
             help="maxclients as configured, for servers that hide CONFIG (kept beside what the "
             "server enforces).",
         ),
-        connect_timeout: float = typer.Option(3.0, help="Seconds to wait for a connection."),
-        read_timeout: float = typer.Option(
-            5.0,
-            "--timeout",
-            help="Seconds to wait for one whole reply (not one read): a server that sends "
-            "slower than that is a failed capture.",
+        connect_timeout: str = typer.Option(
+            "3s", "--connect-timeout", help="How long to wait for a connection (a duration: 3, 3s, 500ms)."
+        ),
+        read_timeout: str = typer.Option(
+            "5s",
+            "--read-timeout",
+            help="How long to wait for one whole reply, not one read (a duration: 5, 5s, 1m): a "
+            "server that sends slower than that is a failed capture.",
+        ),
+        old_timeout: str | None = typer.Option(
+            None, "--timeout", hidden=True, help="Old spelling of --read-timeout."
         ),
         max_reply_bytes: str = typer.Option(
             "256MiB",
@@ -183,7 +188,10 @@ def register(app: typer.Typer) -> None:
                 rediscover=_rediscover(rediscover),
                 info_sections=[s.strip() for s in info_sections.split(",") if s.strip()],
                 maxclients=maxclients,
-                timeouts=Timeouts(connect=connect_timeout, read=read_timeout),
+                timeouts=Timeouts(
+                    connect=parse_duration(connect_timeout, option="--connect-timeout"),
+                    read=parse_duration(old_timeout or read_timeout, option="--read-timeout"),
+                ),
                 slow_fraction=slow_fraction,
                 compact_on_exit=not no_compact,
                 on_event=display.update if display else _print_warnings,
