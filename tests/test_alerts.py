@@ -536,3 +536,18 @@ def _open(result: SimulationResult) -> Dataset:
 
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min" if seconds >= 60 else f"{round(seconds)} s"
+
+
+def test_rules_over_the_counters_export_writes_replay(tmp_path: Path) -> None:
+    """`export` writes counters (clientscope_*_total, redis_*_total): a rule file written
+    against what it exports replays too."""
+    rules = tmp_path / "counters.yaml"
+    rules.write_text(
+        "groups:\n- name: g\n  rules:\n"
+        "  - alert: Rejecting\n    expr: increase(clientscope_rejected_connections_total[5m]) > 0\n"
+        "  - alert: Evicting\n    expr: rate(redis_evicted_clients_total[5m]) > 0\n"
+        "  - alert: Accepting\n    expr: rate(clientscope_connections_received_total[1m]) > 0\n"
+    )
+    path = simulate("incident", tmp_path / "inc", seed=4).path
+    fired = set(alerts(path, rules)["rule"].to_list())
+    assert {"Rejecting", "Accepting"} <= fired

@@ -36,6 +36,11 @@ SERIES: dict[str, tuple[str, bool]] = {
     "clientscope_maxclients": ("maxclients", False),
     "clientscope_utilization_ratio": ("utilization", False),
     "clientscope_blocked_clients": ("blocked_clients", False),
+    "redis_evicted_clients_total": ("evicted_clients", True),
+    "clientscope_connections_received_total": ("total_connections_received", True),
+    "clientscope_rejected_connections_total": ("rejected_connections", True),
+    "clientscope_evicted_clients_total": ("evicted_clients", True),
+    # what `export` wrote before it wrote counters, for rule files written against it
     "clientscope_new_connections_per_second": ("new_conns_per_s", False),
     "clientscope_rejected_connections_per_second": ("rejected_per_s_export", False),
 }

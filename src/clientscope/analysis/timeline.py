@@ -49,7 +49,7 @@ def timeline(ds: Tables, instance: str | None = None) -> pl.DataFrame:
     info = ds.info.select(
         "capture_id", "connected_clients", "connected_slaves", "cluster_connections",
         "blocked_clients", "pubsub_clients", "total_connections_received", "rejected_connections",
-        "uptime_in_seconds", pl.col("maxclients").alias("info_maxclients"),
+        "evicted_clients", "uptime_in_seconds", pl.col("maxclients").alias("info_maxclients"),
         pl.col("run_id").alias("info_run_id"), "client_recent_max_output_buffer",
         (pl.col("loading") == 1).alias("loading"),
     )  # fmt: skip
