@@ -33,12 +33,13 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## make test-lowest: the test suite on the lowest version of every direct dependency pyproject allows
-## (uv resolves them; the test tools themselves are the newest that fit)
+## (uv resolves them, and the newest of what they need; the test tools are the newest that fit)
 LOWEST := .venv-lowest
 test-lowest: system-deps
 	test -x $(LOWEST)/bin/python || $(PY) -m venv $(LOWEST)
 	echo '*' > $(LOWEST)/.gitignore
 	$(LOWEST)/bin/python -m pip install -q --upgrade pip uv
+	rm -f $(LOWEST)/lowest.txt  # uv would keep the versions an old one names
 	$(LOWEST)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \
 		--extra report --extra pandas --extra demo pyproject.toml -o $(LOWEST)/lowest.txt
 	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python -c $(LOWEST)/lowest.txt \
