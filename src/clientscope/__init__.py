@@ -55,10 +55,10 @@ if TYPE_CHECKING:  # what __getattr__ loads at run time: to a type checker, type
         DatasetError,
         DatasetWriteError,
         InputError,
+        MissingExtraError,
         ParseError,
         TimestampError,
     )
-    from clientscope.extras import MissingExtraError
     from clientscope.ingest import ImportResult, import_dumps
     from clientscope.parse import parse_client_list, parse_info, parse_raw
     from clientscope.reporting import charts
@@ -80,9 +80,8 @@ _EXPORTS: dict[str, str] = {
     "clientscope.dataset": "Dataset DatasetWarning open_dataset",
     "clientscope.errors": (
         "AnalysisError CaptureError ClientscopeError ConfigError DatasetError DatasetWriteError "
-        "InputError ParseError TimestampError"
+        "InputError MissingExtraError ParseError TimestampError"
     ),
-    "clientscope.extras": "MissingExtraError",
     "clientscope.ingest": "ImportResult import_dumps",
     "clientscope.parse": "parse_client_list parse_info parse_raw",
     "clientscope.reporting.charts": "charts",

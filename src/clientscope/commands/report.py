@@ -35,7 +35,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Write the postmortem: report.html (self-contained), report.md and figures/ (PNG + SVG)."""
-        from clientscope.reporting import report as make_report
+        from clientscope.extras import require
+
+        require("matplotlib", "report")
+        from clientscope.reporting.report import report as make_report
 
         target = out or Path("reports") / dataset.resolve().name
         result = make_report(dataset, target, start=since or start, end=until or end,
@@ -84,7 +87,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export low-cardinality series (clients per name / library / IP, idle, blocked,
         utilization; connections received, rejected and evicted clients as counters)."""
-        from clientscope.reporting import export as do_export
+        from clientscope.reporting.export import export as do_export
         from clientscope.reporting.export import parse_labels
 
         result = do_export(
