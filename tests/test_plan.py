@@ -258,3 +258,13 @@ def cli(*args: str) -> str:
     result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_fix_first_says_its_times_assume_the_leak_runs_on(tmp_path: Path) -> None:
+    """plan sets a server timeout, which closes leaked idle connections: the runways say they
+    assume the leak runs on, so nobody reads them as the timeout's effect."""
+    path = simulate("leak", tmp_path / "leak.cs", seed=2).path
+    p = plan(path)
+    assert p.fix_first is not None
+    assert "The times assume the leak runs on" in p.fix_first
+    assert f"CONFIG SET timeout {p.suggested_timeout}" in p.settings

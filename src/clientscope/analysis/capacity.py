@@ -472,7 +472,9 @@ def _fix_first(server: ServerModel, f: Forecast | None, leaking: tuple[str, ...]
         "until fixed, no limit holds while they run")  # fmt: skip
     return (
         f"fix first — {named} leak ({len(leaking)} group(s){now}, left out of the peak): {until}. "
-        f"Once fixed, the healthy groups need {healthy_rec} (peak {healthy} + {room:.0%})."
+        f"Once fixed, the healthy groups need {healthy_rec} (peak {healthy} + {room:.0%}). "
+        "The times assume the leak runs on: the server `timeout` this plan sets closes leaked "
+        "connections once they sit idle that long, which slows it but fixes nothing."
     )
 
 
