@@ -12,7 +12,7 @@ this module, so a value is accepted or refused the same way wherever it came fro
     Where                   where a value came from, as an error names it: an option
                             (`--headroom -5`) or a field of a file (`spec.yaml: app 1
                             (api): field 'replicas' is True (line 4)`)
-    check_keys, whole_number, real_number, duration, prometheus_duration, text
+    check_keys, whole_number, real_number, duration, text
                             the typed checks; each raises `ConfigError` naming the
                             file, line, field, the value seen and what to write instead
 
@@ -50,7 +50,6 @@ __all__ = [
     "load_yaml",
     "moment",
     "optional",
-    "prometheus_duration",
     "real_number",
     "resolve_moment",
     "shown",
@@ -183,11 +182,6 @@ def duration_seconds(text: str) -> float | None:
     if decimal:
         return float(decimal[1]) * _UNITS[decimal[2] or "s"]
     return prometheus_seconds(text)
-
-
-def prometheus_duration(value: object, where: Where, high: float) -> float:
-    """The same as `duration` (one grammar); kept for the alert rules' `for`."""
-    return duration(value, where, high)
 
 
 def prometheus_seconds(text: str) -> float | None:

@@ -86,7 +86,6 @@ from clientscope.config import (
     line_of,
     load_yaml,
     optional,
-    prometheus_duration,
     real_number,
     shown,
     text,
@@ -335,7 +334,7 @@ def _prometheus_rule(item: dict[Any, Any], path: Path, label: str) -> Rule:
     label = f"{label} ({printable(name, 60)})"
     expr = text(item["expr"], at("expr"))
     compile_promql(expr, at("expr"))
-    keep = prometheus_duration(optional(item, "keep_firing_for", 0), at("keep_firing_for"), MAX_FOR)
+    keep = duration(optional(item, "keep_firing_for", 0), at("keep_firing_for"), MAX_FOR)
     if keep:
         raise at("keep_firing_for").error(item["keep_firing_for"], "is not replayed: remove it")
     labels = _text_map(item.get("labels"), path, label, "labels", line_of(item, "labels"))
@@ -346,7 +345,7 @@ def _prometheus_rule(item: dict[Any, Any], path: Path, label: str) -> Rule:
         labels.pop("severity", "warning"), at("severity", item.get("labels"), "labels.severity")
     )
     return Rule(
-        name=name, promql=expr, for_s=prometheus_duration(optional(item, "for", 0), at("for"), MAX_FOR),
+        name=name, promql=expr, for_s=duration(optional(item, "for", 0), at("for"), MAX_FOR),
         severity=severity, summary=notes.get("summary") or notes.get("description", ""),
         labels=tuple(sorted(labels.items())),
     )  # fmt: skip

@@ -50,11 +50,12 @@ from typing import Literal
 
 import polars as pl
 
+from clientscope.analysis.timeline import timeline
 from clientscope.dataset import Dataset
 from clientscope.errors import ConfigError, DatasetWriteError
 from clientscope.reporting import series as S
-from clientscope.reporting.view import select
 from clientscope.schema import TS
+from clientscope.window import select
 
 __all__ = [
     "FORMATS",
@@ -286,7 +287,7 @@ def export_series(
     if names not in NAMINGS:
         raise ConfigError(f"unknown --names {names!r}; choose one of: {', '.join(NAMINGS)}")
     extra = check_labels(labels or {})
-    parts = [_server_series(_capture_series(ds), str(names))]
+    parts = [_server_series(timeline(ds), str(names))]
     for dim, column in DIMENSIONS.items():
         parts.append(_group_series(ds, dim, column, top))
     long = pl.concat(parts, how="vertical").sort(*SERIES_KEY, "ts", "capture_id", nulls_last=False)
@@ -311,12 +312,6 @@ def _one_per_millisecond(long: pl.DataFrame) -> pl.DataFrame:
         .drop("_ms", "capture_id")
         .sort(*SERIES_KEY, "ts", nulls_last=False)
     )
-
-
-def _capture_series(ds: S.Tables) -> pl.DataFrame:
-    """The timeline with INFO evicted_clients (the one counter it does not carry)."""
-    evicted = ds.info.select("capture_id", "evicted_clients").collect()
-    return S.capture_series(ds).join(evicted, on="capture_id", how="left")
 
 
 def _server_series(series: pl.DataFrame, names: str) -> pl.DataFrame:

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from clientscope.analysis._common import Tables  # one protocol for the parsed tables
-from clientscope.analysis.timeline import timeline
 from clientscope.schema import TS, UNNAMED
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "REJECTED",
     "Tables",
     "bucket_every",
-    "capture_series",
     "episodes",
     "group_series",
     "idle_series",
@@ -33,11 +31,6 @@ GROUP_COLUMNS = {"name": "name", "lib": "lib_name", "ip": "ip", "user": "user", 
 
 NO_VALUE = "(none)"
 OTHER = "(other)"
-
-
-def capture_series(ds: Tables) -> pl.DataFrame:
-    """`analysis.timeline.timeline` under the names `export` still reads (connected, blocked)."""
-    return timeline(ds).with_columns(connected=pl.col("used"), blocked=pl.col("blocked_clients"))
 
 
 def episodes(
