@@ -272,9 +272,12 @@ def optional(item: dict[Any, Any], key: str, default: object) -> object:
 
 
 def check_keys(
-    item: dict[Any, Any], known: Collection[str], path: Path | str, item_name: str | None
+    item: dict[Any, Any], known: Collection[str], path: Path | str, item_name: str | None,
+    required: Collection[str] = (),
 ) -> None:
-    """A misspelt key is an error that suggests the right one, never silently ignored."""
+    """A misspelt key is an error that suggests the right one, never silently ignored; a
+    `required` key that is missing is an error that names it."""
+    head = f"{printable(path)}: " + (f"{item_name}: " if item_name else "")
     for key in item:
         if key in known:
             continue
@@ -282,8 +285,10 @@ def check_keys(
         hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(sorted(known))}"
         line = line_of(item, key)
         at = f" (line {line})" if line is not None else ""
-        head = f"{printable(path)}: " + (f"{item_name}: " if item_name else "")
         raise ConfigError(f"{head}unknown field {shown(key)}; {hint}{at}")
+    for key in required:  # after the misspellings: 'threshhold' suggests 'threshold'
+        if key not in item:
+            raise ConfigError(f"{head}field {key!r} is missing")
 
 
 # ------------------------------------------------------------------ bounded YAML

@@ -296,10 +296,7 @@ def _rule(item: Any, path: Path, label: str) -> Rule:
         )
     if "expr" in item:
         return _prometheus_rule(item, path, label)
-    check_keys(item, RULE_FIELDS, path, label)
-    for key in ("metric", "threshold"):
-        if key not in item:
-            raise ConfigError(f"{path}: {label}: field {key!r} is missing")
+    check_keys(item, RULE_FIELDS, path, label, required=("metric", "threshold"))
 
     def at(key: str) -> Where:
         return Where.field(path, label, key, line_of(item, key))

@@ -186,10 +186,7 @@ def _app(item: Any, path: Path, number: int) -> AppSpec:
         )
     name = text(item["name"], Where.field(path, f"app {number}", "name", line_of(item, "name")))
     label = f"app {number} ({printable(name, 60)})"
-    check_keys(item, APP_FIELDS, path, label)
-    for key in ("replicas", "pool_size"):
-        if key not in item:
-            raise ConfigError(f"{path}: {label}: field {key!r} is missing")
+    check_keys(item, APP_FIELDS, path, label, required=("replicas", "pool_size"))
 
     def at(key: str) -> Where:
         return Where.field(path, label, key, line_of(item, key))
