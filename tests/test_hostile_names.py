@@ -231,3 +231,14 @@ def test_json_keeps_names_exact(hostile: Path) -> None:
     rows = json.loads(run("top", str(hostile), "--by", "name", "--json"))
     names = {r["name"] for r in rows}
     assert set(MARKUP) | {MATH, HTML, SHELL} <= names
+
+
+def test_a_client_named_like_the_placeholder_keeps_its_name() -> None:
+    """The dataset path fills the placeholder alone: a group named DATASET (or holding it)
+    stays itself, quoted whole."""
+    from clientscope.analysis.diagnose import DATASET_WORD, Finding
+
+    for name in ("DATASET", "x-DATASET-y", "'<the", "dataset>'"):
+        line = shell_line("clientscope", "kill-script", DATASET_WORD, "--group", name)
+        (step,) = Finding("leak", "warning", "t", "s", remediation=(line,)).steps("/data/my ds")
+        assert step == shell_line("clientscope", "kill-script", "/data/my ds", "--group", name)

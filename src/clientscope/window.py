@@ -51,11 +51,10 @@ class DatasetView(Dataset):
 
 
 def parse_time(
-    value: str | datetime | None, option: str = "--since", end: datetime | None = None
-) -> datetime | None:
-    """A window's edge as every option takes it (`config.moment`; `-2h` counts back from `end`)."""
-    if value is None:
-        return None
+    value: str | datetime, option: str = "--since", end: datetime | None = None
+) -> datetime:
+    """A time as every option takes it (`config.moment`: ISO 8601, epoch seconds, or `-2h`
+    counting back from `end`, the data's last capture)."""
     where = Where.option(option)
     return resolve_moment(moment(value, where), end, where)
 
@@ -79,7 +78,8 @@ def select(
     """Open a dataset (or take one) and narrow it; checks the window and the instance exist."""
     ds = ds_or_path if isinstance(ds_or_path, Dataset) else open_dataset(ds_or_path)
     last = _last_capture(ds) if _relative(start) or _relative(end) else None
-    t0, t1 = parse_time(start, "--since", last), parse_time(end, "--until", last)
+    t0 = None if start is None else parse_time(start, "--since", last)
+    t1 = None if end is None else parse_time(end, "--until", last)
     if t0 is not None and t1 is not None and t1 < t0:
         raise ConfigError(
             f"--until {t1:%Y-%m-%d %H:%M:%S} UTC is before --since {t0:%Y-%m-%d %H:%M:%S} UTC"

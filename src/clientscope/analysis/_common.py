@@ -139,7 +139,9 @@ def pick_captures(tl: pl.DataFrame, at: datetime | str | None) -> pl.DataFrame:
     if ok.select(pl.col("has_clients").any()).item():
         ok = with_clients(ok)
     if at is not None:
-        when = parse_time(at, ok.select(pl.col("ts").max()).item(), "--at")
+        from clientscope.window import parse_time
+
+        when = parse_time(at, "--at", ok.select(pl.col("ts").max()).item())
         before = ok.filter(pl.col("ts") <= when)
         if before.is_empty():
             first = ok.select(pl.col("ts").min()).item()
@@ -147,14 +149,6 @@ def pick_captures(tl: pl.DataFrame, at: datetime | str | None) -> pl.DataFrame:
         ok = before
     return ok.group_by("instance").agg(pl.all().sort_by("ts").last()).sort("instance")
 
-
-def parse_time(value: datetime | str, end: datetime | None = None, option: str = "time") -> datetime:
-    """A time as every option takes it (`config.moment`: ISO 8601, epoch seconds, or `-2h`
-    before `end`, the data's last capture)."""
-    from clientscope.config import Where, moment, resolve_moment
-
-    where = Where.option(option)
-    return resolve_moment(moment(value, where), end, where)
 
 
 # ------------------------------------------------------------------ result helpers

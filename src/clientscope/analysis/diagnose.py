@@ -47,7 +47,10 @@ from clientscope.schema import UNNAMED
 from clientscope.vocabulary import Severity
 
 MIB = 1024 * 1024
-DATASET_WORD = "DATASET"  # stands for the dataset path in the commands of a remediation
+# stands for the dataset path in the commands of a remediation; it holds a space, which no client
+# name can, so its quoted form never occurs inside a quoted name and is replaced alone
+DATASET_WORD = "<the dataset>"
+DATASET_SHOWN = for_shell(DATASET_WORD)
 PROSE_CHARS = 4000  # the most characters of a summary or step shown in Markdown
 
 
@@ -75,7 +78,7 @@ class Finding:
         """The remediation, its commands naming `dataset` (shell-quoted), ready to paste."""
         if dataset is None:
             return self.remediation
-        return tuple(r.replace(DATASET_WORD, for_shell(dataset)) for r in self.remediation)
+        return tuple(r.replace(DATASET_SHOWN, for_shell(dataset)) for r in self.remediation)
 
     def _repr_html_(self) -> str:
         ev = "".join(
@@ -217,17 +220,11 @@ def _leaking(ctx: _Context) -> set[str]:
 
 
 def _exhaustion(ctx: _Context) -> list[Finding]:
-    tl = ctx.tl.with_columns(
-        new_rejects=pl.col("rejected_connections").diff().over("instance", "run_id").clip(0)
-    )
-    rejected = int(tl["new_rejects"].fill_null(0).sum())
-    failed = tl.filter(pl.col("error_kind") == "max_clients")
-    full = tl.filter(pl.col("used") >= pl.col("maxclients"))
-    hits = tl.filter(
-        (pl.col("new_rejects") > 0)
-        | (pl.col("error_kind") == "max_clients")
-        | (pl.col("used") >= pl.col("maxclients"))
-    )
+    tl = ctx.tl  # the timeline's own new_rejections and at_limit (timeline.limit_reached)
+    rejected = int(tl["new_rejections"].fill_null(0).sum())
+    failed = tl.filter(pl.col("rejected_error"))
+    full = tl.filter((pl.col("used") >= pl.col("maxclients")).fill_null(False))
+    hits = tl.filter(pl.col("at_limit"))
     if hits.is_empty():
         return []
     first = hits.select(pl.col("ts").min()).item()
@@ -298,7 +295,8 @@ def _saturation(ctx: _Context) -> list[Finding]:
         evidence={"peak_used": peak["used"], "maxclients": peak["maxclients"], "utilization": util,
                   "connected_ratio": naive, "at": peak["ts"], "maxclients_source": peak["maxclients_source"]},
         remediation=(f"CONFIG SET maxclients {nice_ceil(peak['used'] * 1.25)}",
-                     "clientscope plan DATASET --spec deployment.yaml   # size pools to fit"),
+                     shell_line("clientscope", "plan", DATASET_WORD, "--spec", "deployment.yaml")
+                     + "   # size pools to fit"),
         first_seen=peak["ts"], confidence=1.0,
     )]  # fmt: skip
 

@@ -93,6 +93,11 @@ class Forecast(ResultMixin):
         return max(self.eta_maxclients - self.now, timedelta(0))
 
     @property
+    def threshold_passed(self) -> bool:
+        """The count is already at or above the alert threshold (threshold x maxclients)."""
+        return bool(self.maxclients) and self.used_now >= self.threshold * self.maxclients
+
+    @property
     def course(self) -> tuple[float, float]:
         """The forecast's line as (level now, connections per hour): the steady part at its peak
         plus the drivers' connections now, rising at the drivers' summed rates — the line whose

@@ -18,7 +18,6 @@ from clientscope.analysis._common import (
     Tables,
     as_tables,
     group_key,
-    parse_time,
     pick_captures,
     require_captures,
     role,
@@ -26,6 +25,7 @@ from clientscope.analysis._common import (
 from clientscope.analysis.timeline import timeline
 from clientscope.errors import ConfigError
 from clientscope.schema import UNNAMED
+from clientscope.window import parse_time
 
 if TYPE_CHECKING:
     from clientscope.analysis.model import Model
@@ -150,9 +150,9 @@ def _window(
 ) -> pl.DataFrame:
     end = tl.select(pl.col("ts").max()).item()
     if since is not None:
-        tl = tl.filter(pl.col("ts") >= parse_time(since, end, "--since"))
+        tl = tl.filter(pl.col("ts") >= parse_time(since, "--since", end))
     if until is not None:
-        tl = tl.filter(pl.col("ts") <= parse_time(until, end, "--until"))
+        tl = tl.filter(pl.col("ts") <= parse_time(until, "--until", end))
     return tl
 
 

@@ -323,7 +323,7 @@ def _before_the_limit(ok: pl.DataFrame) -> pl.DataFrame:
     """Per instance, the captures before it first reached maxclients (when there are 3 or more):
     at the limit the server caps the growth, so a trend through it measures the cap, not the
     leak (an incident's rate read ~2.5x too low)."""
-    full = (pl.col("used") >= pl.col("maxclients")).fill_null(False)
+    full = pl.col("at_limit")  # timeline.limit_reached: full, or refusing connections
     first = ok.filter(full).group_by("instance").agg(pl.col("ts").min().alias("_full"))
     if first.is_empty():
         return ok

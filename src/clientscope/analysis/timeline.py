@@ -14,7 +14,7 @@ import polars as pl
 from clientscope.analysis._common import Tables
 from clientscope.errors import ConfigError
 
-__all__ = ["busiest", "check_instance", "instances", "limit_reached", "timeline"]
+__all__ = ["busiest", "check_instance", "instances", "limit_reached", "refused", "timeline"]
 
 
 def instances(ds: Tables) -> list[str]:
@@ -134,11 +134,13 @@ def limit_reached() -> pl.Expr:
     """On a timeline row: the server was at its limit — used >= maxclients, new rejected
     connections, or our own capture refused with max_clients. The one definition of "limit
     reached" (forecast, leaks, diagnose, the report's card, timeline and charts)."""
-    return (
-        (pl.col("used") >= pl.col("maxclients")).fill_null(False)
-        | (pl.col("new_rejections").fill_null(0) > 0)
-        | pl.col("rejected_error")
-    ).alias("at_limit")
+    return ((pl.col("used") >= pl.col("maxclients")).fill_null(False) | refused()).alias("at_limit")
+
+
+def refused() -> pl.Expr:
+    """On a timeline row: connections were refused — new rejected connections, or our own
+    capture refused with max_clients (the one definition; the report's rejection runs too)."""
+    return (pl.col("new_rejections").fill_null(0) > 0) | pl.col("rejected_error")
 
 
 def busiest(tl: pl.DataFrame) -> str | None:

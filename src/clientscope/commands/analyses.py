@@ -46,8 +46,7 @@ def _print_forecast(f: Any) -> None:
     if f.verdict in ("will_exhaust", "exhausted") and f.eta_maxclients is not None:
         low, high = fmt(f.eta_maxclients_low), fmt(f.eta_maxclients_high)
         band = "within the same second" if low == high != "-" else f"{low} .. {high}"
-        above = f.maxclients and f.used_now >= f.threshold * f.maxclients
-        crossed = "already passed" if above else f"at {fmt(f.eta_threshold)}"
+        crossed = "already passed" if f.threshold_passed else f"at {fmt(f.eta_threshold)}"
         console.print(
             f"  maxclients at {fmt(f.eta_maxclients)} (95%: {band}); {f.threshold:.0%} {crossed}"
         )

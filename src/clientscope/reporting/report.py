@@ -46,6 +46,7 @@ from clientscope.reporting.render import (
     when,
 )
 from clientscope.reporting.style import style
+from clientscope.vocabulary import Severity
 from clientscope.window import select
 
 __all__ = ["ReportResult", "report", "write_figures"]
@@ -225,7 +226,7 @@ def _servers(model: Model | None, series: pl.DataFrame, found: list[FindingView]
             )  # fmt: skip
         mine = [v for v in found if v.instance == name]
         counts = ", ".join(f"{sum(v.severity == sev for v in mine)} {sev}"
-                           for sev in ("critical", "warning") if any(v.severity == sev for v in mine))  # fmt: skip
+                           for sev in Severity if sev != Severity.INFO and any(v.severity == sev for v in mine))  # fmt: skip
         rows.append((name, used, trend, eta, counts or "none"))
     return tuple(rows)
 

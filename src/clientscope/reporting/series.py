@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from clientscope.analysis._common import Tables  # one protocol for the parsed tables
+from clientscope.analysis.timeline import refused
 from clientscope.schema import TS, UNNAMED
 
 __all__ = [
@@ -21,7 +22,6 @@ __all__ = [
     "bucket_every",
     "episodes",
     "group_series",
-    "idle_series",
     "peak_capture",
     "snapshot",
 ]
@@ -89,7 +89,7 @@ def _merge_runs(runs: pl.DataFrame, within: timedelta | None) -> pl.DataFrame:
     )
 
 
-REJECTED = (pl.col("new_rejections").fill_null(0) > 0) | pl.col("rejected_error")
+REJECTED = refused()
 """A capture that saw new rejected connections, or was itself refused (max_clients)."""
 
 
@@ -188,18 +188,3 @@ def _bucketed(frame: pl.DataFrame, points: int) -> pl.DataFrame:
 def snapshot(ds: Tables, capture_id: str, columns: tuple[str, ...]) -> pl.DataFrame:
     """The client rows of one capture (selected columns only)."""
     return ds.clients.filter(pl.col("capture_id") == capture_id).select(columns).collect()
-
-
-def idle_series(
-    ds: Tables, *, instance: str | None = None, thresholds: tuple[int, ...] = (300, 600)
-) -> pl.DataFrame:
-    """Per capture: how many clients were idle longer than each threshold (idle_gt_<s>)."""
-    clients = ds.clients
-    if instance is not None:
-        clients = clients.filter(pl.col("instance") == instance)
-    return (
-        clients.group_by("instance", "ts")
-        .agg([(pl.col("idle") > t).sum().cast(pl.Int64).alias(f"idle_gt_{t}") for t in thresholds])
-        .sort("instance", "ts")
-        .collect(engine="streaming")
-    )
