@@ -122,7 +122,7 @@ def exclusive(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise DatasetWriteError(
-            f"cannot lock {lock_file}: {exc.strerror or exc}. Writing needs a writable dataset "
+            f"cannot lock {lock_file}: {io_reason(exc)}. Writing needs a writable dataset "
             "folder: fix its permissions or copy it somewhere writable."
         ) from exc
     try:
@@ -221,7 +221,7 @@ def check_writable(root: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise DatasetWriteError(
-            f"dataset directory {root} is not writable: {exc.strerror or exc}. "
+            f"dataset directory {root} is not writable: {io_reason(exc)}. "
             "Choose another --out or fix its permissions."
         ) from exc
 

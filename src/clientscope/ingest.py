@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from clientscope import __version__
+from clientscope.capture.snapshot import CONFIG_NAMES as COLLECTED_CONFIG
 from clientscope.dataset import append_raw, check_writable, known_content_hashes
 from clientscope.errors import ConfigError, InputError, TimestampError
 from clientscope.escape import printable
@@ -65,9 +66,7 @@ MAX_FILE_BYTES = 2 << 30  # text of one dump, once decompressed (--max-file-size
 MAX_LINE_BYTES = 1 << 20  # one line (--max-line-length); a real CLIENT LIST line is ~300 bytes
 KEPT_LINE_BYTES = 1024  # what `rejects` keeps of a line over the limit
 
-CONFIG_NAMES = frozenset(
-    {"maxclients", "timeout", "tcp-keepalive", "tcp-backlog", "client-output-buffer-limit"}
-)
+CONFIG_NAMES = frozenset(COLLECTED_CONFIG)  # the names the collector asks CONFIG GET for
 _CLIENT_LINE = re.compile(rb"^\s*(id|addr)=")
 _ANY_CLIENT_LINE = re.compile(rb"(?m)^\s*(?:id|addr)=")
 _INFO_HEADER = re.compile(rb"^# [A-Za-z]")

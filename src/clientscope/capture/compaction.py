@@ -329,6 +329,8 @@ def _tmp_name(new: str) -> str:
 
 
 def _write_journal(journal: Path, entry: dict[str, Any]) -> None:
+    from clientscope.dataset import io_reason
+
     tmp = journal.with_name(f"{_TMP}{journal.name}")
     try:
         journal.parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +343,7 @@ def _write_journal(journal: Path, entry: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise DatasetWriteError(
-            f"compact: could not write {journal}: {exc.strerror or exc}. The dataset is "
+            f"compact: could not write {journal}: {io_reason(exc)}. The dataset is "
             "unchanged; free disk space and run `clientscope compact` again."
         ) from exc
 

@@ -7,6 +7,7 @@ out of `repr`, out of `origin` and out of everything written to a dataset: its
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -62,7 +63,7 @@ class Target:
         db = f"/{self.db}" if self.db else ""
         return f"{self.scheme}://{user}{self.host}:{self.port}{db}"
 
-    @property
+    @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
         """The password, and any secret written in a `--via` command."""
         found = [self.password] if self.password else []
@@ -70,7 +71,7 @@ class Target:
             found += read_via(self.via).secrets
         return tuple(dict.fromkeys(found))
 
-    @property
+    @functools.cached_property
     def scrubber(self) -> Scrubber:
         """Removes `secrets` from server text before it is stored or shown."""
         return Scrubber(self.secrets)
