@@ -25,7 +25,7 @@ import json, sys, time
 start = time.perf_counter()
 from clientscope.analysis import diagnose
 from clientscope.dataset import open_dataset
-ds = open_dataset(sys.argv[1], repair_missing=False)
+ds = open_dataset(sys.argv[1])
 t0 = time.perf_counter()
 d = diagnose(ds)
 t1 = time.perf_counter()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +23,7 @@ from clientscope.capture import (
 from clientscope.capture.channel import classify
 from clientscope.capture.cluster import parse_cluster_nodes
 from clientscope.capture.collector import backoff
-from clientscope.dataset import open_dataset
+from clientscope.dataset import DatasetWarning, mend, open_dataset
 from clientscope.errors import ConfigError, DatasetWriteError
 from clientscope.schema import COLLECTOR_CLIENT_NAME, RAW_SCHEMA
 from servers import Server, free_port, redis_server, valkey_server
@@ -318,11 +320,11 @@ def test_failing_write_mid_run_stops_with_a_clear_error(valkey: Server, tmp_path
 
     def break_the_disk(event: CaptureEvent) -> None:
         seen.append(event)
-        if len(seen) == 3:
-            import shutil
-
-            shutil.rmtree(out)
-            out.write_text("the dataset directory is now a file")
+        if len(seen) == 3:  # the dataset folder becomes a file (writers may mkdir it meanwhile)
+            while not out.is_file():
+                with contextlib.suppress(OSError):
+                    out.rename(tmp_path / f"gone-{len(list(tmp_path.iterdir()))}")
+                    out.write_text("the dataset directory is now a file")
 
     with pytest.raises(DatasetWriteError, match="Collection stopped"):
         collect([valkey.url], out, interval=0.2, count=20, on_event=break_the_disk)
@@ -356,48 +358,80 @@ def test_a_parser_failure_never_stops_collection(
     def broken(raw: pl.DataFrame) -> dict[str, pl.DataFrame]:
         raise RuntimeError("parser bug")
 
+    root = tmp_path / "ds"
     with monkeypatch.context() as patched:
         patched.setattr(clientscope.parse, "parse_raw", broken)
-        result = collect([valkey.url], tmp_path / "ds", interval=0.2, count=3)
+        with pytest.warns(DatasetWarning, match="could not be parsed"):  # compact's mend
+            result = collect([valkey.url], root, interval=0.2, count=3)
     assert result.captures_written == 3 and result.left_unparsed == 3
     assert result.parse_error == "RuntimeError: parser bug"
-    ds = open_dataset(tmp_path / "ds")  # parses the raw batches the collector could not
-    assert ds.captures.collect().height == 3 and ds.raw.collect().height == 3
+    ds = open_dataset(root)  # counted; no warning yet: a collector may be parsing them still
+    assert ds.unparsed == 3
+    import clientscope.dataset
+
+    monkeypatch.setattr(clientscope.dataset, "IN_FLIGHT", timedelta(0))  # ... minutes later
+    with pytest.warns(DatasetWarning, match="3 capture"):  # a read says so
+        ds = open_dataset(root)
+    assert ds.unparsed == 3 and ds.raw.collect().height == 3 and ds.captures.collect().height == 0
+    assert mend(root) == 3  # what the next command that writes does first
+    ds = open_dataset(root)
+    assert ds.unparsed == 0 and ds.captures.collect().height == 3
 
 
-def test_raw_batches_beyond_the_parser_backlog_are_left_for_open(
+def test_a_long_collection_compacts_as_it_goes_and_keeps_every_capture(
+    valkey: Server, tmp_path: Path
+) -> None:
+    from deltalake import DeltaTable
+
+    root = tmp_path / "ds"
+    result = collect(
+        [valkey.url], root, interval=0.1, count=30, compact_every=0.5, compact_on_exit=False
+    )
+    assert result.compactions >= 1
+    optimized = [
+        h for h in DeltaTable(str(root / "clients")).history() if h["operation"] == "OPTIMIZE"
+    ]
+    assert optimized  # the compactor really rewrote files while the collector committed
+    ds = open_dataset(root)
+    ids = ds.raw.collect()["capture_id"]
+    assert ids.len() == ids.n_unique() == 30 and ds.unparsed == 0
+    assert sorted(ds.captures.collect()["capture_id"]) == sorted(ids)
+
+
+def test_captures_beyond_the_parser_backlog_are_parsed_when_collection_ends(
     valkey: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import clientscope.capture.writer as writer
+    import clientscope.dataset
 
     monkeypatch.setattr(writer, "MAX_UNPARSED_IN_MEMORY", 0)
-    result = collect([valkey.url], tmp_path / "ds", interval=0.2, count=3)
-    assert result.left_unparsed == 3 and result.parse_error is None
-    assert not list((tmp_path / "ds" / "clients").rglob("*.parquet"))
-    assert (
-        open_dataset(tmp_path / "ds").clients.collect().height == 3
-    )  # the collector itself, 3 times
+    parse_captures = clientscope.dataset.parse_captures
+    left: list[str] = []
+
+    def spy(root: Path, ids: list[str], **kw: str) -> int:
+        left.extend(ids)
+        return parse_captures(root, ids, **kw)
+
+    monkeypatch.setattr(clientscope.dataset, "parse_captures", spy)
+    result = collect([valkey.url], tmp_path / "ds", interval=0.2, count=3, compact_on_exit=False)
+    assert len(left) == 3 and result.left_unparsed == 0 and result.parse_error is None
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.unparsed == 0 and ds.clients.collect().height == 3  # the collector, 3 times
 
 
-def test_each_raw_batch_has_its_parsed_tables_under_the_same_name(tmp_path: Path) -> None:
+def test_every_captured_row_has_its_parsed_rows_in_every_table(tmp_path: Path) -> None:
     with valkey_server() as a, valkey_server() as b, redis_server() as c:
         collect(
             [a.url, b.url, c.url], tmp_path / "ds", interval=0.2, count=3, compact_on_exit=False
         )
-    root = tmp_path / "ds"
-    raw_files = sorted((root / "raw").rglob("*.parquet"))
-    assert len(raw_files) >= 9 // 3  # at least one file per instance; usually one per capture
-    for raw_file in raw_files:
-        rel = raw_file.relative_to(root / "raw")
-        ids = set(pl.read_parquet(raw_file)["capture_id"])
-        assert set(pl.read_parquet(root / "captures" / rel)["capture_id"]) == ids
-        clients = pl.read_parquet(root / "clients" / rel)
-        assert set(clients["capture_id"]) == ids  # every capture lists at least the collector
-        info = pl.read_parquet(root / "info" / rel)
-        assert set(info["capture_id"]) == ids
-        for table in ("info_fields", "rejects"):
-            assert (root / table / rel).exists()
-    assert open_dataset(root).captures.collect().height == 9
+    ds = open_dataset(tmp_path / "ds")
+    ids = set(ds.raw.collect()["capture_id"])
+    assert len(ids) == 9 and ds.unparsed == 0
+    assert set(ds.captures.collect()["capture_id"]) == ids
+    assert set(ds.clients.collect()["capture_id"]) == ids  # every capture lists the collector
+    assert set(ds.info.collect()["capture_id"]) == ids
+    per_capture = ds.captures.group_by("capture_id").len().collect()
+    assert per_capture["len"].max() == 1  # each once
 
 
 LEAST_PRIVILEGE = "+info +time +client|list +client|setname +config|get +cluster|nodes"

@@ -409,13 +409,16 @@ def test_a_corrupt_parsed_file_is_mended_by_reparse(tmp_path: Path) -> None:
     assert_same_rows(snapshot(root), before)
 
 
-def test_a_corrupt_raw_file_is_an_error_that_names_it(tmp_path: Path) -> None:
+def test_a_corrupt_raw_file_is_named_and_the_parsed_tables_still_read(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     append_raw(root, raw_rows(2))
     append_raw(root, raw_rows(1, start=T0 + timedelta(hours=1)))
     bad = _corrupt(root, "raw", "truncated")
+    with pytest.warns(DatasetWarning, match=re.escape(str(bad)) + ".*raw bytes.*are lost"):
+        ds = open_dataset(root)  # opens: the parsed tables are intact and read
+    assert ds.captures.collect().height == 3 and ds.clients.collect().height == 6
     with pytest.raises(DatasetError, match=re.escape(str(bad))):
-        open_dataset(root).raw.collect()
+        ds.raw.collect()
 
 
 # ------------------------------------------------------------------ instance names

@@ -36,7 +36,7 @@ def name_of(requirement: str) -> str:
 
 def test_the_core_install_leaves_out_the_optional_libraries() -> None:
     core = {name_of(r).lower() for r in PYPROJECT["project"]["dependencies"]}
-    assert core == {"polars", "numpy", "typer", "rich", "pyyaml"}
+    assert core == {"polars", "numpy", "typer", "rich", "pyyaml", "deltalake"}
 
 
 def test_each_extra_brings_what_it_names() -> None:

@@ -16,7 +16,7 @@ import typer
 
 from clientscope.errors import ClientscopeError
 
-COMMAND_MODULES = ("ingest", "collect", "analyses", "plan", "alerts", "kill", "simulate", "report", "notebook")
+COMMAND_MODULES = ("ingest", "collect", "storage", "analyses", "plan", "alerts", "kill", "simulate", "report", "notebook")
 
 app = typer.Typer(
     name="clientscope",

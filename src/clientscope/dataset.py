@@ -1,88 +1,137 @@
-"""The capture dataset on disk: Hive-partitioned Parquet, raw + parsed.
+"""The capture dataset on disk: one Delta Lake table per table, raw + parsed.
 
     DATASET/
-      raw/instance=<id>/date=<YYYY-MM-DD>/<batch>.parquet          lossless captures (RAW_SCHEMA)
-      captures|clients|info|info_fields|rejects/instance=<id>/date=<YYYY-MM-DD>/<batch>.parquet
-      .append.lock                                                 held while a batch is appended
-      .compact/                                                    compaction journals and lock
+      raw/            lossless captures (RAW_SCHEMA)                 each one Delta table
+      captures/ clients/ info/ info_fields/ rejects/   parsed rows   (`_delta_log/` + Parquet),
+      .write.lock     held by a writer while it checks and commits    partitioned by instance
+      .collect.lock   held (shared) by every running collector        and date (UTC, YYYY-MM-DD)
 
-`<id>` is the instance name percent-encoded (`__HIVE_DEFAULT_PARTITION__`, the
-name Hive keeps for null, reads back as itself). The raw file of a batch is
-written first, then its parsed tables; every file is written to a temporary
-name and renamed, so a killed writer leaves at most an unparsed batch. Nothing
-is ever overwritten: a batch name is new every time.
+Every write is a Delta commit: a reader sees a table as one committed version,
+never a file half written or counted twice, and a file a killed writer left
+behind is in no version (`compact` deletes it once it is older than the
+retention). The partition values (instance names with any characters,
+`redis-b:6379`, `ü-cache`, `../x`) live in the table log as strings, so every
+engine reads back the same name; the folder names are only percent-encoded
+paths under the table.
 
-Reading never needs a write. `open_dataset` parses unparsed batches and
-finishes an interrupted compaction only when it can take the compaction lock
-at once and the disk takes the writes; otherwise it reads what is there and
-says so (`Dataset.unparsed`, a `DatasetWarning`). A file that is not Parquet
-is a `DatasetError` naming it and the mend, not a Polars traceback.
+A batch of captures is committed in this order: its raw rows, then its parsed
+tables, `captures` last. The `captures` commit records the version of every
+other table it goes with (`clientscope.tables` in its commit info), so
+`open_dataset` reads one snapshot: the captures of one `captures` version and
+exactly their rows in the other tables, even while writers and `compact` run.
+Raw rows are committed first so that a killed collector loses at most the
+capture in flight; captures whose parsed rows are missing (killed between the
+two commits) are parsed by the next command that writes (`mend`) and counted by
+reads meanwhile (`Dataset.unparsed`, a `DatasetWarning`).
+
+Readers take no lock and write nothing. Writers serialize their commits of
+parsed rows through `.write.lock`, which is also where imports check for
+captures already in the dataset, so two imports of one dump write it once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
-import io
+import json
 import os
+import re
 import shutil
 import sys
 import urllib.parse
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import polars as pl
 
 from clientscope.errors import DatasetError, DatasetWriteError
-from clientscope.schema import RAW_SCHEMA, TABLES
+from clientscope.schema import (
+    CAPTURES_SCHEMA,
+    CLIENTS_SCHEMA,
+    INFO_FIELDS_SCHEMA,
+    INFO_SCHEMA,
+    RAW_SCHEMA,
+    REJECTS_SCHEMA,
+    TABLES,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+    from deltalake import DeltaTable
 
 __all__ = [
     "Dataset",
     "DatasetWarning",
-    "RawPart",
     "WriteResult",
     "append_raw",
     "append_tables",
+    "commit_parsed",
+    "commit_raw",
+    "commit_table",
     "known_content_hashes",
+    "mend",
     "open_dataset",
-    "quarantined",
+    "parse_captures",
+    "reparse",
 ]
 
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 TableName = Literal["raw", "captures", "clients", "info", "info_fields", "rejects"]
+TABLE_NAMES: tuple[TableName, ...] = (
+    "raw",
+    "captures",
+    "clients",
+    "info",
+    "info_fields",
+    "rejects",
+)
+PARSED_FIRST: tuple[TableName, ...] = ("clients", "info", "info_fields", "rejects")  # captures last
+PARTITION_BY = ("instance", "date")
+WRITE_LOCK = ".write.lock"
+COLLECT_LOCK = ".collect.lock"
+PINS = "clientscope.tables"  # commit info of a captures commit: {table: version} it goes with
+BATCH = "clientscope.batch"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the folder name Hive readers take for null
 _TMP_PREFIX = ".tmp-"
-APPEND_LOCK = ".append.lock"
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Hive's folder name for null: Polars reads it so
+_PIN_LOOKBACK = 1000  # captures commits searched back for the last one that carries pins
+IN_FLIGHT = timedelta(minutes=2)  # raw this recent may be a writer's in flight: counted, no warning
+
+SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "raw": RAW_SCHEMA,
+    "captures": CAPTURES_SCHEMA,
+    "clients": CLIENTS_SCHEMA,
+    "info": INFO_SCHEMA,
+    "info_fields": INFO_FIELDS_SCHEMA,
+    "rejects": REJECTS_SCHEMA,
+}
+assert set(TABLE_NAMES) == {"raw", *TABLES} == set(SCHEMAS)
 
 
 class DatasetWarning(UserWarning):
-    """The dataset was read as it is, but part of it is not there yet (unparsed batches)."""
+    """The dataset was read as it is, but part of it is not there yet (captures not parsed)."""
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one `append_raw` call wrote."""
+    """What one `append_raw` / `append_tables` call committed."""
 
     batch: str
     captures: int
-    files: tuple[Path, ...]
     rejects: pl.DataFrame | None = None  # lines the parser kept aside (REJECTS_SCHEMA)
     skipped: int = 0  # captures already in the dataset (same capture id or content hash)
 
 
-# ------------------------------------------------------------------ locks
-if sys.platform == "win32":  # no flock: lock the lock file's first byte
-    import msvcrt
-    import time
+# ------------------------------------------------------------------ locks (writers only)
+def _take_lock(fd: int, *, wait: bool, shared: bool) -> bool:
+    if sys.platform == "win32":  # no flock: lock the file's first byte (always exclusive)
+        import msvcrt
+        import time
 
-    def _take_lock(fd: int, wait: bool) -> bool:
         while True:
             try:
                 msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
@@ -91,31 +140,35 @@ if sys.platform == "win32":  # no flock: lock the lock file's first byte
                 if not wait:
                     return False
                 time.sleep(0.05)
+    import fcntl  # here, not at the top: readers never lock, and must import without it
 
-    def _release_lock(fd: int) -> None:
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    try:
+        fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _release_lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
+        return
     import fcntl
 
-    def _take_lock(fd: int, wait: bool) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _release_lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
-def exclusive(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive lock on `lock_file` (made if missing) for the block, across processes.
+def exclusive(lock_file: Path, *, wait: bool = True, shared: bool = False) -> Iterator[bool]:
+    """Hold a lock on `lock_file` (made if missing) for the block, across processes.
 
-    Yields True once it is held. With `wait=False` it yields False at once when someone else
-    holds it. A lock file that cannot be made (read-only disk) is a DatasetWriteError.
+    Yields True once it is held; with `wait=False`, False at once when it is taken.
+    `shared` locks exclude only exclusive ones (on Windows every lock is exclusive).
+    A lock file that cannot be made (read-only disk) is a DatasetWriteError.
     """
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +179,7 @@ def exclusive(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
             "folder: fix its permissions or copy it somewhere writable."
         ) from exc
     try:
-        held = _take_lock(fd, wait)
+        held = _take_lock(fd, wait=wait, shared=shared)
         try:
             yield held
         finally:
@@ -136,15 +189,21 @@ def exclusive(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-# ------------------------------------------------------------------ writing
+def write_lock(root: Path) -> contextlib.AbstractContextManager[bool]:
+    """The lock under which parsed rows are committed and imports check for duplicates."""
+    return exclusive(root / WRITE_LOCK)
+
+
+def collecting(root: Path) -> contextlib.AbstractContextManager[bool]:
+    """Held, shared, by a running collector: `mend` leaves the captures it is parsing alone."""
+    return exclusive(root / COLLECT_LOCK, shared=True)
+
+
+# ------------------------------------------------------------------ helpers
 def new_batch_id(now: datetime | None = None) -> str:
-    """A file stem that sorts by time and never repeats."""
+    """A name for one write, recorded in its commits; sorts by time and never repeats."""
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
-
-
-def partition_dir(root: Path, table: str, instance: str, date: str) -> Path:
-    return root / table / f"instance={urllib.parse.quote(instance, safe='')}" / f"date={date}"
 
 
 def empty_raw() -> pl.DataFrame:
@@ -159,6 +218,8 @@ def conform_raw(raw: pl.DataFrame) -> pl.DataFrame:
     for required in ("capture_id", "instance", "ts", "source", "ok"):
         if required not in raw.columns or raw[required].null_count():
             raise DatasetError(f"raw captures need a value in column {required!r} on every row")
+    if (raw["instance"].cast(pl.String) == "").any():  # Delta keeps an empty partition as null
+        raise DatasetError("raw captures need an instance name that is not empty")
     missing = [
         pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items() if c not in raw.columns
     ]
@@ -174,42 +235,13 @@ def io_reason(exc: BaseException, folder: Path | None = None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc)
-    if "underlying IO error: " in text:
-        return text.rsplit("underlying IO error: ", 1)[-1]
+    for marker in ("underlying IO error: ", "Generic LocalFileSystem error: "):
+        if marker in text:
+            return text.rsplit(marker, 1)[-1]
     if folder is not None:
         with contextlib.suppress(OSError):
             return f"{text}; {shutil.disk_usage(folder).free} bytes free on that disk"
     return text
-
-
-def _write_atomic(frame: pl.DataFrame, target: Path) -> None:
-    tmp = target.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
-    data = io.BytesIO()  # written by Python, not Polars: a failure is the OS's own error
-    frame.write_parquet(data, compression="zstd", statistics=True)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise DatasetWriteError(
-            f"could not write {target}: {io_reason(exc)}. Nothing already in the dataset "
-            "was changed; free disk space or fix permissions and run again."
-        ) from exc
-
-
-def write_partition_file(frame: pl.DataFrame, target: Path) -> None:
-    """Write one table file of a partition, atomically.
-
-    `instance` is left out of the file: the `instance=` folder carries it, as Hive
-    layout wants (pyarrow, Spark and DuckDB refuse a column that is both in the
-    file and in the path).
-    """
-    _write_atomic(frame.drop("instance", strict=False), target)
 
 
 def check_writable(root: Path) -> None:
@@ -226,67 +258,211 @@ def check_writable(root: Path) -> None:
         ) from exc
 
 
-@dataclass(frozen=True)
-class RawPart:
-    """The raw rows of one (instance, date) partition, as written under one batch name."""
-
-    instance: str
-    date: str
-    batch: str
-    frame: pl.DataFrame
+def _empty_tables() -> dict[str, pl.DataFrame]:
+    """Every table, empty, with its schema (the contract in schema.py)."""
+    return {name: pl.DataFrame(schema=schema) for name, schema in SCHEMAS.items()}
 
 
-def by_partition(frame: pl.DataFrame) -> dict[tuple[str, str], pl.DataFrame]:
-    """Rows of a table split by (instance, UTC date of ts), in first-seen order."""
-    parts = frame.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date")).partition_by(
-        ["instance", "_date"], as_dict=True, maintain_order=True
+def _with_date(frame: FrameT) -> FrameT:
+    """The partition column: the UTC day of `ts`."""
+    return frame.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("date"))
+
+
+def is_table(path: Path) -> bool:
+    """Whether `path` holds a Delta table (a commit in its log)."""
+    log = path / "_delta_log"
+    return (
+        (log / f"{0:020d}.json").exists()
+        or (log / "_last_checkpoint").exists()  # version 0's file is cleaned up after a while
+        or (log.is_dir() and any(log.glob("*.json")))
     )
-    return {(str(i), str(d)): part.drop("_date") for (i, d), part in parts.items()}
 
 
-def write_raw(root: Path, raw: pl.DataFrame, batch: str) -> list[RawPart]:
-    """Write conformed raw rows, one file per (instance, date); no parsing."""
-    written = []
-    for (instance, date), part in by_partition(raw).items():
-        target = partition_dir(root, "raw", instance, date) / f"{batch}.parquet"
-        write_partition_file(part, target)
-        written.append(RawPart(instance, date, batch, part))
-    return written
+def is_hive_layout(root: Path) -> bool:
+    """Written by clientscope 0.1: table folders of `instance=*` partitions, no Delta log."""
+    return any(
+        (root / name).is_dir()
+        and not is_table(root / name)
+        and any((root / name).glob("instance=*"))
+        for name in TABLE_NAMES
+    )
+
+
+def _refuse_unusable_path(root: Path) -> None:
+    """delta-rs decodes `%XX` in a table's path (a folder named `a%20b` is read as `a b`)."""
+    if re.search("%[0-9A-Fa-f]{2}", str(root.absolute())):
+        raise DatasetError(
+            f"{root}: Delta Lake cannot use a folder whose path holds a percent escape such as "
+            "%20; rename or move the folder (spaces and other characters are fine)"
+        )
+
+
+def _refuse_old_layout(root: Path) -> None:
+    _refuse_unusable_path(root)
+    if is_hive_layout(root):
+        raise DatasetError(
+            f"{root} was written by clientscope 0.1 (folders of loose Parquet files). Run "
+            f"`clientscope upgrade {root}` once to turn it into Delta Lake tables (it keeps "
+            "every capture and checks that it did), then run this again."
+        )
+
+
+# ------------------------------------------------------------------ committing
+def _write_options(metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    from deltalake import CommitProperties, WriterProperties
+
+    return {
+        "partition_by": list(PARTITION_BY),
+        "writer_properties": WriterProperties(compression="ZSTD"),
+        "commit_properties": CommitProperties(
+            custom_metadata=dict(metadata or {}), max_commit_retries=100
+        ),
+    }
+
+
+def _write_failed(root: Path, name: str, exc: BaseException) -> DatasetWriteError:
+    return DatasetWriteError(
+        f"could not commit to {root / name}: {io_reason(exc, root)}. Nothing already in the "
+        "dataset was changed (a commit is all or nothing); free disk space or fix permissions "
+        "and run again."
+    )
+
+
+def commit_table(
+    root: Path,
+    name: str,
+    frame: pl.DataFrame | pl.LazyFrame,
+    *,
+    mode: Literal["append", "overwrite"] = "append",
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Commit `frame`'s rows to one table (one Delta commit, retried on conflict)."""
+    options = _write_options(metadata)
+    try:
+        if isinstance(frame, pl.LazyFrame):  # streamed: memory follows a batch, not the table
+            _with_date(frame).sink_delta(str(root / name), mode=mode, delta_write_options=options)
+        else:
+            _with_date(frame).write_delta(str(root / name), mode=mode, delta_write_options=options)
+    except Exception as exc:  # delta-rs says IO failures in its own exception types
+        raise _write_failed(root, name, exc) from exc
+
+
+def version_of(root: Path, name: str) -> int:
+    """The newest committed version of one table."""
+    from deltalake import DeltaTable
+
+    return int(DeltaTable(str(root / name)).version())
+
+
+def create_tables(root: Path) -> None:
+    """Make every table (empty, with its schema) that is not there yet; safe to race.
+
+    `captures` is made last, pinned to the others' first versions, so a reader of the empty
+    dataset reads every table empty even if a first batch is being committed."""
+    _refuse_old_layout(root)
+    empty = _empty_tables()
+    for name in (*PARSED_FIRST, "raw", "captures"):
+        if is_table(root / name):
+            continue
+        meta = None
+        if name == "captures":
+            meta = {PINS: json.dumps(dict.fromkeys((*PARSED_FIRST, "raw"), 0))}
+        try:
+            _with_date(empty[name]).write_delta(
+                str(root / name), mode="ignore", delta_write_options=_write_options(meta)
+            )
+        except Exception as exc:  # another writer made it at the same moment: fine
+            if not is_table(root / name):
+                raise _write_failed(root, name, exc) from exc
+
+
+def prepare(root: Path | str) -> Path:
+    """Check `root` can be written (writable, not the old layout); tables are made by the
+    first commit, so a write that fails before it leaves no empty dataset behind."""
+    root = Path(root)
+    check_writable(root)
+    _refuse_old_layout(root)
+    return root
+
+
+def commit_raw(root: Path, raw: pl.DataFrame, *, batch: str | None = None) -> str:
+    """Commit raw rows (conformed) in one commit, no parsing and no duplicate check: for
+    captures with fresh ids (the collector). Returns the batch name."""
+    batch = batch or new_batch_id()
+    create_tables(root)
+    commit_table(root, "raw", conform_raw(raw), metadata={BATCH: batch})
+    return batch
+
+
+def commit_parsed(root: Path, tables: Mapping[str, pl.DataFrame], *, batch: str) -> int:
+    """Commit the parsed tables of captures nobody else is parsing, `captures` last with the
+    versions it goes with; holds the write lock. Returns the captures committed."""
+    with write_lock(root):
+        return _commit_parsed(root, tables, batch)
+
+
+def _commit_parsed(root: Path, tables: Mapping[str, pl.DataFrame], batch: str) -> int:
+    captures = tables["captures"]
+    if captures.is_empty():
+        return 0
+    create_tables(root)
+    pins: dict[str, int] = {}
+    for name in PARSED_FIRST:
+        if not tables[name].is_empty():
+            commit_table(root, name, tables[name], metadata={BATCH: batch})
+        pins[name] = version_of(root, name)
+    pins["raw"] = version_of(root, "raw")
+    commit_table(root, "captures", captures, metadata={BATCH: batch, PINS: json.dumps(pins)})
+    return captures.height
 
 
 def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None) -> WriteResult:
-    """Append raw captures to the dataset, then write their parsed tables.
+    """Append raw captures to the dataset, then commit their parsed tables.
 
-    One file per table and (instance, date) partition; never overwrites anything.
     Captures already in the dataset (same capture id, or a content hash already
-    there) are not written again, and `skipped` counts them: the check and the
-    write hold the dataset's append lock, so two imports of the same dumps at
-    once still write each capture once.
+    there) are not written again, and `skipped` counts them: the check and both
+    commits hold the dataset's write lock, so two imports of the same dumps at
+    once write each capture once.
     """
-    root = Path(root)
+    from clientscope.parse import parse_raw
+
     raw = conform_raw(raw)
     if raw.is_empty():
-        return WriteResult(batch="", captures=0, files=())
-    check_writable(root)
-    with exclusive(root / APPEND_LOCK):
+        return WriteResult(batch="", captures=0)
+    root = prepare(root)
+    with write_lock(root):
         fresh = _new_rows(root, raw)
         if fresh.is_empty():
-            return WriteResult(batch="", captures=0, files=(), skipped=raw.height)
-        batch = batch or new_batch_id()
-        files: list[Path] = []
-        rejects: list[pl.DataFrame] = []
-        for part in write_raw(root, fresh, batch):
-            files.append(partition_dir(root, "raw", part.instance, part.date) / f"{batch}.parquet")
-            paths, tables = _write_parsed(root, part.frame, part.instance, part.date, batch)
-            files.extend(paths)
-            rejects.append(tables["rejects"])
+            return WriteResult(batch="", captures=0, skipped=raw.height)
+        batch = commit_raw(root, fresh, batch=batch)
+        tables = parse_raw(fresh)
+        _commit_parsed(root, tables, batch)
     return WriteResult(
         batch=batch,
         captures=fresh.height,
-        files=tuple(files),
-        rejects=pl.concat(rejects),
+        rejects=tables["rejects"],
         skipped=raw.height - fresh.height,
     )
+
+
+def append_tables(
+    root: Path | str, tables: Mapping[str, pl.DataFrame], *, batch: str | None = None
+) -> WriteResult:
+    """Commit already-parsed tables (e.g. from `simulate`), and their raw rows if given."""
+    root = prepare(root)
+    empty = _empty_tables()
+    full: dict[str, pl.DataFrame] = {
+        name: tables[name].select(empty[name].columns).cast(empty[name].schema)
+        if name in tables
+        else empty[name]
+        for name in TABLE_NAMES
+    }
+    batch = batch or new_batch_id()
+    with write_lock(root):
+        if not full["raw"].is_empty():
+            commit_raw(root, full["raw"], batch=batch)
+        captures = _commit_parsed(root, full, batch)
+    return WriteResult(batch=batch, captures=captures)
 
 
 def _new_rows(root: Path, raw: pl.DataFrame) -> pl.DataFrame:
@@ -295,12 +471,9 @@ def _new_rows(root: Path, raw: pl.DataFrame) -> pl.DataFrame:
     Only the committed keys that match this batch are collected, so memory follows the batch,
     not the dataset.
     """
-    files = readable_files(_files(root, "raw"), "raw")
-    if not files:
-        return raw
     hashes = pl.col("content_sha256").str.split(" ")
     mine = raw.select(hashes.explode().drop_nulls()).to_series()
-    committed = pl.scan_parquet(files, hive_partitioning=False).select("capture_id", hashes)
+    committed = _latest(root, "raw").select("capture_id", hashes)
     ids, seen = pl.collect_all(
         [
             committed.filter(pl.col("capture_id").is_in(raw["capture_id"].implode())),
@@ -315,191 +488,24 @@ def _new_rows(root: Path, raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _write_parsed(
-    root: Path, raw_part: pl.DataFrame, instance: str, date: str, batch: str
-) -> tuple[list[Path], dict[str, pl.DataFrame]]:
-    from clientscope.parse import parse_raw
+def _latest(root: Path, name: str) -> pl.LazyFrame:
+    """One table's newest version (writers' checks; readers use a Dataset's snapshot)."""
+    from deltalake import DeltaTable
 
-    tables = parse_raw(raw_part)
-    written = []
-    for name in TABLES:
-        target = partition_dir(root, name, instance, date) / f"{batch}.parquet"
-        write_partition_file(tables[name], target)
-        written.append(target)
-    return written, tables
-
-
-def append_tables(
-    root: Path | str, tables: dict[str, pl.DataFrame], *, batch: str | None = None
-) -> WriteResult:
-    """Write already-parsed tables (e.g. from `simulate`), partitioned like `append_raw`.
-
-    Tables not given are written empty, so every batch has every table.
-    """
-    root = Path(root)
-    check_writable(root)
-    batch = batch or new_batch_id()
-    empty = _empty_tables()
-    captures = tables.get("captures", empty["captures"])
-    parts = {name: by_partition(tables.get(name, empty[name])) for name in ("raw", *TABLES)}
-    files: list[Path] = []
-    for instance, date in parts["captures"]:
-        for name in ("raw", *TABLES):
-            part = parts[name].get((instance, date))
-            if part is None and name == "raw":
-                continue
-            frame = (empty[name] if part is None else part).select(empty[name].columns)
-            target = partition_dir(root, name, instance, date) / f"{batch}.parquet"
-            write_partition_file(frame.cast(empty[name].schema), target)
-            files.append(target)
-    return WriteResult(batch=batch, captures=captures.height, files=tuple(files))
-
-
-# ------------------------------------------------------------------ reading
-def _files(root: Path, table: str) -> list[Path]:
-    """The table's files as a reader should see them: no temporary files, and no source of a
-    compaction whose merged file is already in place (so each row is read once)."""
-    from clientscope.capture.compaction import merges_in_flight, superseded
-
-    merges = merges_in_flight(root)  # read before listing: see `superseded`
-    listed = _listed(root, table)
-    return sorted(listed - superseded(root, table, listed, merges))
-
-
-def _listed(root: Path, table: str) -> set[Path]:
-    base = root / table
-    if not base.is_dir():
-        return set()
-    return {
-        p for p in base.glob("instance=*/date=*/*.parquet") if not p.name.startswith(_TMP_PREFIX)
-    }
-
-
-def readable_files(
-    files: list[Path], table: str, known_good: set[Path] | None = None
-) -> list[Path]:
-    """`files` less those gone since they were listed (compacted away); a file whose Parquet
-    footer does not read is a DatasetError naming it and the mend. `known_good` are skipped
-    and grow with the files checked."""
-    checked = set() if known_good is None else known_good
-    kept = []
-    for path in files:
-        if path not in checked:
-            try:
-                pl.read_parquet_schema(path)
-            except (OSError, pl.exceptions.PolarsError) as exc:
-                if not path.exists():
-                    continue
-                raise DatasetError(_unreadable(path, table, exc)) from exc
-            checked.add(path)
-        kept.append(path)
-    return kept
-
-
-def _unreadable(path: Path, table: str, exc: BaseException) -> str:
-    """What is wrong with a file that is not Parquet, and how to get a readable dataset back."""
-    root = path.parents[3]  # root / table / instance= / date= / file
-    found = f"{path} is not a readable Parquet file ({io_reason(exc)})"
-    if table == "raw":
-        return (
-            f"{found}. The raw bytes of its captures are lost. Move it out of the dataset folder; "
-            f"the parsed rows of those captures stay (the files named {path.name} in the other "
-            "tables). To import their dumps again, move those files out too, or the captures "
-            "count twice."
-        )
-    raw = root / "raw" / path.relative_to(root / table)
-    mend = (
-        f"its rows are parsed again from {raw} when the dataset is next opened where it can be "
-        "written"
-        if raw.exists()
-        else "its rows are lost unless you write them again (import or simulate)"
-    )
-    return f"{found}. Move it out of the dataset folder: {mend}."
-
-
-def unparsed_batches(root: Path) -> list[Path]:
-    """Raw files whose parsed tables are not all there (a writer killed mid-batch, a parser
-    behind or broken): their captures are in `raw` but missing from the other tables.
-
-    Batches a compaction is merging are complete by its rule; their files come and go while
-    the tables are listed one after the other, so they are left out."""
-    from clientscope.capture.compaction import merges_in_flight
-
-    merging = {f"{s}.parquet" for m in merges_in_flight(root) for s in (*m["stems"], m["new"])}
-    raw = {p.relative_to(root / "raw") for p in _listed(root, "raw")}
-    parsed = set(raw)
-    for name in TABLES:
-        parsed &= {p.relative_to(root / name) for p in _listed(root, name)}
-    set_aside = {Path(rel) for rel in quarantined(root)}
-    return sorted(
-        root / "raw" / rel for rel in raw - parsed - set_aside if rel.name not in merging
-    )
-
-
-QUARANTINE = "quarantine.jsonl"
-"""Raw batches the parser failed on: kept (raw is lossless), set aside so that no later command
-repeats the failure, listed with why. `clientscope` parses them again once this line is removed."""
-
-
-def quarantined(root: Path) -> dict[str, str]:
-    """Raw files (relative to raw/) set aside because parsing them failed, with the reason."""
-    import json
-
-    path = root / QUARANTINE
-    if not path.exists():
-        return {}
-    out = {}
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            entry = json.loads(line)
-            out[str(entry["raw"])] = str(entry["why"])
-    return out
-
-
-def _set_aside(root: Path, raw_file: Path, exc: BaseException) -> None:
-    import json
-
-    from clientscope.escape import printable
-
-    entry = {"raw": str(raw_file.relative_to(root / "raw")), "at": datetime.now(UTC).isoformat(),
-             "why": printable(f"{type(exc).__name__}: {exc}", limit=500)}  # fmt: skip
-    with open(root / QUARANTINE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
-
-
-def repair(root: Path) -> list[str]:
-    """Parse raw batches whose parsed tables are missing (a writer killed mid-batch).
-
-    Returns the repaired batch file stems. Raw files are only read; nothing is
-    deleted (a table file written before the kill is replaced by the same rows).
-    """
-    repaired = []
-    for raw_file in readable_files(unparsed_batches(root), "raw"):
-        instance_dir, date_dir = raw_file.relative_to(root / "raw").parts[:2]
-        instance = urllib.parse.unquote(instance_dir.removeprefix("instance="))
-        try:
-            part = pl.read_parquet(raw_file, hive_partitioning=False).with_columns(
-                pl.lit(instance).alias("instance")
-            )
-            _write_parsed(root, part, instance, date_dir.removeprefix("date="), raw_file.stem)
-        except (OSError, DatasetWriteError):
-            raise  # the disk, not the batch: nothing to set aside
-        except BaseException as exc:  # a Polars panic is a BaseException
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            _set_aside(root, raw_file, exc)  # the next command must not fail on it again
-            continue
-        repaired.append(raw_file.stem)
-    return repaired
+    schema = pl.Schema(SCHEMAS[name])
+    if not is_table(root / name):  # nothing committed yet
+        return pl.LazyFrame(schema=schema)
+    return _scan(root / name, DeltaTable(str(root / name)), schema)
 
 
 def known_content_hashes(root: Path | str) -> set[str]:
     """Every `content_sha256` already in the dataset (a row may hold several, space-separated)."""
-    files = readable_files(_files(Path(root), "raw"), "raw")
-    if not files:
+    root = Path(root)
+    if not is_table(root / "raw"):
+        _refuse_old_layout(root)
         return set()
     hashes = (
-        pl.scan_parquet(files, hive_partitioning=False)
+        _latest(root, "raw")
         .select(pl.col("content_sha256").str.split(" ").explode())
         .drop_nulls()
         .unique()
@@ -508,50 +514,354 @@ def known_content_hashes(root: Path | str) -> set[str]:
     return set(hashes.to_series().to_list())
 
 
-def _empty_tables() -> dict[str, pl.DataFrame]:
+# ------------------------------------------------------------------ mending and reparsing
+def _unparsed_ids(raw: pl.LazyFrame, captures: pl.LazyFrame) -> pl.Series:
+    parsed = captures.select("capture_id")
+    return raw.select("capture_id").join(parsed, on="capture_id", how="anti").collect().to_series()
+
+
+def parse_captures(
+    root: Path, capture_ids: Sequence[str] | pl.Series, *, batch: str | None = None
+) -> int:
+    """Parse the raw rows of these captures and commit their tables (under the write lock).
+
+    Those another writer committed meanwhile (an import holds the lock between its raw and
+    parsed commits) are left out: each capture is parsed once."""
     from clientscope.parse import parse_raw
 
-    return {"raw": empty_raw(), **parse_raw(empty_raw())}
+    ids = pl.Series("capture_id", list(capture_ids), dtype=pl.String)
+    if ids.is_empty():
+        return 0
+    with write_lock(root):
+        parsed = _latest(root, "captures").select("capture_id")
+        raw = (
+            _latest(root, "raw")
+            .filter(pl.col("capture_id").is_in(ids.implode()))
+            .join(parsed, on="capture_id", how="anti")
+            .collect()
+        )
+        return _commit_parsed(root, parse_raw(raw), batch or new_batch_id())
+
+
+def mend(root: Path | str) -> int:
+    """Parse the captures in `raw` that have no parsed rows: a writer was killed between its
+    raw and its parsed commit. Returns how many were parsed.
+
+    Does nothing while a collector runs on the dataset (it parses its own captures; the next
+    command that writes after it stops mends what it left). A parser failure leaves them
+    unparsed and says why in a DatasetWarning: the raw rows stay, and reads count them.
+    """
+    root = Path(root)
+    if not is_table(root / "raw") or not is_table(root / "captures"):
+        return 0
+    with exclusive(root / COLLECT_LOCK, wait=False) as no_collector:
+        if not no_collector:
+            return 0
+        ids = _unparsed_ids(_latest(root, "raw"), _latest(root, "captures"))
+        if ids.is_empty():
+            return 0
+        try:
+            return parse_captures(root, ids)
+        except DatasetWriteError:
+            raise
+        except BaseException as exc:  # a Polars panic is a BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            from clientscope.escape import printable
+
+            warnings.warn(DatasetWarning(
+                f"{root}: {ids.len()} captures in raw could not be parsed "
+                f"({printable(f'{type(exc).__name__}: {exc}', limit=300)}); their raw rows are "
+                "kept. Run `clientscope reparse` after upgrading clientscope."
+            ), stacklevel=2)  # fmt: skip
+            return 0
+
+
+@dataclass(frozen=True)
+class ReparseResult:
+    """What `reparse` committed: the captures parsed and the rows of each parsed table."""
+
+    captures: int
+    rows: dict[str, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"captures": self.captures, "rows": dict(self.rows)}
+
+
+def reparse(root: Path | str) -> ReparseResult:
+    """Parse every raw capture again and replace each parsed table in one commit.
+
+    For a dataset parsed by an older clientscope (or a parser fix). Raw is only read. Parsed
+    one (instance, date) partition at a time into a staging folder, so memory follows the
+    biggest partition, not the dataset. Refused while a collector runs on the dataset.
+    """
+    from clientscope.parse import parse_raw
+
+    root = Path(root)
+    _refuse_old_layout(root)
+    if not is_table(root / "raw"):
+        raise DatasetError(f"{root} has no raw table: there is nothing to parse again")
+    staging = root / f"{_TMP_PREFIX}reparse-{uuid.uuid4().hex[:8]}"
+    with exclusive(root / COLLECT_LOCK, wait=False) as no_collector:
+        if not no_collector:
+            raise DatasetError(f"a collector is writing to {root}: stop it, then run reparse again")
+        with write_lock(root):
+            raw = _latest(root, "raw")
+            keys = raw.select(pl.col("instance"), pl.col("ts").dt.date().alias("d")).unique()
+            try:
+                for n, (instance, day) in enumerate(
+                    keys.collect().sort("instance", "d").iter_rows()
+                ):
+                    part = raw.filter(
+                        (pl.col("instance") == instance) & (pl.col("ts").dt.date() == day)
+                    ).collect()
+                    for name, table in parse_raw(part).items():
+                        (staging / name).mkdir(parents=True, exist_ok=True)
+                        table.write_parquet(staging / name / f"{n:06d}.parquet")
+                rows: dict[str, int] = {}
+                batch = new_batch_id()
+                empty = _empty_tables()
+                pins: dict[str, int] = {}
+                for name in (*PARSED_FIRST, "captures"):
+                    files = sorted((staging / name).glob("*.parquet"))
+                    staged = pl.scan_parquet(files) if files else empty[name].lazy()
+                    rows[name] = int(staged.select(pl.len()).collect().item())
+                    meta = {BATCH: batch}
+                    if name == "captures":
+                        pins["raw"] = version_of(root, "raw")
+                        meta[PINS] = json.dumps(pins)
+                    commit_table(root, name, staged, mode="overwrite", metadata=meta)
+                    pins[name] = version_of(root, name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return ReparseResult(captures=rows["captures"], rows=rows)
+
+
+# ------------------------------------------------------------------ reading
+def _scan(path: Path, table: DeltaTable, schema: pl.Schema) -> pl.LazyFrame:
+    """One loaded table version as a LazyFrame in the contract's column order and dtypes.
+
+    The files and partition values come from the version's log, not from folder names: an
+    instance is the string its writer committed whatever its characters (Hive decoding would
+    read `__HIVE_DEFAULT_PARTITION__` as null), and a dataset folder may have any name
+    (Polars' own `scan_delta` cannot open one whose path needs percent-encoding).
+    """
+    adds = pl.DataFrame(table.get_add_actions(flatten=True))
+    if adds.is_empty():
+        return pl.LazyFrame(schema=schema)
+    in_files = {name: dtype for name, dtype in schema.items() if name not in PARTITION_BY}
+    files = [str(path / urllib.parse.unquote(file)) for file in adds["path"]]
+    for file, size in zip(files, adds["size_bytes"], strict=True):
+        _check_file(path, Path(file), size)
+    if _folders_say_the_instance(adds):  # Polars prunes by folder: a filter reads one instance
+        return pl.scan_parquet(
+            files,
+            schema=in_files,
+            missing_columns="insert",
+            extra_columns="ignore",
+            hive_partitioning=True,
+            hive_schema={"instance": pl.String(), "date": pl.String()},
+        ).select(schema.names())
+    parts = [
+        pl.scan_parquet(
+            [files[i] for i in rows["i"]],
+            schema=in_files,
+            missing_columns="insert",
+            extra_columns="ignore",
+            hive_partitioning=False,
+        ).with_columns(pl.lit(instance, pl.String).alias("instance"))
+        for (instance,), rows in adds.with_row_index("i").group_by(
+            "partition.instance", maintain_order=True
+        )
+    ]
+    return pl.concat(parts, how="vertical").select(schema.names())
+
+
+def _check_file(table: Path, file: Path, size: int) -> None:
+    """A committed file must be there with the size its commit logged (a `stat`, no read):
+    otherwise a DatasetError naming it and the mend, not a Parquet error naming nothing."""
+    try:
+        found: int | None = file.stat().st_size
+    except OSError:
+        found = None
+    if found == size:
+        return
+    state = "missing" if found is None else f"{found} bytes where its commit logged {size}"
+    what = f"{file}, a file of the {table.name} table of {table.parent}, is {state}"
+    if table.name == "raw":
+        raise DatasetError(
+            f"{what}: the raw bytes of the captures in it are lost unless you restore it from a "
+            "backup. Their parsed rows in the other tables are intact."
+        )
+    raise DatasetError(
+        f"{what}. Run `clientscope reparse {table.parent}` to rebuild the parsed tables from raw."
+    )
+
+
+def _folders_say_the_instance(adds: pl.DataFrame) -> bool:
+    """Whether every file's `instance=` folder decodes (as Hive readers do) to the instance
+    its log entry holds: not so for `__HIVE_DEFAULT_PARTITION__` (read as null)."""
+    pairs = adds.select(
+        pl.col("path").str.split("/").list.first().alias("folder"), "partition.instance"
+    ).unique()
+    for folder, instance in pairs.iter_rows():
+        decoded = urllib.parse.unquote(urllib.parse.unquote(folder).removeprefix("instance="))
+        if instance is None or instance == HIVE_NULL or decoded != instance:
+            return False
+    return True
+
+
+def _log(table: Path, version: int) -> list[dict[str, Any]] | None:
+    """The actions of one commit of a table, from its Delta log; None when that file is gone."""
+    try:
+        text = (table / "_delta_log" / f"{version:020d}.json").read_text("utf-8")
+    except OSError:
+        return None
+    actions = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            action = json.loads(line)
+            if isinstance(action, dict):
+                actions.append(action)
+    return actions
+
+
+def _changes_data(actions: list[dict[str, Any]]) -> bool:
+    """Whether a commit adds or removes rows (a compaction rewrites files: dataChange false)."""
+    return any(
+        isinstance(a.get(kind), dict) and a[kind].get("dataChange", True)
+        for a in actions
+        for kind in ("add", "remove")
+    )
+
+
+def _pins(captures: Path, version: int) -> dict[str, int] | None:
+    """The versions of the other tables that captures version `version` goes with: those its
+    newest clientscope commit recorded. None for a table no clientscope commit pinned."""
+    for v in range(version, max(-1, version - _PIN_LOOKBACK), -1):
+        actions = _log(captures, v)
+        if actions is None:
+            return None
+        info: dict[str, Any] = next(
+            (a["commitInfo"] for a in actions if isinstance(a.get("commitInfo"), dict)), {}
+        )
+        if PINS in info:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                pins = json.loads(info[PINS])
+                return {str(k): int(v) for k, v in pins.items()}
+            return None
+        if _changes_data(actions):  # rows committed by another tool: no pins to trust
+            return None
+    return None
+
+
+def _committed_at(table: Path, version: int) -> datetime:
+    """When one commit of a table was made (its commit info's timestamp)."""
+    for action in _log(table, version) or []:
+        info = action.get("commitInfo")
+        if isinstance(info, dict) and isinstance(info.get("timestamp"), int):
+            return datetime.fromtimestamp(info["timestamp"] / 1000, UTC)
+    raise DatasetError(f"{table}: the log of version {version} is gone; open a newer version")
+
+
+def _quiet_for(path: Path, table: DeltaTable) -> timedelta:
+    """How long ago a table's newest version read was committed."""
+    try:
+        return datetime.now(UTC) - _committed_at(path, int(table.version()))
+    except DatasetError:
+        return timedelta.max
+
+
+def _same_rows_until(table: Path, pinned: int, newest: int) -> int:
+    """The newest version at or after `pinned` with the same rows: the commits after it that
+    change no data (compaction, vacuum) are taken, so a snapshot reads compacted files."""
+    version = pinned
+    while version < newest:
+        actions = _log(table, version + 1)
+        if actions is None or _changes_data(actions):
+            break
+        version += 1
+    return version
+
+
+def _load(path: Path, version: int | datetime | None) -> DeltaTable:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path))
+    if version is not None:
+        try:
+            table.load_as_version(version)
+        except Exception as exc:
+            raise DatasetError(
+                f"{path.parent} has no version {_when(version)} of its {path.name} table "
+                f"({exc}); versions 0 to {DeltaTable(str(path)).version()} were committed, and "
+                "the files of old ones are kept for `compact --retain` only"
+            ) from exc
+    return table
+
+
+def _when(version: int | datetime) -> str:
+    return f"as of {version.isoformat()}" if isinstance(version, datetime) else str(version)
+
+
+def _snapshot(root: Path, version: int | datetime | None) -> dict[str, DeltaTable]:
+    """Every table at the versions one captures version goes with (see the module doc)."""
+    captures = _load(root / "captures", version)
+    pins = _pins(root / "captures", int(captures.version())) or {}
+    tables = {"captures": captures}
+    for name in TABLE_NAMES:
+        if name == "captures":
+            continue
+        newest = _load(root / name, None)
+        if name == "raw" and version is None:
+            tables[name] = newest  # everything captured: rows not parsed yet are counted
+        elif name in pins and pins[name] <= newest.version():
+            tables[name] = _load(
+                root / name, _same_rows_until(root / name, pins[name], newest.version())
+            )
+        elif version is not None:  # not pinned: the table as it was when that version was committed
+            tables[name] = _load(root / name, _committed_at(root / "captures", captures.version()))
+        else:
+            tables[name] = newest
+    return tables
 
 
 class Dataset:
-    """A capture dataset: each table a Polars LazyFrame over its Parquet files.
+    """A capture dataset: each table a Polars LazyFrame over one committed Delta version.
 
-    `unparsed` lists raw files whose parsed tables were missing when it was opened
-    (their captures are in `raw` only); empty for a complete dataset.
+    The versions are fixed when it is opened (`versions`), so every scan of it, however late,
+    reads the same snapshot. `unparsed` counts captures in `raw` whose parsed rows were not
+    committed yet; 0 for a complete dataset.
 
     >>> ds = open_dataset("incident.cs")           # doctest: +SKIP
     >>> ds.clients.filter(pl.col("idle") > 600)    # doctest: +SKIP
     >>> ds.to_pandas("captures")                   # doctest: +SKIP
     """
 
-    def __init__(self, root: Path, *, unparsed: tuple[Path, ...] = ()) -> None:
+    def __init__(self, root: Path, tables: Mapping[str, DeltaTable], *, unparsed: int = 0) -> None:
         self.root = root
+        self.tables = dict(tables)
         self.unparsed = unparsed
-        self._schemas = {name: frame.schema for name, frame in _empty_tables().items()}
-        self._readable: set[Path] = set()  # files whose footer was read once already
+        self._schemas = {name: pl.Schema(schema) for name, schema in SCHEMAS.items()}
+        self._scans: dict[str, pl.LazyFrame] = {}
+
+    @property
+    def version(self) -> int:
+        """The version of the `captures` table read: the dataset's version (`open_dataset(version=)`)."""
+        return int(self.tables["captures"].version())
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """The version of every table read."""
+        return {name: int(table.version()) for name, table in self.tables.items()}
 
     def scan(self, table: TableName) -> pl.LazyFrame:
         """All rows of one table, lazily; filters and column selections are pushed down."""
         if table not in self._schemas:
             raise DatasetError(f"no table {table!r}; tables are: {', '.join(self._schemas)}")
-        files = readable_files(_files(self.root, table), table, self._readable)
-        schema = self._schemas[table]
-        if not files:
-            return pl.LazyFrame(schema=schema)
-        in_files = {name: dtype for name, dtype in schema.items() if name != "instance"}
-        frame = pl.scan_parquet(
-            files,
-            hive_partitioning=True,
-            hive_schema={"instance": pl.String(), "date": pl.String()},
-            schema=in_files,
-            missing_columns="insert",
-            extra_columns="ignore",
-        ).select(schema.names())
-        if any(f.parts[-3] == f"instance={HIVE_NULL}" for f in files):
-            # Hive reads that folder as null; an instance is never null, so it is this name
-            frame = frame.with_columns(pl.col("instance").fill_null(HIVE_NULL))
-        return frame
+        if table not in self._scans:  # its files are listed and checked once
+            self._scans[table] = _scan(self.root / table, self.tables[table], self._schemas[table])
+        return self._scans[table]
 
     @property
     def raw(self) -> pl.LazyFrame:
@@ -604,13 +914,13 @@ class Dataset:
     def __repr__(self) -> str:
         o = self.overview()
         return (
-            f"<clientscope Dataset {self.root}: {o['captures']} captures "
+            f"<clientscope Dataset {self.root} v{self.version}: {o['captures']} captures "
             f"({o['failed']} failed) of {o['instances']} instance(s), {o['client_rows']} client rows, "
             f"{o['first']} .. {o['last']}>"
         )
 
     def _repr_html_(self) -> str:
-        o = self.overview()
+        o = {"version": self.version, **self.overview()}
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in o.items()
@@ -656,54 +966,59 @@ def _nullable_dtypes() -> dict[object, object]:
     return nullable
 
 
-def open_dataset(path: Path | str, *, repair_missing: bool = True) -> Dataset:
+def open_dataset(
+    path: Path | str, *, version: int | None = None, as_of: datetime | str | None = None
+) -> Dataset:
     """Open a capture dataset directory (written by `collect`, `import` or `simulate`).
 
-    With `repair_missing`, what a killed writer left (unparsed batches, an
-    interrupted compaction) is finished first when nobody holds the compaction
-    lock and the disk takes the writes. Otherwise the dataset is read as it is:
-    a `DatasetWarning` says which captures have no parsed rows (`Dataset.unparsed`).
+    Reads one snapshot and writes nothing. `version=N` reads the dataset as its `captures`
+    table's version N was (`Dataset.version` says which a read got); `as_of` as it was at a
+    time (a datetime, or ISO 8601 text; naive means UTC). Captures in `raw` whose parsed
+    rows are not committed yet are counted in `Dataset.unparsed` and a `DatasetWarning`.
     """
     root = Path(path)
+    if version is not None and as_of is not None:
+        raise DatasetError("give version or as_of, not both")
     if not root.is_dir():
         raise DatasetError(
             f"{root} is not a clientscope dataset directory (it does not exist). "
             "Create one with `clientscope import` or `clientscope collect --out`."
         )
-    if not (root / "raw").is_dir() and not (root / "captures").is_dir():
+    _refuse_old_layout(root)
+    if not all(is_table(root / name) for name in TABLE_NAMES):
         raise DatasetError(
-            f"{root} has no raw/ or captures/ folder, so it is not a clientscope dataset. "
-            "Point at the folder given to --out."
+            f"{root} is not a clientscope dataset: it does not hold its tables ("
+            + ", ".join(f"{n}/" for n in TABLE_NAMES if not is_table(root / n))
+            + " missing). Point at the folder given to --out."
         )
-    unparsed = _mend_if_free(root) if repair_missing else unparsed_batches(root)
-    if unparsed:
-        warnings.warn(DatasetWarning(_unparsed_message(root, unparsed)), stacklevel=2)
-    if set_aside := quarantined(root):
-        first, why = next(iter(set_aside.items()))
-        warnings.warn(DatasetWarning(
-            f"{root}: {len(set_aside)} raw batch file(s) could not be parsed and are set aside "
-            f"(their raw bytes are kept; see {QUARANTINE}); the first: raw/{first}: {why}"
-        ), stacklevel=2)  # fmt: skip
-    return Dataset(root, unparsed=tuple(unparsed))
+    when: int | datetime | None = version
+    if as_of is not None:
+        when = _as_datetime(as_of)
+    tables = _snapshot(root, when)
+    dataset = Dataset(root, tables)
+    try:
+        dataset.unparsed = _unparsed_ids(dataset.raw, dataset.captures).len()
+    except DatasetError as exc:  # a damaged raw file: the parsed tables still read
+        warnings.warn(DatasetWarning(str(exc)), stacklevel=2)
+        return dataset
+    if dataset.unparsed and _quiet_for(root / "raw", tables["raw"]) > IN_FLIGHT:  # no writer
+        warnings.warn(DatasetWarning(_unparsed_message(root, dataset.unparsed)), stacklevel=2)
+    return dataset
 
 
-def _mend_if_free(root: Path) -> list[Path]:
-    """Parse unparsed batches and settle an interrupted compaction, if nobody else holds the
-    compaction lock and the disk takes it; returns the raw files still unparsed."""
-    from clientscope.capture.compaction import mend, merges_in_flight
-
-    unparsed = unparsed_batches(root)
-    if not unparsed and not merges_in_flight(root):
-        return []
-    with contextlib.suppress(OSError, DatasetWriteError):  # read-only, full: read what is there
-        mend(root, wait=False)
-    return unparsed_batches(root)
+def _as_datetime(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise DatasetError(f"as_of {value!r} is not an ISO 8601 time") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _unparsed_message(root: Path, unparsed: list[Path]) -> str:
+def _unparsed_message(root: Path, unparsed: int) -> str:
     return (
-        f"{root}: {len(unparsed)} raw batch file(s) have no parsed tables yet (the first: "
-        f"{unparsed[0]}), so their captures are in `raw` but missing from captures, clients and "
-        "the other tables. They are parsed when the dataset is opened where it can be written "
-        "(free disk space, not read-only) while no `clientscope compact` runs."
+        f"{root}: {unparsed} capture(s) are in `raw` but not parsed yet, so they are missing "
+        "from captures, clients and the other tables: a collector still parsing them, or a "
+        "writer stopped between its two commits. The next command that writes to the dataset "
+        "(import, collect, compact) parses them."
     )

@@ -44,7 +44,7 @@ import polars as pl
 
 from clientscope import __version__
 from clientscope.capture.snapshot import CONFIG_NAMES as COLLECTED_CONFIG
-from clientscope.dataset import append_raw, check_writable, known_content_hashes
+from clientscope.dataset import append_raw, known_content_hashes, mend, prepare
 from clientscope.errors import ConfigError, InputError, TimestampError
 from clientscope.escape import printable
 
@@ -855,7 +855,9 @@ def _raw_row(group: list[_Pending], instance: str, maxclients: int | None) -> di
         # nothing readable is a gap, not a server with 0 clients; its lines stay in rejects
         "ok": bool(readable),
         "error_kind": None if readable else "unreadable",
-        "error_message": None if readable else "no CLIENT LIST line, INFO or CONFIG GET output in it",
+        "error_message": None
+        if readable
+        else "no CLIENT LIST line, INFO or CONFIG GET output in it",
         "client_list": client_list,
         "info": info,
         "config": json.dumps(config, sort_keys=True) if config else None,
@@ -898,8 +900,8 @@ def import_dumps(
     )
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=reading.tz)
-    root = Path(out)
-    check_writable(root)
+    root = prepare(out)
+    mend(root)  # captures a killed writer left unparsed
     files = expand_inputs(inputs)
     known = known_content_hashes(root)
     plans, read = _plan_files(files, at, reading, progress)

@@ -29,7 +29,7 @@ class DatasetView(Dataset):
     def __init__(
         self, base: Dataset, *, start: datetime | None, end: datetime | None, instance: str | None
     ) -> None:
-        super().__init__(base.root)
+        super().__init__(base.root, base.tables, unparsed=base.unparsed)
         if isinstance(base, DatasetView):  # narrowing a view keeps its own limits
             start = max((t for t in (start, base.start) if t is not None), default=None)
             end = min((t for t in (end, base.end) if t is not None), default=None)

@@ -8,14 +8,14 @@ connection, or a command per request), `snapshot` (one capture -> one raw row),
 `cluster` (CLUSTER NODES discovery), `collector` (thread pool, schedule, backoff),
 `writer` (flushes each capture), `resp` (the small RESP2 client: limits, deadlines),
 `via` (reading `--via` command lines), `redact` (passwords out of URLs and server
-text), `compaction` (journaled merge of small files).
+text), `compaction` (Delta Lake compaction and vacuum).
 """
 
 from __future__ import annotations
 
 from clientscope.capture.channel import Timeouts
 from clientscope.capture.collector import CaptureEvent, CollectResult, TargetSummary, collect
-from clientscope.capture.compaction import CompactResult, compact, recover
+from clientscope.capture.compaction import CompactResult, compact
 from clientscope.capture.resp import ReplyLimits
 from clientscope.capture.targets import (
     Target,
@@ -40,6 +40,5 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "parse_target",
-    "recover",
     "via_target",
 ]

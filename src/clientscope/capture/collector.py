@@ -128,8 +128,9 @@ class CollectResult:
     captures_written: int
     targets: tuple[TargetSummary, ...]
     compacted: CompactResult | None = None
+    compactions: int = 0  # compactions run while collecting (every `compact_every` seconds)
     most_per_write: int = 0  # most captures flushed in one write (queued while the last one ran)
-    left_unparsed: int = 0  # raw batches whose parsed tables open_dataset will write
+    left_unparsed: int = 0  # captures not parsed (the next command that writes parses them)
     parse_error: str | None = None  # why the parser stopped, if it did (raw rows are kept)
     cluster_changes: tuple[str, ...] = ()  # nodes that joined / left the cluster while collecting
 
@@ -195,6 +196,7 @@ class CollectResult:
                 for t in self.targets
             ],
             "compacted": self.compacted.to_dict() if self.compacted else None,
+            "compactions": self.compactions,
         }
 
 
@@ -228,6 +230,36 @@ class _Tally:
     last_error: tuple[str, str, datetime] | None = None  # kind, message, when
 
 
+class _Compactor(threading.Thread):
+    """Compacts the dataset every `every` seconds while collection goes on (a failure is kept
+    for the summary, not raised: the captures matter more than their file count)."""
+
+    def __init__(self, root: Path, every: float | None, stop: threading.Event) -> None:
+        super().__init__(name="collect-compactor", daemon=True)
+        self.root, self.every, self.stop = root, every, stop
+        self.finished = threading.Event()
+        self.done = 0
+        self.error: str | None = None
+
+    def start(self) -> None:
+        if self.every:
+            super().start()
+
+    def run(self) -> None:
+        assert self.every
+        while not self.finished.wait(self.every) and not self.stop.is_set():
+            try:
+                compact(self.root)
+                self.done += 1
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+
+    def finish(self) -> None:
+        self.finished.set()
+        if self.is_alive():
+            self.join()
+
+
 def collect(
     targets: Sequence[Target | str],
     out: Path | str,
@@ -243,6 +275,7 @@ def collect(
     timeouts: Timeouts | None = None,
     slow_fraction: float = 0.1,
     compact_on_exit: bool = True,
+    compact_every: float | None = 3600.0,
     on_event: Callable[[CaptureEvent], None] | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
@@ -261,11 +294,13 @@ def collect(
     capture. With `cluster`, at most `max_nodes` members are followed; they are
     listed again every `rediscover` seconds (None or 0: never) and a node that
     joined (failover, scale-out) is collected from then on. At most `threads`
-    captures run at once. Returns a summary; the captures themselves are in the
+    captures run at once. Every `compact_every` seconds (None or 0: never) the
+    dataset is compacted while collection goes on, so a long run's small files and
+    commits do not pile up. Returns a summary; the captures themselves are in the
     dataset.
     """
     from clientscope import __version__
-    from clientscope.dataset import check_writable
+    from clientscope.dataset import collecting, mend, prepare
 
     _validate(interval, duration, count, slow_fraction, rediscover)
     _validate_limits(max_reply_bytes, max_nodes, threads)
@@ -273,8 +308,8 @@ def collect(
     limits = ReplyLimits(max_bytes=max_reply_bytes)
     seeds = _parse_targets(targets)
     resolved = _resolve_targets(seeds, cluster, timeouts, limits, max_nodes)
-    root = Path(out)
-    check_writable(root)
+    root = prepare(out)
+    mend(root)  # captures a killed writer left unparsed (another collector's are its own)
     options = CaptureOptions(
         info_sections=tuple(info_sections),
         config_names=tuple(config_names),
@@ -303,18 +338,24 @@ def collect(
         else None
     )
     reason = "stop"
-    with _stop_on_signals(stop, handle_signals) as signalled:
-        parser.start()
-        writer.start()
-        start = time.monotonic()
-        for i, target in enumerate(resolved):
-            pool.add(worker(target), due=start + i * spread)
-        if topology is not None:
-            topology.start()
-        _wait(pool, topology)
-        reason = "signal" if signalled else _why_stopped(plan, stop)
-    writer.finish()
-    parser.finish()
+    compactor = _Compactor(root, compact_every, stop)
+    with collecting(root):
+        with _stop_on_signals(stop, handle_signals) as signalled:
+            compactor.start()
+            parser.start()
+            writer.start()
+            start = time.monotonic()
+            for i, target in enumerate(resolved):
+                pool.add(worker(target), due=start + i * spread)
+            if topology is not None:
+                topology.start()
+            _wait(pool, topology)
+            reason = "signal" if signalled else _why_stopped(plan, stop)
+        writer.finish()
+        parser.finish()
+        compactor.finish()
+        if writer.error is None:
+            parser.parse_left()
     if writer.error is not None:
         raise writer.error
     compacted = compact(root) if compact_on_exit else None
@@ -326,6 +367,7 @@ def collect(
         captures_written=writer.written,
         targets=tuple(w.summary() for w in pool.workers),
         compacted=compacted,
+        compactions=compactor.done,
         most_per_write=writer.most_queued,
         left_unparsed=parser.left_for_open,
         parse_error=parser.error,

@@ -1,34 +1,32 @@
 """The collector's two writing threads: raw captures first, their parsed tables after.
 
-`Writer` flushes each capture's raw row (the lossless bytes) as soon as it is
-taken: one small Parquet file per instance and day, temp file + fsync + rename,
-the same layout `dataset.append_raw` writes. That takes milliseconds even for
-10,000 clients, so a killed collector loses at most what was in flight.
+`Writer` commits each burst of captures' raw rows (the lossless bytes) to the
+dataset's `raw` table as soon as they are taken: one Delta commit for every
+instance that captured, so a killed collector loses at most what was in flight.
 
-`Parser` then writes the batch's parsed tables (captures, clients, info, ...)
-under the same file name. Parsing a large CLIENT LIST can take longer than the
-interval; when it falls behind, raw batches wait in a bounded queue, and past
-that bound they are left for `open_dataset`, which parses any raw batch whose
-parsed tables are missing (and may do so while this parser is behind: a table
-file already there, or a batch already compacted, is not written again). A
-parser failure never stops collection: the raw rows are safe, and the failure
-is reported.
+`Parser` then commits the parsed tables of those captures (captures, clients,
+info, ...), `captures` last. Parsing a large CLIENT LIST can take longer than
+the interval; when it falls behind, raw batches wait in a bounded queue, and
+past that bound their capture ids are kept and parsed when collection ends
+(`dataset.parse_captures`). A parser failure never stops collection: the raw
+rows are safe, the failure is reported, and the next command that writes to the
+dataset parses them (`dataset.mend`).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import polars as pl
 
 from clientscope.capture.snapshot import add_content_hash
 from clientscope.errors import DatasetWriteError
 
-if TYPE_CHECKING:
-    from clientscope.dataset import RawPart
-
-__all__ = ["Parser", "Writer"]
+__all__ = ["Parser", "RawBatch", "Writer"]
 
 _FINISH = object()
 MAX_UNPARSED_IN_MEMORY = 32  # raw batches waiting for the parser; more are left for open_dataset
@@ -95,8 +93,7 @@ class Writer(_Draining):
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
-            for raw in write_raw(self.root, [add_content_hash(row) for row in rows]):
-                self.parser.put(raw)
+            self.parser.put(write_raw(self.root, [add_content_hash(row) for row in rows]))
             self.written += len(rows)
         except DatasetWriteError as exc:
             self.error = DatasetWriteError(
@@ -108,37 +105,47 @@ class Writer(_Draining):
             self.stop.set()
 
 
-def write_raw(root: Path, rows: list[dict[str, Any]]) -> list[RawPart]:
-    """One raw file per (instance, day) of these rows, all under one new batch name."""
-    import polars as pl
+@dataclass(frozen=True)
+class RawBatch:
+    """The raw rows of one commit, handed to the parser."""
 
+    batch: str
+    frame: pl.DataFrame
+
+
+def write_raw(root: Path, rows: list[dict[str, Any]]) -> RawBatch:
+    """Commit these raw rows (every instance's) in one commit."""
     from clientscope import dataset
     from clientscope.schema import RAW_SCHEMA
 
     frame = dataset.conform_raw(pl.DataFrame(rows, schema=RAW_SCHEMA))
-    return dataset.write_raw(root, frame, dataset.new_batch_id())
+    return RawBatch(dataset.commit_raw(root, frame), frame)
 
 
 class Parser(_Draining):
-    """Writes the parsed tables of raw batches, behind the writer; never stops collection."""
+    """Commits the parsed tables of raw batches, behind the writer; never stops collection."""
 
     def __init__(self, root: Path) -> None:
         super().__init__("collect-parser")
         self.root = root
         self.parsed = 0
-        self.left_for_open = 0  # raw batches not parsed here; open_dataset parses them
+        self.left: list[str] = []  # capture ids not parsed here (queue full, or a failure)
         self.error: str | None = None
 
-    def put(self, batch: RawPart) -> None:
+    @property
+    def left_for_open(self) -> int:
+        return len(self.left)
+
+    def put(self, batch: RawBatch) -> None:
         if self.error is not None or self.queue.qsize() >= MAX_UNPARSED_IN_MEMORY:
-            self.left_for_open += 1
+            self.left.extend(batch.frame["capture_id"].to_list())
             return
         self.queue.put(batch)
 
     def take(self, items: list[Any]) -> None:
         self._parse_or_leave(items)
 
-    def _parse_or_leave(self, batches: list[RawPart]) -> None:
+    def _parse_or_leave(self, batches: list[RawBatch]) -> None:
         if self.error is None:
             try:
                 self._parse(batches)
@@ -146,43 +153,24 @@ class Parser(_Draining):
                 return
             except Exception as exc:  # the raw rows are safe; say why their tables are missing
                 self.error = f"{type(exc).__name__}: {exc}"
-        self.left_for_open += len(batches)
+        for b in batches:
+            self.left.extend(b.frame["capture_id"].to_list())
 
-    def _parse(self, batches: list[RawPart]) -> None:
-        """Parse the raw batches together, then write each one's tables under its own file name."""
-        import polars as pl
-
-        from clientscope.dataset import partition_dir, write_partition_file
+    def _parse(self, batches: list[RawBatch]) -> None:
+        """Parse the raw batches together and commit their tables (captures last)."""
+        from clientscope.dataset import commit_parsed
         from clientscope.parse import parse_raw
-        from clientscope.schema import TABLES
 
         tables = parse_raw(pl.concat([b.frame for b in batches], how="vertical"))
-        keys = pl.concat(
-            [
-                b.frame.select(
-                    "capture_id", pl.lit(b.date).alias("_date"), pl.lit(b.batch).alias("_batch")
-                )
-                for b in batches
-            ]
-        )
-        for name in TABLES:
-            table = tables[name]
-            parts = table.join(keys, on="capture_id", how="left").partition_by(
-                ["instance", "_date", "_batch"], as_dict=True, include_key=True
-            )
-            for b in batches:
-                target = partition_dir(self.root, name, b.instance, b.date) / f"{b.batch}.parquet"
-                if not self._still_unparsed(b, target):
-                    continue
-                part = parts.get((b.instance, b.date, b.batch))
-                frame = table.clear() if part is None else part.drop("_date", "_batch")
-                write_partition_file(frame, target)
+        commit_parsed(self.root, tables, batch=batches[-1].batch)
 
-    def _still_unparsed(self, batch: RawPart, target: Path) -> bool:
-        """Whether `target` is still to write: a reader that opened the dataset may have parsed
-        the batch already, and a compaction may then have merged it (its raw file is gone).
-        Writing it again would put its rows in twice."""
-        from clientscope.dataset import partition_dir
+    def parse_left(self) -> int:
+        """Parse what was left (queue overflow), once collection is over; 0 after a failure
+        (the next command that writes tries again)."""
+        from clientscope.dataset import parse_captures
 
-        raw = partition_dir(self.root, "raw", batch.instance, batch.date) / f"{batch.batch}.parquet"
-        return raw.exists() and not target.exists()
+        if self.error is not None or not self.left:
+            return 0
+        done = parse_captures(self.root, self.left)
+        self.left = []
+        return done

@@ -1,4 +1,4 @@
-"""`clientscope collect` and `clientscope compact`: thin Typer layer over clientscope.capture.
+"""`clientscope collect`: thin Typer layer over clientscope.capture.
 
 Instance names, warnings and error texts come from servers and are shown through
 `clientscope.escape` only: table cells as `rich_text`, markup strings with
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from clientscope.capture import CaptureEvent, CollectResult, CompactResult, Target
+    from clientscope.capture import CaptureEvent, CollectResult, Target
     from clientscope.capture.collector import TargetSummary
 
 # collect's exit code per CollectResult.outcome; 2 is left to usage errors (unknown option)
@@ -60,7 +60,7 @@ _MENDS = {
 
 
 def register(app: typer.Typer) -> None:
-    """Add `collect` and `compact` to the app."""
+    """Add `collect` to the app."""
 
     @app.command(epilog=EXIT_HELP)
     def collect(
@@ -125,7 +125,9 @@ def register(app: typer.Typer) -> None:
             "server enforces).",
         ),
         connect_timeout: str = typer.Option(
-            "3s", "--connect-timeout", help="How long to wait for a connection (a duration: 3, 3s, 500ms)."
+            "3s",
+            "--connect-timeout",
+            help="How long to wait for a connection (a duration: 3, 3s, 500ms).",
         ),
         read_timeout: str = typer.Option(
             "5s",
@@ -153,6 +155,12 @@ def register(app: typer.Typer) -> None:
         ),
         no_compact: bool = typer.Option(
             False, "--no-compact", help="Do not compact files at exit."
+        ),
+        compact_every: str = typer.Option(
+            "1h",
+            "--compact-every",
+            help="Compact the dataset this often while collecting (0: only at exit), so a "
+            "long run's small files do not pile up.",
         ),
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="No live display (cron, systemd, Jobs)."
@@ -194,6 +202,11 @@ def register(app: typer.Typer) -> None:
                 ),
                 slow_fraction=slow_fraction,
                 compact_on_exit=not no_compact,
+                compact_every=(
+                    None
+                    if compact_every.strip() == "0"
+                    else parse_duration(compact_every, option="--compact-every")
+                ),
                 on_event=display.update if display else _print_warnings,
                 max_reply_bytes=parse_size(max_reply_bytes, option="--max-reply-bytes"),
                 max_nodes=max_nodes,
@@ -201,20 +214,6 @@ def register(app: typer.Typer) -> None:
         _render_result(result, as_json=as_json, quiet=quiet)
         _fail_if_stopped(result)
         _exit_unless_captured(result)
-
-    @app.command()
-    def compact(
-        dataset: Path = typer.Argument(..., help="Dataset directory (the collect --out folder)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Merge the small files a collector leaves into one per instance and day (crash-safe)."""
-        from clientscope.capture import compact as compact_dataset
-
-        result = compact_dataset(dataset)
-        if as_json:
-            typer.echo(json.dumps(result.to_dict()))
-        else:
-            typer.echo(_compact_line(result))
 
 
 class _nothing:
@@ -369,21 +368,15 @@ def _render_result(result: CollectResult, *, as_json: bool, quiet: bool) -> None
     for change in result.cluster_changes:
         console.print(f"cluster: {for_rich(change)}")
     if result.compacted:
-        console.print(for_rich(_compact_line(result.compacted)))
+        from clientscope.commands.storage import compact_line
+
+        console.print(for_rich(compact_line(result.compacted)))
     if result.left_unparsed:
         console.print(
-            f"{result.left_unparsed} raw batch(es) not parsed yet"
+            f"{result.left_unparsed} captures not parsed yet"
             + (f" ({for_rich(result.parse_error)})" if result.parse_error else "")
-            + "; opening the dataset parses them"
+            + "; the next command that writes to the dataset parses them"
         )
-
-
-def _compact_line(result: CompactResult) -> str:
-    return (
-        f"compacted {result.batches_merged} batches in {result.partitions} partition(s): "
-        f"{result.files_before} -> {result.files_after} files"
-        + (f"; finished {result.recovered} interrupted compaction(s)" if result.recovered else "")
-    )
 
 
 def _n(value: int | None) -> str:

@@ -76,7 +76,7 @@ def write_notebooks(dataset: Path | str, out: Path | str, *, force: bool = False
     from clientscope.dataset import open_dataset
 
     root = Path(dataset).absolute()
-    open_dataset(root, repair_missing=False)  # a DatasetError names what is wrong and the mend
+    open_dataset(root)  # a DatasetError names what is wrong and the mend
     out = Path(out)
     targets = [out / name for name in NOTEBOOKS]
     there = [t for t in targets if t.exists()]
