@@ -454,3 +454,28 @@ def test_many_small_commits_keep_every_row(tmp_path: Path, monkeypatch: pytest.M
 
 def test_exported_names() -> None:
     assert upgrade_module.__all__ == ["UpgradeResult", "upgrade"]
+
+
+def test_the_upgrade_command_upgrades_parses_what_01_left_and_says_where_the_old_files_are(
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = copy("dataset", tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "clientscope", "upgrade", str(root), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said["unparsed"] == said["parsed_now"] == UNPARSED
+    assert f"kept in {root / '.hive-0.1'}: delete that folder" in said["note"]
+    ds = read(root)
+    assert ds.unparsed == 0 and sorted(ds.instances()) == sorted(INSTANCES)
+    again = subprocess.run(
+        [sys.executable, "-m", "clientscope", "upgrade", str(root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0 and "already holds Delta Lake tables" in again.stdout

@@ -11,8 +11,10 @@ never a file half written or counted twice, and a file a killed writer left
 behind is in no version (`compact` deletes it once it is older than the
 retention). The partition values (instance names with any characters,
 `redis-b:6379`, `ü-cache`, `../x`) live in the table log as strings, so every
-engine reads back the same name; the folder names are only percent-encoded
-paths under the table.
+engine that reads them from the log (this module, deltalake's pyarrow dataset and
+DuckDB over it, Spark) reads back the same name; the folder names are only
+percent-encoded paths under the table. Polars' own `scan_delta` decodes folder
+names instead: the same, but `__HIVE_DEFAULT_PARTITION__` reads as null there.
 
 A batch of captures is committed in this order: its raw rows, then its parsed
 tables, `captures` last. The `captures` commit records the version of every
@@ -33,11 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import json
 import os
 import re
 import shutil
 import sys
+import threading
 import urllib.parse
 import uuid
 import warnings
@@ -328,6 +332,41 @@ def _write_failed(root: Path, name: str, exc: BaseException) -> DatasetWriteErro
     )
 
 
+_OPEN: dict[str, tuple[DeltaTable, tuple[int, int], threading.Lock]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[DeltaTable]:
+    """This process's loaded copy of a table, brought up to date, held by one thread at a time.
+
+    A write through it commits without loading the log again, and leaves it at the version it
+    committed (about half the time of a write by path). A table made anew at the same path
+    (its first commit file changed) is loaded anew."""
+    from deltalake import DeltaTable
+
+    try:
+        first = (path / "_delta_log" / f"{0:020d}.json").stat()
+        made: tuple[int, int] | None = (first.st_ino, first.st_mtime_ns)
+    except OSError:
+        made = None
+    key = str(path.absolute())
+    with _OPEN_LOCK:
+        cached = _OPEN.get(key)
+        if cached is None or made is None or cached[1] != made:
+            cached = (DeltaTable(str(path)), made or (0, 0), threading.Lock())
+            _OPEN[key] = cached
+    table, _, lock = cached
+    with lock:
+        try:
+            table.update_incremental()
+            yield table
+        except BaseException:
+            with _OPEN_LOCK:
+                _OPEN.pop(key, None)  # its state is not known: load it again next time
+            raise
+
+
 def commit_table(
     root: Path,
     name: str,
@@ -335,23 +374,63 @@ def commit_table(
     *,
     mode: Literal["append", "overwrite"] = "append",
     metadata: Mapping[str, str] | None = None,
-) -> None:
-    """Commit `frame`'s rows to one table (one Delta commit, retried on conflict)."""
+) -> int:
+    """Commit `frame`'s rows to one table (one Delta commit, retried on conflict); returns the
+    version committed."""
     options = _write_options(metadata)
     try:
-        if isinstance(frame, pl.LazyFrame):  # streamed: memory follows a batch, not the table
-            _with_date(frame).sink_delta(str(root / name), mode=mode, delta_write_options=options)
-        else:
-            _with_date(frame).write_delta(str(root / name), mode=mode, delta_write_options=options)
+        with _writing(root / name) as table:
+            if isinstance(frame, pl.LazyFrame):  # streamed: memory follows a batch, not the table
+                _with_date(frame).sink_delta(table, mode=mode, delta_write_options=options)
+            elif mode == "append":
+                _append_files(root / name, table, frame, options["commit_properties"])
+            else:
+                _with_date(frame).write_delta(table, mode=mode, delta_write_options=options)
+            table.update_incremental()
+            return int(table.version())
     except Exception as exc:  # delta-rs says IO failures in its own exception types
         raise _write_failed(root, name, exc) from exc
 
 
+def _append_files(path: Path, table: DeltaTable, frame: pl.DataFrame, commit: Any) -> None:
+    """Append by writing each partition's Parquet file with Polars (2-3x faster than delta-rs'
+    writer, measured) and committing them in one transaction."""
+    from deltalake.transaction import AddAction, RemoveAction
+
+    adds: list[AddAction | RemoveAction] = []
+    dated = _with_date(frame)
+    for (instance, date), part in dated.partition_by(list(PARTITION_BY), as_dict=True).items():
+        folder = f"instance={urllib.parse.quote(str(instance), safe='')}/date={date}"
+        relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        target = path / relative
+        data = io.BytesIO()  # written by Python, not Polars: a full disk is the OS's own error
+        part.drop(PARTITION_BY).write_parquet(data, compression="zstd", statistics=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as handle:
+            handle.write(data.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before a commit names it
+        written = target.stat()
+        adds.append(
+            AddAction(
+                path=relative,  # delta-rs percent-encodes it in the log
+                size=written.st_size,
+                partition_values={"instance": str(instance), "date": str(date)},
+                modification_time=written.st_mtime_ns // 1_000_000,
+                data_change=True,
+                stats=json.dumps({"numRecords": part.height}),
+            )
+        )
+    table.create_write_transaction(
+        adds, mode="append", schema=table.schema(), partition_by=list(PARTITION_BY),
+        commit_properties=commit,
+    )  # fmt: skip
+
+
 def version_of(root: Path, name: str) -> int:
     """The newest committed version of one table."""
-    from deltalake import DeltaTable
-
-    return int(DeltaTable(str(root / name)).version())
+    with _writing(root / name) as table:
+        return int(table.version())
 
 
 def create_tables(root: Path) -> None:
@@ -408,9 +487,10 @@ def _commit_parsed(root: Path, tables: Mapping[str, pl.DataFrame], batch: str) -
     create_tables(root)
     pins: dict[str, int] = {}
     for name in PARSED_FIRST:
-        if not tables[name].is_empty():
-            commit_table(root, name, tables[name], metadata={BATCH: batch})
-        pins[name] = version_of(root, name)
+        if tables[name].is_empty():
+            pins[name] = version_of(root, name)
+        else:
+            pins[name] = commit_table(root, name, tables[name], metadata={BATCH: batch})
     pins["raw"] = version_of(root, "raw")
     commit_table(root, "captures", captures, metadata={BATCH: batch, PINS: json.dumps(pins)})
     return captures.height
@@ -592,8 +672,10 @@ def reparse(root: Path | str) -> ReparseResult:
     """Parse every raw capture again and replace each parsed table in one commit.
 
     For a dataset parsed by an older clientscope (or a parser fix). Raw is only read. Parsed
-    one (instance, date) partition at a time into a staging folder, so memory follows the
-    biggest partition, not the dataset. Refused while a collector runs on the dataset.
+    one (instance, date) partition at a time into a staging folder, then each table is
+    committed from it in one streamed commit (delta-rs keeps a writer open per partition, so
+    memory grows with the partitions, not the rows: ~2.5 GB for 8 x 500k client rows).
+    Refused while a collector runs on the dataset.
     """
     from clientscope.parse import parse_raw
 
@@ -630,8 +712,7 @@ def reparse(root: Path | str) -> ReparseResult:
                     if name == "captures":
                         pins["raw"] = version_of(root, "raw")
                         meta[PINS] = json.dumps(pins)
-                    commit_table(root, name, staged, mode="overwrite", metadata=meta)
-                    pins[name] = version_of(root, name)
+                    pins[name] = commit_table(root, name, staged, mode="overwrite", metadata=meta)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     return ReparseResult(captures=rows["captures"], rows=rows)

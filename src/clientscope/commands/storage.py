@@ -58,21 +58,19 @@ def register(app: typer.Typer) -> None:
         capture) before the old files move to DATASET/.hive-0.1/, which you may delete
         once satisfied. Run again after an interruption: it finishes.
         """
+        from clientscope.dataset import mend
         from clientscope.upgrade import upgrade as upgrade_dataset
 
         result = upgrade_dataset(
             dataset, progress=None if as_json else lambda text: typer.echo(text, err=True)
         )
+        parsed = mend(dataset) if result.unparsed else 0  # an upgrade is a write: parse them now
         if as_json:
-            print_json(result.to_dict())
-        elif result.already:
-            typer.echo(f"{dataset} is already Delta tables: nothing to do")
+            print_json({**result.to_dict(), "parsed_now": parsed})
         else:
-            typer.echo(
-                f"upgraded {dataset}: {result.captures} captures, "
-                + ", ".join(f"{name} {rows}" for name, rows in result.rows.items())
-                + f" rows; the old files are in {result.backup}"
-            )
+            typer.echo(result.note)
+            if parsed:
+                typer.echo(f"parsed {parsed} of them now")
 
     @app.command()
     def reparse(
