@@ -617,7 +617,7 @@ def test_many_nodes_share_a_bounded_pool_of_threads(tmp_path: Path) -> None:
         )  # fmt: skip
     assert len(result.targets) == 300 and result.captures == 300
     assert set(result.targets[0].errors) == {"connection_refused"}
-    assert most[0] <= 8 + 2  # the pool, the writer and the parser
+    assert most[0] <= 8 + 3  # the pool, the writer, the parser and the compactor
 
 
 # ------------------------------------------------------- server text on screen
