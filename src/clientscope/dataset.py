@@ -395,9 +395,9 @@ def commit_table(
 def _append_files(path: Path, table: DeltaTable, frame: pl.DataFrame, commit: Any) -> None:
     """Append by writing each partition's Parquet file with Polars (2-3x faster than delta-rs'
     writer, measured) and committing them in one transaction."""
-    from deltalake.transaction import AddAction, RemoveAction
+    from deltalake.transaction import AddAction  # (RemoveAction: only from deltalake 1.6.1)
 
-    adds: list[AddAction | RemoveAction] = []
+    adds: list[Any] = []
     dated = _with_date(frame)
     for (instance, date), part in dated.partition_by(list(PARTITION_BY), as_dict=True).items():
         folder = f"instance={urllib.parse.quote(str(instance), safe='')}/date={date}"
