@@ -29,7 +29,7 @@ from clientscope.errors import DatasetWriteError
 __all__ = ["Parser", "RawBatch", "Writer"]
 
 _FINISH = object()
-MAX_UNPARSED_IN_MEMORY = 32  # raw batches waiting for the parser; more are left for open_dataset
+MAX_UNPARSED_IN_MEMORY = 32  # raw batches waiting for the parser; more are parsed at exit
 
 
 def drain(q: queue.Queue[object]) -> tuple[list[Any], bool]:
