@@ -213,6 +213,8 @@ def test_version_and_as_of_read_the_dataset_as_it_was(tmp_path: Path) -> None:
     assert old.captures.collect().height == 2 and old.clients.collect().height == 4
     then = open_dataset(tmp_path, as_of=at)
     assert then.captures.collect().height == 2 and then.clients.collect().height == 4
+    for spelled in (at.timestamp(), at.isoformat(), at.strftime("%Y-%m-%d %H:%M:%S.%f")):
+        assert open_dataset(tmp_path, as_of=spelled).versions == then.versions  # one grammar
     with pytest.raises(DatasetError, match=r"no version 99 of its captures table"):
         open_dataset(tmp_path, version=99)
 

@@ -870,15 +870,21 @@ def _load(path: Path, version: int | datetime | None) -> DeltaTable:
 
     table = DeltaTable(str(path))
     if version is not None:
-        try:
-            table.load_as_version(version)
-        except Exception as exc:
-            raise DatasetError(
-                f"{path.parent} has no version {_when(version)} of its {path.name} table "
-                f"({exc}); versions 0 to {DeltaTable(str(path)).version()} were committed, and "
-                "the files of old ones are kept for `compact --retain` only"
-            ) from exc
+        _go_back(table, path, version)
     return table
+
+
+def _go_back(table: DeltaTable, path: Path, version: int | datetime) -> None:
+    """Load an older version into a loaded table (no second read of its log from the start)."""
+    newest = table.version()
+    try:
+        table.load_as_version(version)
+    except Exception as exc:
+        raise DatasetError(
+            f"{path.parent} has no version {_when(version)} of its {path.name} table "
+            f"({exc}); versions 0 to {newest} were committed, and "
+            "the files of old ones are kept for `compact --retain` only"
+        ) from exc
 
 
 def _when(version: int | datetime) -> str:
@@ -893,17 +899,16 @@ def _snapshot(root: Path, version: int | datetime | None) -> dict[str, DeltaTabl
     for name in TABLE_NAMES:
         if name == "captures":
             continue
-        newest = _load(root / name, None)
+        table = tables[name] = _load(root / name, None)
+        newest = int(table.version())
         if name == "raw" and version is None:
-            tables[name] = newest  # everything captured: rows not parsed yet are counted
-        elif name in pins and pins[name] <= newest.version():
-            tables[name] = _load(
-                root / name, _same_rows_until(root / name, pins[name], newest.version())
-            )
+            continue  # everything captured: rows not parsed yet are counted
+        if name in pins and pins[name] <= newest:
+            same = _same_rows_until(root / name, pins[name], newest)
+            if same != newest:
+                _go_back(table, root / name, same)
         elif version is not None:  # not pinned: the table as it was when that version was committed
-            tables[name] = _load(root / name, _committed_at(root / "captures", captures.version()))
-        else:
-            tables[name] = newest
+            _go_back(table, root / name, _committed_at(root / "captures", captures.version()))
     return tables
 
 
@@ -1048,13 +1053,17 @@ def _nullable_dtypes() -> dict[object, object]:
 
 
 def open_dataset(
-    path: Path | str, *, version: int | None = None, as_of: datetime | str | None = None
+    path: Path | str,
+    *,
+    version: int | None = None,
+    as_of: datetime | str | float | None = None,
 ) -> Dataset:
     """Open a capture dataset directory (written by `collect`, `import` or `simulate`).
 
     Reads one snapshot and writes nothing. `version=N` reads the dataset as its `captures`
     table's version N was (`Dataset.version` says which a read got); `as_of` as it was at a
-    time (a datetime, or ISO 8601 text; naive means UTC). Captures in `raw` whose parsed
+    time (a datetime, or text as every time option takes it: ISO 8601, naive means UTC; epoch
+    seconds; `-2h`, before now). Captures in `raw` whose parsed
     rows are not committed yet are counted in `Dataset.unparsed` and a `DatasetWarning`.
     """
     root = Path(path)
@@ -1087,13 +1096,12 @@ def open_dataset(
     return dataset
 
 
-def _as_datetime(value: datetime | str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise DatasetError(f"as_of {value!r} is not an ISO 8601 time") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _as_datetime(value: datetime | str | float) -> datetime:
+    """`as_of` in the one time grammar (`config.moment`); `-2h` counts back from now."""
+    from clientscope.config import Where, moment, resolve_moment
+
+    where = Where.option("as_of")
+    return resolve_moment(moment(value, where), datetime.now(UTC), where)
 
 
 def _unparsed_message(root: Path, unparsed: int) -> str:

@@ -30,6 +30,8 @@ class DatasetView(Dataset):
         self, base: Dataset, *, start: datetime | None, end: datetime | None, instance: str | None
     ) -> None:
         super().__init__(base.root, base.tables, unparsed=base.unparsed)
+        # the whole dataset's scans, shared: its files are listed and checked once for all views
+        self.whole: Dataset = base.whole if isinstance(base, DatasetView) else base
         if isinstance(base, DatasetView):  # narrowing a view keeps its own limits
             start = max((t for t in (start, base.start) if t is not None), default=None)
             end = min((t for t in (end, base.end) if t is not None), default=None)
@@ -37,7 +39,7 @@ class DatasetView(Dataset):
         self.start, self.end, self.instance = start, end, instance
 
     def scan(self, table: TableName) -> pl.LazyFrame:
-        frame = super().scan(table)
+        frame = self.whole.scan(table)
         if self.start is not None:
             frame = frame.filter(pl.col("ts") >= self.start)
         if self.end is not None:

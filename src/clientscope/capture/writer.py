@@ -118,7 +118,7 @@ def write_raw(root: Path, rows: list[dict[str, Any]]) -> RawBatch:
     from clientscope import dataset
     from clientscope.schema import RAW_SCHEMA
 
-    frame = dataset.conform_raw(pl.DataFrame(rows, schema=RAW_SCHEMA))
+    frame = pl.DataFrame(rows, schema=RAW_SCHEMA)  # commit_raw checks and conforms it
     return RawBatch(dataset.commit_raw(root, frame), frame)
 
 
