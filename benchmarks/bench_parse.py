@@ -12,7 +12,10 @@ a fresh subprocess so its peak RSS is its own:
 - redis-py:     `redis._parsers.helpers.parse_client_list(data)` -> list of dicts;
 - floor:        the same bytes into a Polars String column of lines and nothing
                 else, the fastest way we know (Polars' CSV reader, one column);
-- floor-split:  the same, the plain way (`str.split("\n")` + explode).
+- floor-split:  the same, the plain way (`str.split("\n")` + explode);
+- lazy-full / lazy-ip-idle: the bytes as a one-row LazyFrame of replies, parsed
+                lazily (the IO-plugin source), collecting every column / only
+                `ip` and `idle` (projection pushdown: issue 12, target 4).
 
 Each worker first reads the file as `bytes` (what a server sends and what the raw
 dataset stores; not timed; its size is the "input text size"), then times the
@@ -143,11 +146,24 @@ def _work_floor_split(text: bytes) -> int:
     return lines.explode().len()
 
 
+PROJECTED = ["ip", "idle"]
+
+
+def _work_lazy(text: bytes, columns: list[str] | None) -> int:
+    from clientscope.parse import parse_client_list
+
+    lazy = parse_client_list(pl.LazyFrame({"client_list": [text]}))
+    assert isinstance(lazy, pl.LazyFrame)
+    return (lazy if columns is None else lazy.select(columns)).collect().height
+
+
 WORKERS = {
     "clientscope": _work_clientscope,
     "redis-py": _work_redis_py,
     "floor": _work_floor,
     "floor-split": _work_floor_split,
+    "lazy-full": lambda text: _work_lazy(text, None),
+    "lazy-ip-idle": lambda text: _work_lazy(text, PROJECTED),
 }
 
 
@@ -233,6 +249,10 @@ def main() -> None:
     if {"clientscope", "redis-py"} <= results.keys():
         speedup = results["redis-py"]["seconds"] / results["clientscope"]["seconds"]
         print(f"  clientscope vs redis-py: {speedup:.1f}x faster (target >= 30x)")
+    if {"lazy-full", "lazy-ip-idle"} <= results.keys():
+        full, projected = results["lazy-full"]["seconds"], results["lazy-ip-idle"]["seconds"]
+        print(f"  projection {PROJECTED} vs every column: {projected:.3f} s vs {full:.3f} s, "
+              f"{projected / full:.2f}x the time ({full / projected:.2f}x faster)")  # fmt: skip
     for floor in ("floor", "floor-split"):
         if {"clientscope", floor} <= results.keys():
             ratio = results["clientscope"]["seconds"] / results[floor]["seconds"]

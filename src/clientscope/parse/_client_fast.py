@@ -28,6 +28,7 @@ from clientscope.parse._client_generic import (
     KEY_START,
     KNOWN_FIELDS,
     read_lines,
+    stage1_columns,
 )
 from clientscope.parse._text import CUT, FIRST_COUNT, LINE
 from clientscope.schema import CLIENT_EXTRA_DTYPE, CLIENT_INT_FIELDS
@@ -43,6 +44,7 @@ _INTS = frozenset(CLIENT_INT_FIELDS)
 Reply = str | bytes
 STAGE1_SCHEMA: dict[str, pl.DataType] = {"_rid": pl.Int64(), **FIELD_SCHEMA}
 _FITS = "_fits"
+Fields = frozenset[str] | None  # stage-1 columns a read gives (None: all; see stage1_columns)
 
 
 @dataclass(frozen=True)
@@ -190,32 +192,48 @@ def _lines(buf: bytes, height: int) -> pl.Series | None:
     return None
 
 
-def _general(index: pl.DataFrame, lines: pl.Series) -> pl.DataFrame:
+def _general(index: pl.DataFrame, lines: pl.Series, fields: Fields) -> pl.DataFrame:
     frame = index.with_columns(lines.alias(LINE)).lazy()
-    return read_lines(frame, keep=("_rid",)).collect()
+    return read_lines(frame, keep=("_rid",), fields=fields).collect()
 
 
-def _columns(layout: Layout) -> list[pl.Expr]:
-    """The stage-1 columns of lines that fit the layout, from the token columns."""
+def _stage1_names(fields: Fields) -> list[str]:
+    return ["_rid", *stage1_columns(fields)]
+
+
+def field_value(i: int, key: str, field: str) -> pl.Expr:
+    """The typed value of known field `field` from token column i (`key=value`)."""
+    token = pl.col(f"_t{i}")
+    value = token.str.tail(-(len(key) + 1))  # cheaper than str.slice
+    if field in _INTS:
+        return value.str.to_integer(strict=False).alias(field)
+    return pl.when(token.str.len_bytes() > len(key) + 1).then(value).alias(field)
+
+
+def _columns(layout: Layout, fields: Fields) -> list[pl.Expr]:
+    """The stage-1 columns of lines that fit the layout, from the token columns.
+
+    Every number field is typed whatever `fields` says: `_fits` checks it. A string
+    field or `extra` outside `fields` is not built at all.
+    """
+    wanted = set(stage1_columns(fields))
     columns: list[pl.Expr] = []
     extra: list[pl.Expr] = []
     for i, (key, field) in enumerate(zip(layout.keys, layout.fields, strict=True)):
-        token = pl.col(f"_t{i}")
-        value = token.str.tail(-(len(key) + 1))  # cheaper than str.slice
         if field is None:
-            extra.append(
-                pl.struct(pl.lit(key.replace("-", "_")).alias("key"), value.alias("value"))
-            )
-        elif field in _INTS:
-            columns.append(value.str.to_integer(strict=False).alias(field))
-        else:
-            columns.append(pl.when(token.str.len_bytes() > len(key) + 1).then(value).alias(field))
+            if "extra" in wanted:
+                value = pl.col(f"_t{i}").str.tail(-(len(key) + 1))
+                pair = pl.struct(pl.lit(key.replace("-", "_")).alias("key"), value.alias("value"))
+                extra.append(pair)
+        elif field in _INTS or field in wanted:
+            columns.append(field_value(i, key, field))
     present = {f for f in layout.fields if f is not None}
     for name, dtype in FIELD_SCHEMA.items():
         if name not in present and name not in ("line_no", "extra", "parse_error", "raw_line"):
             columns.append(pl.lit(None, dtype=dtype).alias(name))
-    extra_col = pl.concat_list(extra) if extra else pl.lit([], dtype=CLIENT_EXTRA_DTYPE)
-    columns.append(extra_col.cast(CLIENT_EXTRA_DTYPE).alias("extra"))
+    if "extra" in wanted:
+        extra_col = pl.concat_list(extra) if extra else pl.lit([], dtype=CLIENT_EXTRA_DTYPE)
+        columns.append(extra_col.cast(CLIENT_EXTRA_DTYPE).alias("extra"))
     columns.append(pl.lit(None, dtype=pl.String).alias("parse_error"))
     columns.append(pl.lit(None, dtype=pl.String).alias("raw_line"))
     return columns
@@ -238,7 +256,7 @@ def _fits(layout: Layout) -> pl.Expr:
     return pl.all_horizontal(checks).fill_null(False).alias(_FITS)
 
 
-def _typed(buf: bytes, layout: Layout) -> pl.DataFrame:
+def _typed(buf: bytes, layout: Layout, fields: Fields) -> pl.DataFrame:
     """Every line of `buf` read as the layout, with `_fits` saying which lines really are.
 
     One lazy plan on the streaming engine: the token columns exist one morsel at a
@@ -256,10 +274,11 @@ def _typed(buf: bytes, layout: Layout) -> pl.DataFrame:
         encoding="utf8-lossy",
         raise_if_empty=False,
     )
-    columns = _columns(layout)
+    columns = _columns(layout, fields)
+    names = [c.meta.output_name() for c in columns]
     return (
         tokens.with_columns(columns)
-        .select(*(c.meta.output_name() for c in columns), _fits(layout))
+        .select(*(n for n in names if n in _stage1_names(fields)), _fits(layout))
         .collect(engine="streaming")
     )
 
@@ -270,40 +289,46 @@ def _has_control_bytes(buf: bytes, n_lines: int) -> bool:
     return below_space != n_lines or b"\x7f" in buf
 
 
-def _read(buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int) -> pl.DataFrame:
+def _read(
+    buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int, fields: Fields = None
+) -> pl.DataFrame:
     """Stage-1 rows of the lines in `buf` (one `index` row per line), in index order."""
     if b"\r" in buf or buf.startswith(_BOM):  # the CSV reader would drop these bytes
-        return _general_split(buf, index)
+        return _general_split(buf, index, fields)
     replaced = not buf.isascii() and _REPLACEMENT in buf
     if layout is None or depth >= MAX_LAYOUTS or replaced:
         lines = _lines(buf, index.height)
-        return _general(index, lines) if lines is not None else _general_split(buf, index)
+        if lines is None:
+            return _general_split(buf, index, fields)
+        return _general(index, lines, fields)
     try:
-        typed = _typed(buf, layout)
+        typed = _typed(buf, layout, fields)
     except pl.exceptions.PolarsError:
-        return _read(buf, index, None, depth)
+        return _read(buf, index, None, depth, fields)
     if typed.height != index.height:
-        return _read(buf, index, None, depth)
+        return _read(buf, index, None, depth, fields)
     fits = typed.get_column(_FITS) & ~index.get_column(CUT)
     typed = pl.concat([index.select("_rid", "line_no"), typed.drop(_FITS)], how="horizontal")
     lines = None
     if _has_control_bytes(buf, index.height):  # garbage lines are the general reader's to judge
         lines = _lines(buf, index.height)
         if lines is None:
-            return _read(buf, index, None, depth)
+            return _read(buf, index, None, depth, fields)
         fits = fits & ~lines.str.contains(GARBAGE)
     if fits.all():
-        return typed.select(STAGE1_SCHEMA.keys())
-    good = typed.filter(fits).select(STAGE1_SCHEMA.keys())
+        return typed.select(_stage1_names(fields))
+    good = typed.filter(fits).select(_stage1_names(fields))
     del typed
     lines = _lines(buf, index.height) if lines is None else lines
     if lines is None:
-        return _read(buf, index, None, depth)
-    rest = _read_misfits(lines.filter(~fits), index.filter(~fits), depth)
+        return _read(buf, index, None, depth, fields)
+    rest = _read_misfits(lines.filter(~fits), index.filter(~fits), depth, fields)
     return pl.concat([good, rest]).sort("_rid", "line_no")
 
 
-def _read_misfits(lines: pl.Series, index: pl.DataFrame, depth: int) -> pl.DataFrame:
+def _read_misfits(
+    lines: pl.Series, index: pl.DataFrame, depth: int, fields: Fields
+) -> pl.DataFrame:
     """Lines that did not fit: try their own layout, else the general reader."""
     layout = None
     probe = lines.filter(~index[CUT]).head(5).to_list()
@@ -312,15 +337,15 @@ def _read_misfits(lines: pl.Series, index: pl.DataFrame, depth: int) -> pl.DataF
         if layout is not None:
             break
     if layout is None or len(lines) < 2:
-        return _general(index, lines)
+        return _general(index, lines, fields)
     buf = (lines.str.join("\n").item() + "\n").encode()
-    return _read(buf, index, layout, depth + 1)
+    return _read(buf, index, layout, depth + 1, fields)
 
 
-def _general_split(buf: bytes, index: pl.DataFrame) -> pl.DataFrame:
+def _general_split(buf: bytes, index: pl.DataFrame, fields: Fields) -> pl.DataFrame:
     text = buf.decode("utf-8", "replace")
     lines = pl.Series([text]).str.strip_suffix("\n").str.split("\n").explode()
-    return _general(index, lines)
+    return _general(index, lines, fields)
 
 
 def _valid_utf8(buf: bytes) -> bytes:
@@ -335,9 +360,13 @@ def _valid_utf8(buf: bytes) -> bytes:
 
 
 def read_parts(
-    replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES
+    replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES, fields: Fields = None
 ) -> Iterator[pl.DataFrame]:
     """Stage-1 rows of every line of every reply, chunk by chunk (`_rid` = reply position).
+
+    `fields`: the stage-1 columns to give (None: all). Which lines are rejects, and
+    every value given, are the same whatever `fields` is: each line is still judged
+    on all its keys.
 
     Each part is in (`_rid`, `line_no`) order; parts of different layouts may
     interleave, so sort the whole when there is more than one layout group.
@@ -352,7 +381,7 @@ def read_parts(
         for pieces in chunks(present, rids, chunk_bytes):
             index = _index(pieces)
             buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
-            yield _read(_valid_utf8(buf), index, layout, 0)
+            yield _read(_valid_utf8(buf), index, layout, 0, fields)
 
 
 def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:

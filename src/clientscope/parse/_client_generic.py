@@ -44,6 +44,13 @@ FIELD_SCHEMA: dict[str, pl.DataType] = {
     "parse_error": pl.String(),
     "raw_line": pl.String(),
 }
+# stage-1 columns a projected read still gives: the row's place and whether it is a reject
+ALWAYS_READ = frozenset({"line_no", "parse_error", "raw_line"})
+
+
+def stage1_columns(fields: frozenset[str] | None) -> list[str]:
+    """The `FIELD_SCHEMA` columns a read of `fields` gives (None: all), in schema order."""
+    return [c for c in FIELD_SCHEMA if fields is None or c in fields or c in ALWAYS_READ]
 
 
 def _wire_pattern(field: str) -> str:
@@ -161,8 +168,14 @@ def _raw(name: str) -> pl.Expr:
     return pl.col(f"_raw_{name}")
 
 
-def read_lines(lines: pl.LazyFrame, keep: tuple[str, ...] = ()) -> pl.LazyFrame:
-    """Stage-1 columns of every line (`keep` columns are passed through)."""
+def read_lines(
+    lines: pl.LazyFrame, keep: tuple[str, ...] = (), fields: frozenset[str] | None = None
+) -> pl.LazyFrame:
+    """Stage-1 columns of every line (`keep` columns are passed through).
+
+    `fields`: only these columns (see `stage1_columns`); every key is still read to
+    judge the line, but a value no column needs is left to the optimizer to drop.
+    """
     text = pl.col(LINE).str.strip_suffix("\r")
     frame = lines.with_columns(text.alias("_text")).with_columns(
         *(_value(name).alias(f"_raw_{name}") for name in KNOWN_FIELDS), _extra()
@@ -176,4 +189,5 @@ def read_lines(lines: pl.LazyFrame, keep: tuple[str, ...] = ()) -> pl.LazyFrame:
     ).with_columns(
         pl.when(pl.col("parse_error").is_not_null()).then(pl.col(LINE)).alias("raw_line")
     )
-    return parsed.select(*keep, *(pl.col(c).cast(t) for c, t in FIELD_SCHEMA.items()))
+    names = stage1_columns(fields)
+    return parsed.select(*keep, *(pl.col(c).cast(FIELD_SCHEMA[c]) for c in names))

@@ -10,22 +10,28 @@ depends on the server and its version. Reading happens in two stages:
 2. derived columns (this module): addr / laddr split, one boolean per flag
    letter, `created_at` / `last_active` from `ts`, `raw_line` for rejects.
 
-A LazyFrame stays lazy: replies are parsed batch by batch as the (streaming)
-engine pulls them, so a dataset larger than memory streams to Parquet.
+A LazyFrame stays lazy: it is a Polars IO-plugin source (`scan_client_list`) that
+parses batches of replies as the engine pulls them, so a dataset larger than memory
+streams to Parquet. The source is told which columns a query uses and only derives
+those (a string field, `extra`, the flag booleans, the address split, the times);
+every line is still judged on all its keys, so which lines are rejects and every
+value are the same whatever a query selects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from clientscope.errors import InputError
-from clientscope.parse._client_fast import Reply, read_parts
+from clientscope.parse._client_fast import CHUNK_BYTES, Reply, read_parts
 from clientscope.parse._text import TextInput, decode_utf8
-from clientscope.schema import CLIENT_FLAGS, TS, client_fields_schema
+from clientscope.schema import CLIENT_DERIVED, CLIENT_FLAGS, TS, client_fields_schema
 
-__all__ = ["clients_schema", "parse_client_list", "split_rejects"]
+__all__ = ["clients_schema", "parse_client_list", "scan_client_list", "split_rejects"]
 
 
 def clients_schema(carried: pl.Schema | dict[str, pl.DataType]) -> dict[str, pl.DataType]:
@@ -92,57 +98,125 @@ def _split_few_addresses(frame: pl.DataFrame, prefix: str, column: str) -> pl.Da
     return frame.join(parts, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
 
-def _flag_columns(flags: pl.Series) -> list[pl.Expr]:
-    """One boolean per flag letter. A server has few distinct flag strings: decode those
-    (one `str.contains` per letter) into a bit mask, and look each row's mask up once."""
+def _flag_columns(flags: pl.Series, columns: Sequence[str]) -> list[pl.Expr]:
+    """One boolean per flag letter (of those whose column is in `columns`). A server has
+    few distinct flag strings: decode those (one `str.contains` per letter) into a bit
+    mask, and look each row's mask up once."""
+    letters = {bit: (letter, col) for bit, (letter, col) in enumerate(CLIENT_FLAGS.items())}
+    letters = {bit: lc for bit, lc in letters.items() if lc[1] in columns}
+    if not letters:
+        return []
     distinct = flags.drop_nulls().unique()
     if distinct.len() * 20 > flags.len() or distinct.is_empty():
         return [
             pl.col("flags").str.contains(letter, literal=True).alias(col)
-            for letter, col in CLIENT_FLAGS.items()
+            for letter, col in letters.values()
         ]
     masks = pl.select(
         pl.sum_horizontal(
             distinct.str.contains(letter, literal=True).cast(pl.Int32) * (1 << bit)
-            for bit, letter in enumerate(CLIENT_FLAGS)
+            for bit, (letter, _) in letters.items()
         )
     ).to_series()
     mask = pl.lit(flags.replace_strict(distinct, masks, default=None, return_dtype=pl.Int32))
-    return [(mask & (1 << bit)).ne(0).alias(col) for bit, col in enumerate(CLIENT_FLAGS.values())]
+    return [(mask & (1 << bit)).ne(0).alias(col) for bit, (_, col) in letters.items()]
 
 
-def _derive(frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool) -> pl.DataFrame:
-    """Stage 2: flag booleans, addresses, times; columns in the output order."""
-    frame = frame.with_columns(_flag_columns(frame.get_column("flags")))
-    frame = _split_address(frame, "", "addr")
-    frame = _split_few_addresses(frame, "laddr_", "laddr")
+_ADDR_PARTS = {"": ("ip", "port", "family"), "laddr_": ("laddr_ip", "laddr_port", "laddr_family")}
+_ADDR_SOURCE = {"": "addr", "laddr_": "laddr"}  # prefix -> the field it is split from
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a parse gives: `columns` of the output (None: all), and what that needs."""
+
+    columns: frozenset[str] | None = None
+
+    def wants(self, *names: str) -> bool:
+        return self.columns is None or any(n in self.columns for n in names)
+
+    def flag_columns(self) -> list[str]:
+        """Flag booleans to derive: those asked for, and `is_unix_socket` for addresses."""
+        needed = [c for c in CLIENT_FLAGS.values() if self.wants(c)]
+        if self.wants(*_ADDR_PARTS[""], *_ADDR_PARTS["laddr_"]) and "is_unix_socket" not in needed:
+            needed.append("is_unix_socket")
+        return needed
+
+    def fields(self) -> frozenset[str] | None:
+        """The stage-1 (`read_parts`) columns the output needs."""
+        if self.columns is None:
+            return None
+        fields = set(self.columns)
+        if self.flag_columns():
+            fields.add("flags")
+        for prefix, parts in _ADDR_PARTS.items():
+            if self.wants(*parts):
+                fields.add(_ADDR_SOURCE[prefix])
+        if self.wants("created_at"):
+            fields.add("age")
+        if self.wants("last_active"):
+            fields.add("idle")
+        return frozenset(fields)
+
+    def carried(self, names: Sequence[str]) -> tuple[str, ...]:
+        """The carried columns to repeat onto client rows (`ts` for the derived times)."""
+        times = self.wants(*CLIENT_DERIVED)
+        return tuple(n for n in names if self.wants(n) or (n == "ts" and times))
+
+    def select(self, schema: dict[str, pl.DataType]) -> list[str]:
+        return [c for c in schema if self.wants(c)]
+
+
+def _times(with_ts: bool, projection: Projection) -> list[pl.Expr]:
+    ts = pl.col("ts").cast(TS)
     derived: list[pl.Expr] = []
-    if with_ts:
-        ts = pl.col("ts").cast(TS)
-        derived += [
-            (ts - pl.duration(seconds=pl.col("age"))).alias("created_at"),
-            (ts - pl.duration(seconds=pl.col("idle"))).alias("last_active"),
-        ]
+    if with_ts and projection.wants("created_at"):
+        derived.append((ts - pl.duration(seconds=pl.col("age"))).alias("created_at"))
+    if with_ts and projection.wants("last_active"):
+        derived.append((ts - pl.duration(seconds=pl.col("idle"))).alias("last_active"))
+    return derived
+
+
+def _derive(
+    frame: pl.DataFrame, carried: tuple[str, ...], with_ts: bool, projection: Projection
+) -> pl.DataFrame:
+    """Stage 2: flag booleans, addresses, times (those the projection needs); columns in
+    the output order, with `line_no` always (the rows' order)."""
+    if flag_columns := projection.flag_columns():
+        frame = frame.with_columns(_flag_columns(frame.get_column("flags"), flag_columns))
+    if projection.wants(*_ADDR_PARTS[""]):
+        frame = _split_address(frame, "", "addr")
+    if projection.wants(*_ADDR_PARTS["laddr_"]):
+        frame = _split_few_addresses(frame, "laddr_", "laddr")
     schema = client_fields_schema(with_ts=with_ts)
-    return frame.with_columns(derived).select(
-        *carried, *(pl.col(c).cast(t) for c, t in schema.items()), "parse_error", "raw_line"
+    names = [c for c in schema if c == "line_no" or projection.wants(c)]
+    return frame.with_columns(_times(with_ts, projection)).select(
+        *carried, *(pl.col(c).cast(schema[c]) for c in names), "parse_error", "raw_line"
     )
 
 
-def _parse_replies(replies: Sequence[Reply | None], carried: pl.DataFrame) -> pl.DataFrame:
+def _parse_replies(
+    replies: Sequence[Reply | None],
+    carried: pl.DataFrame,
+    projection: Projection = Projection(),
+) -> pl.DataFrame:
     """Parse replies[i] with carried row i repeated on each of its lines.
 
     Chunk by chunk, so the temporaries of the derived columns stay chunk-sized.
+    With a projection, only its columns, in the output order.
     """
-    names = tuple(carried.columns)
+    names = projection.carried(carried.columns)
+    carried = carried.select(names)
+    with_ts = "ts" in carried.columns
     parts = []
-    for fields in read_parts(replies):
+    for fields in read_parts(replies, fields=projection.fields()):
         rid = fields.get_column("_rid")
         if names:
             fields = pl.concat([carried.select(pl.all().gather(rid)), fields], how="horizontal")
-        parts.append(_derive(fields, names, with_ts="ts" in names).with_columns(rid))
+        parts.append(_derive(fields, names, with_ts, projection).with_columns(rid))
+    schema = clients_schema(carried.schema)
     if not parts:
-        return pl.DataFrame(schema=clients_schema(carried.schema))
+        return pl.DataFrame(schema=schema).select(projection.select(schema))
     # the order part by part: a select on the concatenated frame would copy it into one chunk
     key = (pl.col("_rid") * (1 << 32) + pl.col("line_no")).alias("_order")
     order = pl.concat([p.select(key) for p in parts]).to_series()
@@ -150,7 +224,7 @@ def _parse_replies(replies: Sequence[Reply | None], carried: pl.DataFrame) -> pl
     out = pl.concat([p.drop("_rid") for p in parts], rechunk=False)
     if not order.is_sorted():  # replies of several layouts: put every line back in its place
         out = out.with_columns(order).sort("_order").drop("_order")
-    return out
+    return out if projection.columns is None else out.select(projection.select(schema))
 
 
 def _reply_values(column: pl.Series) -> list[Reply | None]:
@@ -164,9 +238,104 @@ def _reply_values(column: pl.Series) -> list[Reply | None]:
     )
 
 
-def _parse_frame(frame: pl.DataFrame, text_column: str) -> pl.DataFrame:
+def _parse_frame(
+    frame: pl.DataFrame, text_column: str, projection: Projection = Projection()
+) -> pl.DataFrame:
     replies = _reply_values(frame.get_column(text_column))
-    return _parse_replies(replies, frame.drop(text_column))
+    return _parse_replies(replies, frame.drop(text_column), projection)
+
+
+def _reply_bytes(batch: pl.DataFrame, text_column: str) -> np.ndarray:
+    column = batch.get_column(text_column)
+    if column.dtype == pl.Binary:
+        sizes = column.bin.size()
+    elif column.dtype == pl.String:
+        sizes = column.str.len_bytes()
+    else:
+        return np.zeros(batch.height, dtype=np.int64)
+    return sizes.fill_null(0).cast(pl.Int64).to_numpy()
+
+
+def reply_batches(
+    raw: pl.LazyFrame, text_column: str, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[pl.DataFrame]:
+    """Rows of `raw` (streamed), regrouped into runs of about `chunk_bytes` of reply text
+    (a longer reply alone): what one parse holds in memory."""
+    pending: list[pl.DataFrame] = []
+    size = 0
+    for batch in raw.collect_batches(lazy=True):
+        ends = np.cumsum(_reply_bytes(batch, text_column))
+        start, base = 0, 0
+        while start < batch.height:
+            end = int(np.searchsorted(ends, base + chunk_bytes - size, side="right"))
+            end = max(end, start + 1) if not pending else end
+            if end > start:
+                pending.append(batch.slice(start, end - start))
+                size += int(ends[end - 1]) - base
+                base = int(ends[end - 1])
+            if end < batch.height or size >= chunk_bytes:
+                yield pl.concat(pending)
+                pending, size = [], 0
+            start = end
+    if pending:
+        yield pl.concat(pending)
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One `scan_client_list` source: its input and what the engine asked of it."""
+
+    data: pl.LazyFrame
+    text_column: str
+    carried: tuple[str, ...]
+    schema: dict[str, pl.DataType]
+
+    def batches(
+        self,
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        """Parsed rows, batch by batch: only `with_columns`, `predicate` applied, at most
+        `n_rows`. A predicate on carried columns only drops whole replies unparsed."""
+        columns = list(self.schema) if with_columns is None else list(with_columns)
+        roots = set() if predicate is None else set(predicate.meta.root_names())
+        projection = Projection(frozenset(columns) | roots)
+        raw = self.data.select(self.text_column, *projection.carried(self.carried))
+        if predicate is not None and roots <= set(self.carried):
+            raw = raw.filter(predicate)
+        left = n_rows
+        for batch in reply_batches(raw, self.text_column):
+            if left is not None and left <= 0:
+                return
+            out = _parse_frame(batch, self.text_column, projection)
+            if predicate is not None:
+                out = out.filter(predicate)
+            if left is not None:
+                out = out.head(left)
+                left -= out.height
+            yield from out.select(columns).iter_slices(batch_size or 100_000)
+
+
+def scan_client_list(data: pl.LazyFrame, *, text_column: str = "client_list") -> pl.LazyFrame:
+    """The clients of a LazyFrame of replies, as a lazy source that parses on demand.
+
+    What `parse_client_list` gives for a LazyFrame: the columns are `clients_schema`;
+    a query's projection, predicate and row limit reach the parser (see the module
+    docstring), and replies are read from `data` in runs of about `CHUNK_BYTES`.
+    """
+    from polars.io.plugins import register_io_source
+
+    schema = data.collect_schema()
+    _check_column(schema, text_column)
+    if schema[text_column] not in (pl.String, pl.Binary, pl.Null):
+        _reply_values(pl.Series(text_column, [], dtype=schema[text_column]))  # raises
+    carried = {c: t for c, t in schema.items() if c != text_column}
+    scan = _Scan(data, text_column, tuple(carried), clients_schema(carried))
+    return register_io_source(
+        scan.batches, schema=scan.schema, explain_name="clientscope CLIENT LIST"
+    )
 
 
 def _check_column(schema: pl.Schema, text_column: str) -> None:
@@ -209,14 +378,7 @@ def parse_client_list(
         _check_column(data.schema, text_column)
         return _parse_frame(data, text_column)
     if isinstance(data, pl.LazyFrame):
-        schema = data.collect_schema()
-        _check_column(schema, text_column)
-        carried = {c: t for c, t in schema.items() if c != text_column}
-        return data.map_batches(
-            lambda batch: _parse_frame(batch, text_column),
-            schema=clients_schema(carried),
-            streamable=True,
-        )
+        return scan_client_list(data, text_column=text_column)
     raise InputError(
         f"cannot parse a {type(data).__name__} as CLIENT LIST: give text, bytes, a Series of "
         "lines or a DataFrame / LazyFrame with a column of replies."
