@@ -110,3 +110,45 @@ def test_the_bounds_themselves_are_read() -> None:
     frame = _both_readers(text)
     assert frame["parse_error"].null_count() == 3
     assert frame["age"].to_list() == [0, MAX_CLIENT_SECONDS, 120]
+
+
+def test_misfit_lines_of_two_replies_read_together_do_not_panic_the_engine() -> None:
+    # found by test_parse_projection: the lines that did not fit the replies' layout, filtered
+    # out of one CSV read, reached the general reader in several chunks and Polars panicked
+    # ("assertion failed: i < self.len()"); a panic is no exception, so nothing was kept
+    line = (
+        "id={} addr=10.1.2.3:52114 laddr=10.0.0.5:6379 fd=9 name=orders-api-1 age=120 idle=30 "
+        "flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=20474 argv-mem=0 "
+        "multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=22298 events=r cmd=get "
+        "user=default redir=-1 resp=2 lib-name=redis-py lib-ver=5.0.1"
+    )
+    odd = [
+        [
+            "flags=true lib-name=}X addr=6cf::f5a4:b77:3dbf:89",
+            'multi=44291760486 addr=b0::ca:179:83 lib-name=Xyu"2 flags=TegNM '
+            "argv-mem=40681213980 age=462 capa=else watch=48822 tot-net-in=12",
+            "",
+        ],
+        [
+            "tot-cmds=53436 fd=436 addr=db::7b1:120 flags=Ic age=772123 "
+            "user=p_3R]Q::>}q~SVUXeLZ} multi-mem=29648 omem=4020162 psub=12503 "
+            "io-thread=1099511627777 resp=5018",
+            "oll=3614737 io-thread=1556216 qbuf-free=2455 resp=509 tot-net-in=29100651 flags=Uu "
+            "user=A*RYI+ idle=x9343354 tot-net-out=2614 omem=400 "
+            "addr=/tmp/Ugu u ZnD7FY7 aRx.sock:0 hxx8=zS db=2990971 ssub=505153811 sub=5305 "
+            "multi-mem=1310312",
+            "",
+            "",
+            "ssub=216240 cmd=FdO& name=t(l lib-name=: age=12902052 redir=1035 multi-mem=8397 "
+            "addr=209.73.171.138:15220 db=58043808803145576 watch=268435455 tot-mem=3589380 "
+            "resp=558043 flags=u io-thread=225 fd=8356823335 ssub=216240",
+        ],
+    ]
+    replies = [
+        "\n".join([line.format(i) for i in range(n)] + rest).encode()
+        for n, rest in zip((10, 6), odd, strict=True)
+    ]
+    parsed = parse_client_list(pl.DataFrame({"client_list": replies}))
+    assert isinstance(parsed, pl.DataFrame)
+    assert parsed.height == 12 + 11  # every line of both replies, read or kept as a reject
+    assert parsed.filter(pl.col("name") == "orders-api-1").height == 16

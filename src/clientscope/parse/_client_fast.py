@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -44,6 +46,7 @@ _INTS = frozenset(CLIENT_INT_FIELDS)
 Reply = str | bytes
 STAGE1_SCHEMA: dict[str, pl.DataType] = {"_rid": pl.Int64(), **FIELD_SCHEMA}
 _FITS = "_fits"
+T = TypeVar("T")
 Fields = frozenset[str] | None  # stage-1 columns a read gives (None: all; see stage1_columns)
 
 
@@ -193,7 +196,9 @@ def _lines(buf: bytes, height: int) -> pl.Series | None:
 
 
 def _general(index: pl.DataFrame, lines: pl.Series, fields: Fields) -> pl.DataFrame:
-    frame = index.with_columns(lines.alias(LINE)).lazy()
+    # one chunk: lines filtered out of a CSV read keep its chunks, and the general reader's
+    # when/then chains over them can index past a chunk's end (Polars 2.1 panics)
+    frame = index.with_columns(lines.rechunk().alias(LINE)).lazy()
     return read_lines(frame, keep=("_rid",), fields=fields).collect()
 
 
@@ -289,14 +294,35 @@ def _has_control_bytes(buf: bytes, n_lines: int) -> bool:
     return below_space != n_lines or b"\x7f" in buf
 
 
-def _read(
-    buf: bytes, index: pl.DataFrame, layout: Layout | None, depth: int, fields: Fields = None
-) -> pl.DataFrame:
-    """Stage-1 rows of the lines in `buf` (one `index` row per line), in index order."""
-    if b"\r" in buf or buf.startswith(_BOM):  # the CSV reader would drop these bytes
+@dataclass(frozen=True)
+class Text:
+    """Whole lines to read (one `index` row per line) and what the reading asks of their
+    bytes first: found in one place, so `read_parts` can do it for the next chunk in a
+    worker thread while the engine reads this one."""
+
+    buf: bytes
+    index: pl.DataFrame
+    dropped_bytes: bool  # a CR or a BOM, which the CSV reader would drop
+    replaced: bool  # U+FFFD in the text: the fast reader could not tell it from a bad byte
+    control: bool  # a control byte other than the newlines: garbage lines to judge
+
+    @classmethod
+    def of(cls, buf: bytes, index: pl.DataFrame) -> Text:
+        return cls(
+            buf,
+            index,
+            dropped_bytes=b"\r" in buf or buf.startswith(_BOM),
+            replaced=not buf.isascii() and _REPLACEMENT in buf,
+            control=_has_control_bytes(buf, index.height),
+        )
+
+
+def _read(text: Text, layout: Layout | None, depth: int, fields: Fields = None) -> pl.DataFrame:
+    """Stage-1 rows of the lines of `text`, in index order."""
+    buf, index = text.buf, text.index
+    if text.dropped_bytes:
         return _general_split(buf, index, fields)
-    replaced = not buf.isascii() and _REPLACEMENT in buf
-    if layout is None or depth >= MAX_LAYOUTS or replaced:
+    if layout is None or depth >= MAX_LAYOUTS or text.replaced:
         lines = _lines(buf, index.height)
         if lines is None:
             return _general_split(buf, index, fields)
@@ -304,16 +330,16 @@ def _read(
     try:
         typed = _typed(buf, layout, fields)
     except pl.exceptions.PolarsError:
-        return _read(buf, index, None, depth, fields)
+        return _read(text, None, depth, fields)
     if typed.height != index.height:
-        return _read(buf, index, None, depth, fields)
+        return _read(text, None, depth, fields)
     fits = typed.get_column(_FITS) & ~index.get_column(CUT)
     typed = pl.concat([index.select("_rid", "line_no"), typed.drop(_FITS)], how="horizontal")
     lines = None
-    if _has_control_bytes(buf, index.height):  # garbage lines are the general reader's to judge
+    if text.control:  # garbage lines are the general reader's to judge
         lines = _lines(buf, index.height)
         if lines is None:
-            return _read(buf, index, None, depth, fields)
+            return _read(text, None, depth, fields)
         fits = fits & ~lines.str.contains(GARBAGE)
     if fits.all():
         return typed.select(_stage1_names(fields))
@@ -321,7 +347,7 @@ def _read(
     del typed
     lines = _lines(buf, index.height) if lines is None else lines
     if lines is None:
-        return _read(buf, index, None, depth, fields)
+        return _read(text, None, depth, fields)
     rest = _read_misfits(lines.filter(~fits), index.filter(~fits), depth, fields)
     return pl.concat([good, rest]).sort("_rid", "line_no")
 
@@ -339,7 +365,7 @@ def _read_misfits(
     if layout is None or len(lines) < 2:
         return _general(index, lines, fields)
     buf = (lines.str.join("\n").item() + "\n").encode()
-    return _read(buf, index, layout, depth + 1, fields)
+    return _read(Text.of(buf, index), layout, depth + 1, fields)
 
 
 def _general_split(buf: bytes, index: pl.DataFrame, fields: Fields) -> pl.DataFrame:
@@ -377,11 +403,35 @@ def read_parts(
         present.append(data or b"")
         if data:
             groups.setdefault(_first_layout(data), []).append(rid)
-    for layout, rids in groups.items():
-        for pieces in chunks(present, rids, chunk_bytes):
-            index = _index(pieces)
-            buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
-            yield _read(_valid_utf8(buf), index, layout, 0, fields)
+    texts = (
+        (layout, _text(pieces))
+        for layout, rids in groups.items()
+        for pieces in chunks(present, rids, chunk_bytes)
+    )
+    for layout, text in ahead(texts):
+        yield _read(text, layout, 0, fields)
+
+
+def _text(pieces: list[Piece]) -> Text:
+    buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
+    return Text.of(_valid_utf8(buf), _index(pieces))
+
+
+_END = object()
+
+
+def ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, each made in a worker thread while the caller works on the one before.
+
+    The bytes work of a chunk (cutting, joining, the control-byte scan) holds the GIL
+    but not the engine, which reads the chunk before it with the GIL released: so the
+    two overlap. One item ahead at most, so memory stays about one chunk more.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clientscope-parse") as pool:
+        future = pool.submit(next, items, _END)
+        while (item := future.result()) is not _END:
+            future = pool.submit(next, items, _END)
+            yield cast(T, item)
 
 
 def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
