@@ -301,7 +301,9 @@ class _Scan:
         `n_rows`. A predicate on carried columns only drops whole replies unparsed."""
         columns = list(self.schema) if with_columns is None else list(with_columns)
         roots = set() if predicate is None else set(predicate.meta.root_names())
-        projection = Projection(frozenset(columns) | roots)
+        wanted = frozenset(columns) | roots
+        # every column: the plain parse, with no projection to apply along the way
+        projection = Projection(None if wanted >= self.schema.keys() else wanted)
         raw = self.data.select(self.text_column, *projection.carried(self.carried))
         if predicate is not None and roots <= set(self.carried):
             raw = raw.filter(predicate)
