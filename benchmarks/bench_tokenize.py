@@ -49,7 +49,7 @@ def _best(work: Callable[[], int], repeat: int) -> float:
     return min(times)
 
 
-def _read(data: bytes, dtype: pl.DataType, separator: str, columns: list[int] | None) -> int:
+def read_tokens(data: bytes, dtype: pl.DataType, separator: str, columns: list[int] | None) -> int:
     n = 1 if separator == "\x1f" else FIELDS
     frame = pl.read_csv(
         data,
@@ -106,10 +106,10 @@ def main() -> None:
     print(f"{args.lines:,} Redis 7.2 CLIENT LIST lines, {size / 1e6:.1f} MB "
           f"(polars {pl.__version__}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f})")  # fmt: skip
     runs = {
-        "floor (lines, 1 column)": lambda: _read(data, pl.String(), "\x1f", None),
-        f"tokens, {FIELDS} String columns": lambda: _read(data, pl.String(), " ", None),
-        f"tokens, 5 of {FIELDS} kept": lambda: _read(data, pl.String(), " ", [0, 3, 5, 6, 24]),
-        f"tokens, {FIELDS} Int64 columns": lambda: _read(data, pl.Int64(), " ", None),
+        "floor (lines, 1 column)": lambda: read_tokens(data, pl.String(), "\x1f", None),
+        f"tokens, {FIELDS} String columns": lambda: read_tokens(data, pl.String(), " ", None),
+        f"tokens, 5 of {FIELDS} kept": lambda: read_tokens(data, pl.String(), " ", [0, 3, 5, 6, 24]),
+        f"tokens, {FIELDS} Int64 columns": lambda: read_tokens(data, pl.Int64(), " ", None),
     }
     seconds = {name: _best(work, args.repeat) for name, work in runs.items()}
     floor = seconds["floor (lines, 1 column)"]
