@@ -301,33 +301,94 @@ def timestamp_from_name(name: str, *, default_tz: tzinfo = UTC) -> datetime | No
 
 
 # ------------------------------------------------------------------ splitting
-def _join(lines: list[bytes]) -> bytes | None:
-    return b"\n".join(lines) + b"\n" if lines else None
+# The whole buffer is cut by `re`, in C: a run of CLIENT LIST lines (nearly all of a dump) or of
+# blank lines is one slice; only the other lines (date, INFO, CONFIG GET, stray) are one by one.
+_CLIENT_START = re.compile(rb"[ \t\r\f\v]*(?:id|addr)=")  # _CLIENT_LINE, at a line's start
+_NOT_CLIENT_NEXT = re.compile(rb"\n(?![ \t\r\f\v]*(?:id|addr)=)")  # where a run of them ends
+_BLANK_RUN = re.compile(rb"(?:[ \t\r\f\v]*\n)+")
+_CLIENT_OUTPUT = re.compile(  # the CLIENT LIST part of _REDIS_OUTPUT, on any line of a run
+    rb"(?m)^[ \t\r\f\v]*(?:id=\d+[ \t\r\f\v]+addr=|addr=[^ \t\n\r\f\v]+[ \t\r\f\v]+fd=)"
+)
+
+# (file line, bytes, n): n > 0 is a run of n client lines within the limit, "\n"-joined;
+# n < 0 a run of -n blank lines (b""); 0 one other line
+_Item = tuple[int, bytes, int]
+
+
+def _items(data: bytes, max_line: int) -> Iterator[_Item]:
+    """The lines of a dump in order, runs of client lines and of blank lines taken whole."""
+    no, pos, size = 1, 0, len(data)
+    while pos < size:
+        if _CLIENT_START.match(data, pos):
+            found = _NOT_CLIENT_NEXT.search(data, pos)
+            end = found.start() if found else size
+            run = data[pos:end]
+            n = run.count(b"\n") + 1
+            if len(run) > max_line and max(map(len, run.split(b"\n"))) > max_line:
+                for i, line in enumerate(run.split(b"\n")):  # one by one: some are too long
+                    yield no + i, line, 0
+            else:
+                yield no, run, n
+        elif blanks := _BLANK_RUN.match(data, pos):
+            end = blanks.end() - 1
+            n = data.count(b"\n", pos, blanks.end())
+            yield no, b"", -n
+        else:
+            end = data.find(b"\n", pos)
+            end, n = (size if end < 0 else end), 1
+            yield no, data[pos:end], 0
+        no, pos = no + abs(n), end + 1
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 @dataclass
 class _Block:
     """The lines between two date lines. A run of blank lines is held as one empty line."""
 
-    lines: list[tuple[int, bytes]] = field(default_factory=list)
+    lines: list[_Item] = field(default_factory=list)
     ts: datetime | None = None
     date_line: int | None = None
     has_capture: bool = False  # a client line or an INFO header: a date line after it cuts
     has_info: bool = False
 
     def add(self, no: int, line: bytes) -> None:
-        self.lines.append((no, line))
+        self.lines.append((no, line, 0))
         if _CLIENT_LINE.match(line):
             self.has_capture = True
         elif _INFO_HEADER.match(line):
             self.has_capture = self.has_info = True
 
+    def add_run(self, no: int, run: bytes, n: int) -> None:
+        self.lines.append((no, run, n))
+        self.has_capture = True
+
     def add_blank(self, no: int) -> int:
         """1 when the blank line is dropped (it continues a run), else 0."""
         if self.lines and not self.lines[-1][1]:
             return 1
-        self.lines.append((no, b""))
+        self.lines.append((no, b"", 0))
         return 0
+
+
+@dataclass
+class _Part:
+    """The text of one part of a capture, and the file line each of its lines came from."""
+
+    texts: list[bytes] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def add(self, no: int, text: bytes, n: int = 0) -> None:
+        self.texts.append(text)
+        if n:
+            self.lines.extend(range(no, no + n))
+        else:
+            self.lines.append(no)
+
+    def text(self) -> bytes | None:
+        return b"\n".join(self.texts) + b"\n" if self.texts else None
 
 
 @dataclass
@@ -336,14 +397,18 @@ class _Parts:
 
     has_info: bool
     max_line: int
-    clients: list[tuple[int, bytes]] = field(default_factory=list)
-    info: list[tuple[int, bytes]] = field(default_factory=list)
+    clients: _Part = field(default_factory=_Part)
+    info: _Part = field(default_factory=_Part)
     config: dict[str, str] = field(default_factory=dict)
     config_lines: list[int] = field(default_factory=list)
     rejected: list[LineReject] = field(default_factory=list)
 
-    def add(self, no: int, line: bytes) -> int:
-        """Sort one line into its part; 1 when it is a blank line that is dropped."""
+    def add(self, no: int, line: bytes, n: int) -> int:
+        """Sort one line (or a run of client lines) into its part; 1 when it is a blank line
+        that is dropped."""
+        if n:
+            self.clients.add(no, line, n)
+            return 0
         # in an INFO dump, a stray line (kubectl's "Defaulted container ...") is the INFO
         # parser's to reject, so the dump still pairs with the client list of its time
         is_info = self.has_info and not _CLIENT_LINE.match(line)
@@ -351,14 +416,14 @@ class _Parts:
         if not line and not is_info:
             return 1  # INFO keeps one blank line between sections; a client list none
         if len(line) > self.max_line:
-            part.append((no, b""))  # holds its place: the parts' line numbers still map to the file
+            part.add(no, b"")  # holds its place: the parts' line numbers still map to the file
             table = "info" if is_info else "clients"
-            self.rejected.append(_too_long(no, line, table, len(part), self.max_line))
+            self.rejected.append(_too_long(no, line, table, len(part.lines), self.max_line))
         else:
-            part.append((no, line.rstrip(b"\r") if is_info else line))
+            part.add(no, line.rstrip(b"\r") if is_info else line)
         return 0
 
-    def add_config(self, name: tuple[int, bytes], value: tuple[int, bytes]) -> None:
+    def add_config(self, name: _Item, value: _Item) -> None:
         key = name[1].strip().decode("utf-8", "replace")
         self.config[key] = value[1].strip().decode("utf-8", "replace")
         self.config_lines += [name[0], value[0]]
@@ -373,12 +438,12 @@ def _too_long(no: int, line: bytes, table: str, part_line: int, limit: int) -> L
     return LineReject(no, table, part_line, reason, head)
 
 
-def _is_config(lines: list[tuple[int, bytes]], i: int, end: int, max_line: int) -> bool:
+def _is_config(lines: list[_Item], i: int, end: int, max_line: int) -> bool:
     """`lines[i]` names a CONFIG GET setting and the next line is its value."""
-    if i + 1 >= end or lines[i][1].strip() not in _CONFIG_KEYS:
+    if i + 1 >= end or lines[i][2] or lines[i][1].strip() not in _CONFIG_KEYS:
         return False
-    value = lines[i + 1][1]
-    return bool(value) and len(value) <= max_line and not _CLIENT_LINE.match(value)
+    _, value, n = lines[i + 1]
+    return not n and bool(value) and len(value) <= max_line and not _CLIENT_LINE.match(value)
 
 
 def _segment(block: _Block, max_line: int) -> tuple[Segment | None, int]:
@@ -401,15 +466,16 @@ def _segment(block: _Block, max_line: int) -> tuple[Segment | None, int]:
             continue
         dropped += parts.add(*lines[i])
         i += 1
+    last_no, _, last_n = lines[end - 1]
     segment = Segment(
-        client_list=_join([line for _, line in parts.clients]),
-        info=_join([line for _, line in parts.info]),
+        client_list=parts.clients.text(),
+        info=parts.info.text(),
         config=parts.config or None,
-        client_lines=tuple(no for no, _ in parts.clients),
-        info_lines=tuple(no for no, _ in parts.info),
+        client_lines=tuple(parts.clients.lines),
+        info_lines=tuple(parts.info.lines),
         ts=block.ts,
         first_line=lines[start][0],
-        last_line=lines[end - 1][0],
+        last_line=last_no + max(last_n - 1, 0),
         config_lines=tuple(parts.config_lines),
         date_line=block.date_line,
         rejected=tuple(parts.rejected),
@@ -430,17 +496,18 @@ def read_dump(
     over `max_line_length`, which is in the segment's `rejected`), is a date line, or is a
     blank line counted in `blank_lines`. Time and memory are linear in the size of `data`.
     """
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
     segments: list[Segment] = []
     date_lines: list[int] = []
     blank = 0
     redis_output = False
     block = _Block()
-    for no, line in enumerate(lines, start=1):
-        if not line or line.isspace():
-            blank += block.add_blank(no)
+    for no, line, n in _items(data, max_line_length):
+        if n > 0:
+            redis_output = redis_output or bool(_CLIENT_OUTPUT.search(line))
+            block.add_run(no, line, n)
+            continue
+        if n < 0 or not line or line.isspace():
+            blank += block.add_blank(no) + max(-n - 1, 0)  # the rest of a run continue it
             continue
         stamp = None
         if len(line) <= 80 and not _CLIENT_LINE.match(line):
@@ -462,7 +529,7 @@ def read_dump(
     segments += [seg] if seg is not None else []
     return Dump(
         segments=tuple(segments),
-        lines=len(lines),
+        lines=_line_count(data),
         blank_lines=blank + dropped,
         date_lines=tuple(date_lines),
         redis_output=redis_output or bool(date_lines),
