@@ -399,7 +399,13 @@ def _append_files(path: Path, table: DeltaTable, frame: pl.DataFrame, commit: An
 
     adds: list[Any] = []
     dated = _with_date(frame)
-    for (instance, date), part in dated.partition_by(list(PARTITION_BY), as_dict=True).items():
+    keys = dated.select(PARTITION_BY).unique()
+    parts = (  # one partition (an import of one instance, one day): the frame, not a copy of it
+        {tuple(keys.row(0)): dated}
+        if keys.height == 1
+        else dated.partition_by(list(PARTITION_BY), as_dict=True)
+    )
+    for (instance, date), part in parts.items():
         folder = f"instance={urllib.parse.quote(str(instance), safe='')}/date={date}"
         relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
         target = path / relative
@@ -496,16 +502,24 @@ def _commit_parsed(root: Path, tables: Mapping[str, pl.DataFrame], batch: str) -
     return captures.height
 
 
-def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None) -> WriteResult:
+def append_raw(
+    root: Path | str,
+    raw: pl.DataFrame,
+    *,
+    batch: str | None = None,
+    parsed: Mapping[str, pl.DataFrame] | None = None,
+) -> WriteResult:
     """Append raw captures to the dataset, then commit their parsed tables.
 
     Captures already in the dataset (same capture id, or a content hash already
     there) are not written again, and `skipped` counts them: the check and both
     commits hold the dataset's write lock, so two imports of the same dumps at
     once write each capture once.
-    """
-    from clientscope.parse import parse_raw
 
+    `parsed` is `parse_raw(conform_raw(raw))` when the caller has it already: an import
+    parses its next batch while this one is written. The rows of captures found to be in
+    the dataset are dropped from it.
+    """
     raw = conform_raw(raw)
     if raw.is_empty():
         return WriteResult(batch="", captures=0)
@@ -515,7 +529,7 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
         if fresh.is_empty():
             return WriteResult(batch="", captures=0, skipped=raw.height)
         batch = commit_raw(root, fresh, batch=batch)
-        tables = parse_raw(fresh)
+        tables = _parsed_rows(fresh, raw, parsed)
         _commit_parsed(root, tables, batch)
     return WriteResult(
         batch=batch,
@@ -523,6 +537,21 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
         rejects=tables["rejects"],
         skipped=raw.height - fresh.height,
     )
+
+
+def _parsed_rows(
+    fresh: pl.DataFrame, raw: pl.DataFrame, parsed: Mapping[str, pl.DataFrame] | None
+) -> dict[str, pl.DataFrame]:
+    """The parsed tables of the `fresh` rows of `raw`: `parsed` (of all of `raw`) cut to them,
+    or parsed here."""
+    from clientscope.parse import parse_raw
+
+    if parsed is None:
+        return parse_raw(fresh)
+    if fresh.height == raw.height:
+        return dict(parsed)
+    ids = fresh["capture_id"].implode()
+    return {name: table.filter(pl.col("capture_id").is_in(ids)) for name, table in parsed.items()}
 
 
 def append_tables(
