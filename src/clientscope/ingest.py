@@ -24,6 +24,7 @@ input, `-`: the time it is read); the result says which was used for every file.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import fnmatch
 import gzip
 import hashlib
@@ -33,6 +34,7 @@ import lzma
 import os
 import re
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -44,9 +46,17 @@ import polars as pl
 
 from clientscope import __version__
 from clientscope.capture.snapshot import CONFIG_NAMES as COLLECTED_CONFIG
-from clientscope.dataset import append_raw, known_content_hashes, mend, prepare
-from clientscope.errors import ConfigError, InputError, TimestampError
+from clientscope.dataset import (
+    append_raw,
+    conform_raw,
+    io_reason,
+    known_content_hashes,
+    mend,
+    prepare,
+)
+from clientscope.errors import ConfigError, DatasetWriteError, InputError, TimestampError
 from clientscope.escape import printable
+from clientscope.staging import Spill, Stored, read_ahead
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -730,13 +740,14 @@ def _read(path: Path, limit: int) -> tuple[bytes, str | None]:
 
 
 IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays bounded, any input
+READ_AHEAD_BYTES = 16 << 20  # files read ahead of the one being planned, by size on disk
 
 
 @dataclass
 class _Pending:
-    """One capture found in a file. Its text is dropped after planning and read again to write
-    it (`_with_text`), so a large import holds only one batch of text at a time (standard input
-    and small archives keep theirs: `_plan_files`)."""
+    """One capture found in a file. Its text and line numbers wait in the spill from planning
+    until its batch is written (`_with_text`): each file is read once, and a large import
+    holds only one batch of text in memory at a time."""
 
     path: Path
     index: int  # of the segment in its file
@@ -748,6 +759,10 @@ class _Pending:
     has_clients: bool
     has_info: bool
     size: int  # bytes of text
+    stored: Stored  # where its text and line numbers are in the spill
+
+
+FileStamp = tuple[int, int, int]  # size, mtime (ns) and inode of a file before it was read
 
 
 @dataclass(frozen=True)
@@ -758,11 +773,20 @@ class _Loaded:
     dump: Dump
     packed: str | None  # gzip | bzip2 | xz
     size: int  # bytes of text
+    stamp: FileStamp | None  # None for standard input
+
+
+def _stamp(path: Path) -> FileStamp | None:
+    if path == STDIN:
+        return None
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _segments(path: Path, reading: _Reading) -> _Loaded:
     """One input file, read within the limits and cut into captures."""
     try:
+        stamp = _stamp(path)  # before reading: a change made while it is read is seen too
         data, packed = _read(path, reading.max_file_size)
     except OSError as exc:
         raise InputError(
@@ -770,7 +794,7 @@ def _segments(path: Path, reading: _Reading) -> _Loaded:
         ) from exc
     dump = read_dump(data, default_tz=reading.tz, where=str(path),
                      max_line_length=reading.max_line_length)  # fmt: skip
-    return _Loaded(_hash(data), dump, packed, len(data))
+    return _Loaded(_hash(data), dump, packed, len(data), stamp)
 
 
 @dataclass(frozen=True)
@@ -783,16 +807,18 @@ class _Planned:
     blank_lines: int
     packed: str | None
     size: int  # bytes of text
+    stamp: FileStamp | None  # the file as it was read: see `_unchanged`
 
 
-def _plan_file(path: Path, at: datetime | None, reading: _Reading) -> tuple[_Planned, Dump]:
-    """The file's plan, and the dump with its text (for the caller to keep or drop)."""
-    loaded = _segments(path, reading)
+def _plan_file(
+    path: Path, loaded: _Loaded, at: datetime | None, reading: _Reading, spill: Spill
+) -> _Planned:
+    """The file's plan; the text of its captures goes to the spill."""
     dump = loaded.dump
 
-    def planned(pending: list[_Pending], ts_source: str) -> tuple[_Planned, Dump]:
-        facts = (dump.redis_output, dump.blank_lines, loaded.packed, loaded.size)
-        return _Planned(pending, ts_source, *facts), dump
+    def planned(pending: list[_Pending], ts_source: str) -> _Planned:
+        facts = (dump.redis_output, dump.blank_lines, loaded.packed, loaded.size, loaded.stamp)
+        return _Planned(pending, ts_source, *facts)
 
     if not dump.redis_output:  # a README, a script, a log: not a capture, not a gap
         return planned([], "not a dump")
@@ -819,7 +845,7 @@ def _plan_file(path: Path, at: datetime | None, reading: _Reading) -> tuple[_Pla
         light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
         has_clients = bool(seg.client_list and _ANY_CLIENT_LINE.search(seg.client_list))
         pending.append(_Pending(path, index, light, ts, seg_source, content, loaded.file_hash,
-                                has_clients, seg.info is not None, size))  # fmt: skip
+                                has_clients, seg.info is not None, size, _spilled(seg, spill)))  # fmt: skip
     sources = {p.ts_source for p in pending} or {source}
     return planned(pending, "+".join(sorted(sources)))
 
@@ -837,30 +863,47 @@ def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_P
         yield batch
 
 
+def _spilled(segment: Segment, spill: Spill) -> Stored:
+    lines = (array("Q", segment.client_lines).tobytes(), array("Q", segment.info_lines).tobytes())
+    return spill.put((segment.client_list or b"", segment.info or b"", *lines))
+
+
+def _unspilled(p: _Pending, spill: Spill) -> _Pending:
+    """`p` with the text and line numbers of its segment again, from the spill."""
+    client_list, info, client_lines, info_lines = spill.get(p.stored)
+    segment = replace(
+        p.segment,
+        client_list=client_list or None,  # a part with lines ends in a newline: never b""
+        info=info or None,
+        client_lines=tuple(array("Q", client_lines)),
+        info_lines=tuple(array("Q", info_lines)),
+    )
+    return replace(p, segment=segment)
+
+
 def _with_text(
-    batch: list[list[_Pending]], reading: _Reading, read: dict[Path, list[Segment]]
+    batch: list[list[_Pending]], spill: Spill, plans: dict[Path, _Planned]
 ) -> list[list[_Pending]]:
-    """The batch's captures with their text again, their files read anew. `read` holds the
-    files read so far: those the batch does not use are dropped (a pipe, read once, stays),
-    so a long loop dump that spans batches is read once, not once per batch."""
-    used = {p.path for group in batch for p in group}
-    for path in [p for p in read if p not in used and p != STDIN]:
-        del read[path]
-    out = []
-    for group in batch:
-        full = []
-        for p in group:
-            if p.path not in read:
-                loaded = _segments(p.path, reading)
-                if loaded.file_hash != p.file_hash:
-                    raise InputError(
-                        f"{_shown(p.path)}: changed while it was being imported; import it again "
-                        "once nothing writes to it (what was written before is kept)"
-                    )
-                read[p.path] = list(loaded.dump.segments)
-            full.append(replace(p, segment=read[p.path][p.index]))
-        out.append(full)
-    return out
+    """The batch's captures with their text again. Their files are not read again, but a file
+    that changed since it was read (a loop still writing to it) is an error, as it was when
+    files were read twice: what is imported is what the file held."""
+    for path in dict.fromkeys(p.path for group in batch for p in group):
+        _unchanged(path, plans[path].stamp)
+    return [[_unspilled(p, spill) for p in group] for group in batch]
+
+
+def _unchanged(path: Path, stamp: FileStamp | None) -> None:
+    if stamp is None:
+        return
+    try:
+        now = _stamp(path)
+    except OSError:
+        now = None
+    if now != stamp:
+        raise InputError(
+            f"{_shown(path)}: changed while it was being imported; import it again "
+            "once nothing writes to it (what was written before is kept)"
+        )
 
 
 def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pending]]:
@@ -971,7 +1014,32 @@ def import_dumps(
     mend(root)  # captures a killed writer left unparsed
     files = expand_inputs(inputs)
     known = known_content_hashes(root)
-    plans, read = _plan_files(files, at, reading, progress)
+    with _spill(root) as spill:
+        plans = _plan_files(files, at, reading, spill, progress)
+        return _write(plans, known, root, spill, instance, maxclients, pair_window, written)
+
+
+def _spill(root: Path) -> Spill:
+    try:
+        return Spill(root)
+    except OSError as exc:
+        raise DatasetWriteError(
+            f"cannot make a file in {root} to hold the text of the dumps until it is written: "
+            f"{io_reason(exc, root)}. Free disk space or fix permissions and run again."
+        ) from exc
+
+
+def _write(
+    plans: dict[Path, _Planned],
+    known: set[str],
+    root: Path,
+    spill: Spill,
+    instance: str,
+    maxclients: int | None,
+    pair_window: timedelta,
+    written: Callable[[int, int], None] | None,
+) -> ImportResult:
+    """Write the planned captures new to the dataset, one batch of text per append."""
     pending = [p for plan in plans.values() for p in plan.pending]
     fresh = []
     for p in pending:  # new to the dataset, and the first of copies given in this run
@@ -982,18 +1050,23 @@ def import_dumps(
     rejects: dict[Path, list[tuple[int, str]]] = {}
     batches: list[str] = []
     done = written_count = 0
-    for batch in _batches(groups, IMPORT_BATCH_BYTES):
-        loaded = _with_text(batch, reading, read)
-        rows = [_raw_row(g, instance, maxclients) for g in loaded]
-        result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
-        written_count += result.captures  # another import may have committed some meanwhile
-        if result.batch:
-            batches.append(result.batch)
-        for path, lines in _rejects_by_file(loaded, result.rejects).items():
-            rejects.setdefault(path, []).extend(lines)
-        done += len(batch)
-        if written is not None:
-            written(done, len(groups))
+    def prepared(batch: list[list[_Pending]]) -> _Prepared:
+        return _prepare(batch, spill, plans, instance, maxclients)
+
+    # a worker thread reads and parses the next batch while this one is written
+    ready = read_ahead(list(_batches(groups, IMPORT_BATCH_BYTES)), prepared,
+                       weight=lambda _: 1, budget=1, workers=1)  # fmt: skip
+    with contextlib.closing(ready):
+        for batch, (loaded, raw, parsed) in ready:
+            result = append_raw(root, raw, parsed=parsed)
+            written_count += result.captures  # another import may have committed some meanwhile
+            if result.batch:
+                batches.append(result.batch)
+            for path, lines in _rejects_by_file(loaded, result.rejects).items():
+                rejects.setdefault(path, []).extend(lines)
+            done += len(batch)
+            if written is not None:
+                written(done, len(groups))
     notes = []
     if instance == "imported":
         notes.append("no --instance given: captures are tagged 'imported'")
@@ -1014,28 +1087,56 @@ def import_dumps(
     )
 
 
+_Prepared = tuple[list[list[_Pending]], pl.DataFrame, dict[str, pl.DataFrame]]
+
+
+def _prepare(
+    batch: list[list[_Pending]],
+    spill: Spill,
+    plans: dict[Path, _Planned],
+    instance: str,
+    maxclients: int | None,
+) -> _Prepared:
+    """A batch's captures with their text, their raw rows, and those rows parsed."""
+    from clientscope.parse import parse_raw
+
+    loaded = _with_text(batch, spill, plans)
+    rows = [_raw_row(g, instance, maxclients) for g in loaded]
+    raw = conform_raw(pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
+    return loaded, raw, parse_raw(raw)
+
+
 def _plan_files(
     files: list[Path],
     at: datetime | None,
     reading: _Reading,
+    spill: Spill,
     progress: Callable[[Path], None] | None,
-) -> tuple[dict[Path, _Planned], dict[Path, list[Segment]]]:
-    """Each file's plan, and the segments kept with their text so they are not read again:
-    standard input (it cannot be), and compressed files up to one batch of text (decompressed
-    once). Every other file's text is dropped here and read again when it is written."""
+) -> dict[Path, _Planned]:
+    """Each file's plan. Files are read and split by worker threads a few files ahead (reading,
+    hashing and decompressing release the GIL); their text goes to the spill."""
     plans: dict[Path, _Planned] = {}
-    kept: dict[Path, list[Segment]] = {}
-    size = 0
-    for path in files:
-        plan, dump = _plan_file(path, at, reading)
-        plans[path] = plan
-        small = plan.packed is not None and size + plan.size <= IMPORT_BATCH_BYTES
-        if path == STDIN or (small and plan.pending):
-            kept[path] = list(dump.segments)
-            size += plan.size
-        if progress is not None:
-            progress(path)
-    return plans, kept
+    read = read_ahead(files, lambda path: _segments(path, reading),
+                      weight=_size_on_disk, budget=READ_AHEAD_BYTES)  # fmt: skip
+    with contextlib.closing(read):
+        for path, loaded in read:
+            try:
+                plans[path] = _plan_file(path, loaded, at, reading, spill)
+            except OSError as exc:  # the spill could not be written
+                raise DatasetWriteError(
+                    f"cannot set the text of {_shown(path)} aside until it is written: "
+                    f"{io_reason(exc, spill.folder)}. Free disk space and run again."
+                ) from exc
+            if progress is not None:
+                progress(path)
+    return plans
+
+
+def _size_on_disk(path: Path) -> int:
+    try:
+        return 0 if path == STDIN else path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _report(
