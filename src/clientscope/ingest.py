@@ -739,7 +739,7 @@ def _read(path: Path, limit: int) -> tuple[bytes, str | None]:
             ) from exc
 
 
-IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays bounded, any input
+IMPORT_BATCH_BYTES = 16 << 20  # dump text per append (two in memory: one written, one parsed)
 READ_AHEAD_BYTES = 16 << 20  # files read ahead of the one being planned, by size on disk
 
 
