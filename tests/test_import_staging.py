@@ -104,3 +104,25 @@ def test_an_import_of_many_batches_reads_each_file_once_and_writes_them_all(
     clients = open_dataset(tmp_path / "ds").clients.collect()
     assert clients.height == 24 and sorted(clients["name"].unique()) == [f"app-{n}" for n in range(6)]
     assert [p.name for p in (tmp_path / "ds").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_batch_parsed_in_chunks_is_one_append_and_keeps_reject_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clientscope.ingest as ingest
+
+    monkeypatch.setattr(ingest, "PARSE_BYTES", 1)  # each capture parsed on its own
+    paths = []
+    for n in range(4):
+        lines = [f"id={i} addr=10.0.0.{n}:{5000 + i} fd={i} name=app-{n}" for i in range(3)]
+        lines.insert(n % 3, f"warning {n}: not a client line")
+        paths.append(tmp_path / f"clients-20261126-09300{n}.txt")
+        paths[-1].write_text("\n".join(lines) + "\n")
+    result = import_dumps(paths, tmp_path / "ds", instance="r0")
+    assert result.captures_written == 4 and len(result.batches) == 1  # one append for all four
+    assert [f.rejected_lines for f in result.files] == [
+        ((n % 3 + 1, "not a CLIENT LIST line: expected space-separated key=value fields"),)
+        for n in range(4)
+    ]
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.clients.collect().height == 12 and ds.captures.collect().height == 4

@@ -739,7 +739,9 @@ def _read(path: Path, limit: int) -> tuple[bytes, str | None]:
             ) from exc
 
 
-IMPORT_BATCH_BYTES = 16 << 20  # dump text per append (two in memory: one written, one parsed)
+IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays bounded, any input
+PARSE_BYTES = 16 << 20  # of it parsed at once (the parse takes several times the text)
+PARSE_AHEAD = 1  # chunks parsed by worker threads while a batch is written (2: no faster, measured)
 READ_AHEAD_BYTES = 16 << 20  # files read ahead of the one being planned, by size on disk
 
 
@@ -1050,14 +1052,17 @@ def _write(
     rejects: dict[Path, list[tuple[int, str]]] = {}
     batches: list[str] = []
     done = written_count = 0
-    def prepared(batch: list[list[_Pending]]) -> _Prepared:
-        return _prepare(batch, spill, plans, instance, maxclients)
 
-    # a worker thread reads and parses the next batch while this one is written
-    ready = read_ahead(list(_batches(groups, IMPORT_BATCH_BYTES)), prepared,
-                       weight=lambda _: 1, budget=1, workers=1)  # fmt: skip
+    def prepared(chunk: tuple[int, list[list[_Pending]]]) -> _Prepared:
+        return _prepare(chunk[1], spill, plans, instance, maxclients)
+
+    # a batch is parsed in chunks (the parse's working memory follows a chunk), by a worker
+    # thread that works on the next chunk while a batch is written
+    chunks = [(i, chunk) for i, batch in enumerate(_batches(groups, IMPORT_BATCH_BYTES))
+              for chunk in _batches(batch, PARSE_BYTES)]  # fmt: skip
+    ready = read_ahead(chunks, prepared, weight=lambda _: 1, budget=PARSE_AHEAD, workers=PARSE_AHEAD)
     with contextlib.closing(ready):
-        for batch, (loaded, raw, parsed) in ready:
+        for (loaded, raw, parsed), batch in _joined(ready):
             result = append_raw(root, raw, parsed=parsed)
             written_count += result.captures  # another import may have committed some meanwhile
             if result.batch:
@@ -1090,6 +1095,33 @@ def _write(
 _Prepared = tuple[list[list[_Pending]], pl.DataFrame, dict[str, pl.DataFrame]]
 
 
+def _joined(
+    chunks: Iterator[tuple[tuple[int, list[list[_Pending]]], _Prepared]],
+) -> Iterator[tuple[_Prepared, list[list[_Pending]]]]:
+    """The chunks of each batch put together again, with the batch's groups."""
+    parts: list[_Prepared] = []
+    groups: list[list[_Pending]] = []
+    current = -1
+    for (index, chunk), prepared in chunks:
+        if index != current and parts:
+            yield _concat(parts), groups
+            parts, groups = [], []
+        current = index
+        parts.append(prepared)
+        groups += chunk
+    if parts:
+        yield _concat(parts), groups
+
+
+def _concat(parts: list[_Prepared]) -> _Prepared:
+    if len(parts) == 1:
+        return parts[0]
+    loaded = [group for part in parts for group in part[0]]
+    raw = pl.concat([part[1] for part in parts])
+    parsed = {name: pl.concat([part[2][name] for part in parts]) for name in parts[0][2]}
+    return loaded, raw, parsed
+
+
 def _prepare(
     batch: list[list[_Pending]],
     spill: Spill,
@@ -1097,13 +1129,18 @@ def _prepare(
     instance: str,
     maxclients: int | None,
 ) -> _Prepared:
-    """A batch's captures with their text, their raw rows, and those rows parsed."""
+    """A batch's captures with their file line numbers (their text is in the raw rows now),
+    their raw rows, and those rows parsed."""
     from clientscope.parse import parse_raw
 
     loaded = _with_text(batch, spill, plans)
     rows = [_raw_row(g, instance, maxclients) for g in loaded]
     raw = conform_raw(pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
-    return loaded, raw, parse_raw(raw)
+    textless = [
+        [replace(p, segment=replace(p.segment, client_list=None, info=None)) for p in group]
+        for group in loaded
+    ]
+    return textless, raw, parse_raw(raw)
 
 
 def _plan_files(
@@ -1181,8 +1218,7 @@ def _rejects_by_file(
             continue
         for p in group:
             lines = p.segment.client_lines if table == "clients" else p.segment.info_lines
-            part = p.segment.client_list if table == "clients" else p.segment.info
-            if part is not None and 0 < line_no <= len(lines):
+            if 0 < line_no <= len(lines):  # the first of the group with that part
                 out.setdefault(p.path, []).append((lines[line_no - 1], str(reason)))
                 break
     return out
