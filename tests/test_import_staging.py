@@ -126,3 +126,22 @@ def test_a_batch_parsed_in_chunks_is_one_append_and_keeps_reject_lines(
     ]
     ds = open_dataset(tmp_path / "ds")
     assert ds.clients.collect().height == 12 and ds.captures.collect().height == 4
+
+
+def test_a_full_disk_while_setting_text_aside_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from clientscope.errors import DatasetWriteError
+
+    def full(self: Spill, parts: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spill, "put", full)
+    dump = tmp_path / "clients-20261126-093000.txt"
+    dump.write_text("id=1 addr=10.0.0.1:5000 fd=1 name=app\n")
+    with pytest.raises(DatasetWriteError, match=r"could not set the text of .*clients-20261126-093000\.txt "
+                       r"aside in .*ds until it is written: No space left on device\. Captures written"):  # fmt: skip
+        import_dumps([dump], tmp_path / "ds", instance="r0")
+    assert not (tmp_path / "ds" / "raw").exists()  # nothing committed

@@ -847,7 +847,7 @@ def _plan_file(
         light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
         has_clients = bool(seg.client_list and _ANY_CLIENT_LINE.search(seg.client_list))
         pending.append(_Pending(path, index, light, ts, seg_source, content, loaded.file_hash,
-                                has_clients, seg.info is not None, size, _spilled(seg, spill)))  # fmt: skip
+                                has_clients, seg.info is not None, size, _spilled(seg, spill, path)))  # fmt: skip
     sources = {p.ts_source for p in pending} or {source}
     return planned(pending, "+".join(sorted(sources)))
 
@@ -865,14 +865,28 @@ def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_P
         yield batch
 
 
-def _spilled(segment: Segment, spill: Spill) -> Stored:
+def _spilled(segment: Segment, spill: Spill, path: Path) -> Stored:
     lines = (array("Q", segment.client_lines).tobytes(), array("Q", segment.info_lines).tobytes())
-    return spill.put((segment.client_list or b"", segment.info or b"", *lines))
+    try:
+        return spill.put((segment.client_list or b"", segment.info or b"", *lines))
+    except OSError as exc:
+        raise _spill_failed(spill, f"set the text of {_shown(path)} aside", exc) from exc
+
+
+def _spill_failed(spill: Spill, what: str, exc: OSError) -> DatasetWriteError:
+    return DatasetWriteError(
+        f"could not {what} in {spill.folder} until it is written: "
+        f"{io_reason(exc, spill.folder)}. Captures written before are kept; free disk space "
+        "and run again."
+    )
 
 
 def _unspilled(p: _Pending, spill: Spill) -> _Pending:
     """`p` with the text and line numbers of its segment again, from the spill."""
-    client_list, info, client_lines, info_lines = spill.get(p.stored)
+    try:
+        client_list, info, client_lines, info_lines = spill.get(p.stored)
+    except OSError as exc:  # not expected: the spill is this process's own file
+        raise _spill_failed(spill, f"read back the text of {_shown(p.path)}", exc) from exc
     segment = replace(
         p.segment,
         client_list=client_list or None,  # a part with lines ends in a newline: never b""
@@ -1157,13 +1171,7 @@ def _plan_files(
                       weight=_size_on_disk, budget=READ_AHEAD_BYTES)  # fmt: skip
     with contextlib.closing(read):
         for path, loaded in read:
-            try:
-                plans[path] = _plan_file(path, loaded, at, reading, spill)
-            except OSError as exc:  # the spill could not be written
-                raise DatasetWriteError(
-                    f"cannot set the text of {_shown(path)} aside until it is written: "
-                    f"{io_reason(exc, spill.folder)}. Free disk space and run again."
-                ) from exc
+            plans[path] = _plan_file(path, loaded, at, reading, spill)
             if progress is not None:
                 progress(path)
     return plans
