@@ -407,7 +407,7 @@ def test_an_info_dump_with_a_kubectl_line_still_pairs_and_junk_files_stay_apart(
     assert result.captures_written == 1
 
 
-def test_a_loop_dump_that_spans_batches_is_read_again_once(
+def test_a_loop_dump_that_spans_batches_is_read_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import clientscope.ingest as ingest
@@ -423,4 +423,4 @@ def test_a_loop_dump_that_spans_batches_is_read_again_once(
     monkeypatch.setattr(ingest, "_segments", lambda path, tz: reads.append(path) or real(path, tz))
     result = import_dumps([loop], tmp_path / "ds", instance="r0")
     assert result.captures_written == 3 and len(result.batches) == 3
-    assert len(reads) == 2  # planned once, read again once for its three batches (was 1 + 3)
+    assert len(reads) == 1  # read once for its three batches (was 1 + 3, then 2)

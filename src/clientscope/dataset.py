@@ -392,6 +392,9 @@ def commit_table(
         raise _write_failed(root, name, exc) from exc
 
 
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "statistics": True}
+
+
 def _append_files(path: Path, table: DeltaTable, frame: pl.DataFrame, commit: Any) -> None:
     """Append by writing each partition's Parquet file with Polars (2-3x faster than delta-rs'
     writer, measured) and committing them in one transaction."""
@@ -399,12 +402,18 @@ def _append_files(path: Path, table: DeltaTable, frame: pl.DataFrame, commit: An
 
     adds: list[Any] = []
     dated = _with_date(frame)
-    for (instance, date), part in dated.partition_by(list(PARTITION_BY), as_dict=True).items():
+    keys = dated.select(PARTITION_BY).unique()
+    parts = (  # one partition (an import of one instance, one day): the frame, not a copy of it
+        {tuple(keys.row(0)): dated}
+        if keys.height == 1
+        else dated.partition_by(list(PARTITION_BY), as_dict=True)
+    )
+    for (instance, date), part in parts.items():
         folder = f"instance={urllib.parse.quote(str(instance), safe='')}/date={date}"
         relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
         target = path / relative
         data = io.BytesIO()  # written by Python, not Polars: a full disk is the OS's own error
-        part.drop(PARTITION_BY).write_parquet(data, compression="zstd", statistics=True)
+        part.drop(PARTITION_BY).write_parquet(data, **PARQUET_OPTIONS)
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as handle:
             handle.write(data.getbuffer())
@@ -439,10 +448,9 @@ def create_tables(root: Path) -> None:
     `captures` is made last, pinned to the others' first versions, so a reader of the empty
     dataset reads every table empty even if a first batch is being committed."""
     _refuse_old_layout(root)
-    empty = _empty_tables()
-    for name in (*PARSED_FIRST, "raw", "captures"):
-        if is_table(root / name):
-            continue
+    missing = [name for name in (*PARSED_FIRST, "raw", "captures") if not is_table(root / name)]
+    empty = _empty_tables() if missing else {}  # made only when needed: once per batch it cost
+    for name in missing:
         meta = None
         if name == "captures":
             meta = {PINS: json.dumps(dict.fromkeys((*PARSED_FIRST, "raw"), 0))}
@@ -496,16 +504,24 @@ def _commit_parsed(root: Path, tables: Mapping[str, pl.DataFrame], batch: str) -
     return captures.height
 
 
-def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None) -> WriteResult:
+def append_raw(
+    root: Path | str,
+    raw: pl.DataFrame,
+    *,
+    batch: str | None = None,
+    parsed: Mapping[str, pl.DataFrame] | None = None,
+) -> WriteResult:
     """Append raw captures to the dataset, then commit their parsed tables.
 
     Captures already in the dataset (same capture id, or a content hash already
     there) are not written again, and `skipped` counts them: the check and both
     commits hold the dataset's write lock, so two imports of the same dumps at
     once write each capture once.
-    """
-    from clientscope.parse import parse_raw
 
+    `parsed` is `parse_raw(conform_raw(raw))` when the caller has it already: an import
+    parses its next batch while this one is written. The rows of captures found to be in
+    the dataset are dropped from it.
+    """
     raw = conform_raw(raw)
     if raw.is_empty():
         return WriteResult(batch="", captures=0)
@@ -515,7 +531,7 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
         if fresh.is_empty():
             return WriteResult(batch="", captures=0, skipped=raw.height)
         batch = commit_raw(root, fresh, batch=batch)
-        tables = parse_raw(fresh)
+        tables = _parsed_rows(fresh, raw, parsed)
         _commit_parsed(root, tables, batch)
     return WriteResult(
         batch=batch,
@@ -523,6 +539,21 @@ def append_raw(root: Path | str, raw: pl.DataFrame, *, batch: str | None = None)
         rejects=tables["rejects"],
         skipped=raw.height - fresh.height,
     )
+
+
+def _parsed_rows(
+    fresh: pl.DataFrame, raw: pl.DataFrame, parsed: Mapping[str, pl.DataFrame] | None
+) -> dict[str, pl.DataFrame]:
+    """The parsed tables of the `fresh` rows of `raw`: `parsed` (of all of `raw`) cut to them,
+    or parsed here."""
+    from clientscope.parse import parse_raw
+
+    if parsed is None:
+        return parse_raw(fresh)
+    if fresh.height == raw.height:
+        return dict(parsed)
+    ids = fresh["capture_id"].implode()
+    return {name: table.filter(pl.col("capture_id").is_in(ids)) for name, table in parsed.items()}
 
 
 def append_tables(
@@ -553,15 +584,20 @@ def _new_rows(root: Path, raw: pl.DataFrame) -> pl.DataFrame:
     """
     hashes = pl.col("content_sha256").str.split(" ")
     mine = raw.select(hashes.explode().drop_nulls()).to_series()
-    committed = _latest(root, "raw").select("capture_id", hashes)
-    ids, seen = pl.collect_all(
-        [
-            committed.filter(pl.col("capture_id").is_in(raw["capture_id"].implode())),
-            committed.explode("content_sha256").filter(
-                pl.col("content_sha256").is_in(mine.implode())
-            ),
-        ]
-    )
+    if not is_table(root / "raw"):  # nothing committed yet
+        return raw
+    with _writing(root / "raw") as table:  # this process's copy, brought up to date: no new load
+        committed = _scan(root / "raw", table, pl.Schema(SCHEMAS["raw"])).select(
+            "capture_id", hashes
+        )
+        ids, seen = pl.collect_all(
+            [
+                committed.filter(pl.col("capture_id").is_in(raw["capture_id"].implode())),
+                committed.explode("content_sha256").filter(
+                    pl.col("content_sha256").is_in(mine.implode())
+                ),
+            ]
+        )
     known_hash = hashes.list.eval(pl.element().is_in(seen["content_sha256"].implode())).list.any()
     return raw.filter(
         ~pl.col("capture_id").is_in(ids["capture_id"].implode()) & ~known_hash.fill_null(False)

@@ -24,6 +24,7 @@ input, `-`: the time it is read); the result says which was used for every file.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import fnmatch
 import gzip
 import hashlib
@@ -33,6 +34,7 @@ import lzma
 import os
 import re
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -44,9 +46,17 @@ import polars as pl
 
 from clientscope import __version__
 from clientscope.capture.snapshot import CONFIG_NAMES as COLLECTED_CONFIG
-from clientscope.dataset import append_raw, known_content_hashes, mend, prepare
-from clientscope.errors import ConfigError, InputError, TimestampError
+from clientscope.dataset import (
+    append_raw,
+    conform_raw,
+    io_reason,
+    known_content_hashes,
+    mend,
+    prepare,
+)
+from clientscope.errors import ConfigError, DatasetWriteError, InputError, TimestampError
 from clientscope.escape import printable
+from clientscope.staging import Spill, Stored, read_ahead
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -301,33 +311,94 @@ def timestamp_from_name(name: str, *, default_tz: tzinfo = UTC) -> datetime | No
 
 
 # ------------------------------------------------------------------ splitting
-def _join(lines: list[bytes]) -> bytes | None:
-    return b"\n".join(lines) + b"\n" if lines else None
+# The whole buffer is cut by `re`, in C: a run of CLIENT LIST lines (nearly all of a dump) or of
+# blank lines is one slice; only the other lines (date, INFO, CONFIG GET, stray) are one by one.
+_CLIENT_START = re.compile(rb"[ \t\r\f\v]*(?:id|addr)=")  # _CLIENT_LINE, at a line's start
+_NOT_CLIENT_NEXT = re.compile(rb"\n(?![ \t\r\f\v]*(?:id|addr)=)")  # where a run of them ends
+_BLANK_RUN = re.compile(rb"(?:[ \t\r\f\v]*\n)+")
+_CLIENT_OUTPUT = re.compile(  # the CLIENT LIST part of _REDIS_OUTPUT, on any line of a run
+    rb"(?m)^[ \t\r\f\v]*(?:id=\d+[ \t\r\f\v]+addr=|addr=[^ \t\n\r\f\v]+[ \t\r\f\v]+fd=)"
+)
+
+# (file line, bytes, n): n > 0 is a run of n client lines within the limit, "\n"-joined;
+# n < 0 a run of -n blank lines (b""); 0 one other line
+_Item = tuple[int, bytes, int]
+
+
+def _items(data: bytes, max_line: int) -> Iterator[_Item]:
+    """The lines of a dump in order, runs of client lines and of blank lines taken whole."""
+    no, pos, size = 1, 0, len(data)
+    while pos < size:
+        if _CLIENT_START.match(data, pos):
+            found = _NOT_CLIENT_NEXT.search(data, pos)
+            end = found.start() if found else size
+            run = data[pos:end]
+            n = run.count(b"\n") + 1
+            if len(run) > max_line and max(map(len, run.split(b"\n"))) > max_line:
+                for i, line in enumerate(run.split(b"\n")):  # one by one: some are too long
+                    yield no + i, line, 0
+            else:
+                yield no, run, n
+        elif blanks := _BLANK_RUN.match(data, pos):
+            end = blanks.end() - 1
+            n = data.count(b"\n", pos, blanks.end())
+            yield no, b"", -n
+        else:
+            end = data.find(b"\n", pos)
+            end, n = (size if end < 0 else end), 1
+            yield no, data[pos:end], 0
+        no, pos = no + abs(n), end + 1
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 @dataclass
 class _Block:
     """The lines between two date lines. A run of blank lines is held as one empty line."""
 
-    lines: list[tuple[int, bytes]] = field(default_factory=list)
+    lines: list[_Item] = field(default_factory=list)
     ts: datetime | None = None
     date_line: int | None = None
     has_capture: bool = False  # a client line or an INFO header: a date line after it cuts
     has_info: bool = False
 
     def add(self, no: int, line: bytes) -> None:
-        self.lines.append((no, line))
+        self.lines.append((no, line, 0))
         if _CLIENT_LINE.match(line):
             self.has_capture = True
         elif _INFO_HEADER.match(line):
             self.has_capture = self.has_info = True
 
+    def add_run(self, no: int, run: bytes, n: int) -> None:
+        self.lines.append((no, run, n))
+        self.has_capture = True
+
     def add_blank(self, no: int) -> int:
         """1 when the blank line is dropped (it continues a run), else 0."""
         if self.lines and not self.lines[-1][1]:
             return 1
-        self.lines.append((no, b""))
+        self.lines.append((no, b"", 0))
         return 0
+
+
+@dataclass
+class _Part:
+    """The text of one part of a capture, and the file line each of its lines came from."""
+
+    texts: list[bytes] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def add(self, no: int, text: bytes, n: int = 0) -> None:
+        self.texts.append(text)
+        if n:
+            self.lines.extend(range(no, no + n))
+        else:
+            self.lines.append(no)
+
+    def text(self) -> bytes | None:
+        return b"\n".join(self.texts) + b"\n" if self.texts else None
 
 
 @dataclass
@@ -336,14 +407,18 @@ class _Parts:
 
     has_info: bool
     max_line: int
-    clients: list[tuple[int, bytes]] = field(default_factory=list)
-    info: list[tuple[int, bytes]] = field(default_factory=list)
+    clients: _Part = field(default_factory=_Part)
+    info: _Part = field(default_factory=_Part)
     config: dict[str, str] = field(default_factory=dict)
     config_lines: list[int] = field(default_factory=list)
     rejected: list[LineReject] = field(default_factory=list)
 
-    def add(self, no: int, line: bytes) -> int:
-        """Sort one line into its part; 1 when it is a blank line that is dropped."""
+    def add(self, no: int, line: bytes, n: int) -> int:
+        """Sort one line (or a run of client lines) into its part; 1 when it is a blank line
+        that is dropped."""
+        if n:
+            self.clients.add(no, line, n)
+            return 0
         # in an INFO dump, a stray line (kubectl's "Defaulted container ...") is the INFO
         # parser's to reject, so the dump still pairs with the client list of its time
         is_info = self.has_info and not _CLIENT_LINE.match(line)
@@ -351,14 +426,14 @@ class _Parts:
         if not line and not is_info:
             return 1  # INFO keeps one blank line between sections; a client list none
         if len(line) > self.max_line:
-            part.append((no, b""))  # holds its place: the parts' line numbers still map to the file
+            part.add(no, b"")  # holds its place: the parts' line numbers still map to the file
             table = "info" if is_info else "clients"
-            self.rejected.append(_too_long(no, line, table, len(part), self.max_line))
+            self.rejected.append(_too_long(no, line, table, len(part.lines), self.max_line))
         else:
-            part.append((no, line.rstrip(b"\r") if is_info else line))
+            part.add(no, line.rstrip(b"\r") if is_info else line)
         return 0
 
-    def add_config(self, name: tuple[int, bytes], value: tuple[int, bytes]) -> None:
+    def add_config(self, name: _Item, value: _Item) -> None:
         key = name[1].strip().decode("utf-8", "replace")
         self.config[key] = value[1].strip().decode("utf-8", "replace")
         self.config_lines += [name[0], value[0]]
@@ -373,12 +448,12 @@ def _too_long(no: int, line: bytes, table: str, part_line: int, limit: int) -> L
     return LineReject(no, table, part_line, reason, head)
 
 
-def _is_config(lines: list[tuple[int, bytes]], i: int, end: int, max_line: int) -> bool:
+def _is_config(lines: list[_Item], i: int, end: int, max_line: int) -> bool:
     """`lines[i]` names a CONFIG GET setting and the next line is its value."""
-    if i + 1 >= end or lines[i][1].strip() not in _CONFIG_KEYS:
+    if i + 1 >= end or lines[i][2] or lines[i][1].strip() not in _CONFIG_KEYS:
         return False
-    value = lines[i + 1][1]
-    return bool(value) and len(value) <= max_line and not _CLIENT_LINE.match(value)
+    _, value, n = lines[i + 1]
+    return not n and bool(value) and len(value) <= max_line and not _CLIENT_LINE.match(value)
 
 
 def _segment(block: _Block, max_line: int) -> tuple[Segment | None, int]:
@@ -401,15 +476,16 @@ def _segment(block: _Block, max_line: int) -> tuple[Segment | None, int]:
             continue
         dropped += parts.add(*lines[i])
         i += 1
+    last_no, _, last_n = lines[end - 1]
     segment = Segment(
-        client_list=_join([line for _, line in parts.clients]),
-        info=_join([line for _, line in parts.info]),
+        client_list=parts.clients.text(),
+        info=parts.info.text(),
         config=parts.config or None,
-        client_lines=tuple(no for no, _ in parts.clients),
-        info_lines=tuple(no for no, _ in parts.info),
+        client_lines=tuple(parts.clients.lines),
+        info_lines=tuple(parts.info.lines),
         ts=block.ts,
         first_line=lines[start][0],
-        last_line=lines[end - 1][0],
+        last_line=last_no + max(last_n - 1, 0),
         config_lines=tuple(parts.config_lines),
         date_line=block.date_line,
         rejected=tuple(parts.rejected),
@@ -430,17 +506,18 @@ def read_dump(
     over `max_line_length`, which is in the segment's `rejected`), is a date line, or is a
     blank line counted in `blank_lines`. Time and memory are linear in the size of `data`.
     """
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
     segments: list[Segment] = []
     date_lines: list[int] = []
     blank = 0
     redis_output = False
     block = _Block()
-    for no, line in enumerate(lines, start=1):
-        if not line or line.isspace():
-            blank += block.add_blank(no)
+    for no, line, n in _items(data, max_line_length):
+        if n > 0:
+            redis_output = redis_output or bool(_CLIENT_OUTPUT.search(line))
+            block.add_run(no, line, n)
+            continue
+        if n < 0 or not line or line.isspace():
+            blank += block.add_blank(no) + max(-n - 1, 0)  # the rest of a run continue it
             continue
         stamp = None
         if len(line) <= 80 and not _CLIENT_LINE.match(line):
@@ -462,7 +539,7 @@ def read_dump(
     segments += [seg] if seg is not None else []
     return Dump(
         segments=tuple(segments),
-        lines=len(lines),
+        lines=_line_count(data),
         blank_lines=blank + dropped,
         date_lines=tuple(date_lines),
         redis_output=redis_output or bool(date_lines),
@@ -663,13 +740,16 @@ def _read(path: Path, limit: int) -> tuple[bytes, str | None]:
 
 
 IMPORT_BATCH_BYTES = 64 << 20  # dump text written per append: memory stays bounded, any input
+PARSE_BYTES = 16 << 20  # of it parsed at once (the parse takes several times the text)
+PARSE_AHEAD = 1  # chunks parsed by worker threads while a batch is written (2: no faster, measured)
+READ_AHEAD_BYTES = 16 << 20  # files read ahead of the one being planned, by size on disk
 
 
 @dataclass
 class _Pending:
-    """One capture found in a file. Its text is dropped after planning and read again to write
-    it (`_with_text`), so a large import holds only one batch of text at a time (standard input
-    and small archives keep theirs: `_plan_files`)."""
+    """One capture found in a file. Its text and line numbers wait in the spill from planning
+    until its batch is written (`_with_text`): each file is read once, and a large import
+    holds only one batch of text in memory at a time."""
 
     path: Path
     index: int  # of the segment in its file
@@ -681,6 +761,10 @@ class _Pending:
     has_clients: bool
     has_info: bool
     size: int  # bytes of text
+    stored: Stored  # where its text and line numbers are in the spill
+
+
+FileStamp = tuple[int, int, int]  # size, mtime (ns) and inode of a file before it was read
 
 
 @dataclass(frozen=True)
@@ -691,11 +775,20 @@ class _Loaded:
     dump: Dump
     packed: str | None  # gzip | bzip2 | xz
     size: int  # bytes of text
+    stamp: FileStamp | None  # None for standard input
+
+
+def _stamp(path: Path) -> FileStamp | None:
+    if path == STDIN:
+        return None
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _segments(path: Path, reading: _Reading) -> _Loaded:
     """One input file, read within the limits and cut into captures."""
     try:
+        stamp = _stamp(path)  # before reading: a change made while it is read is seen too
         data, packed = _read(path, reading.max_file_size)
     except OSError as exc:
         raise InputError(
@@ -703,7 +796,7 @@ def _segments(path: Path, reading: _Reading) -> _Loaded:
         ) from exc
     dump = read_dump(data, default_tz=reading.tz, where=str(path),
                      max_line_length=reading.max_line_length)  # fmt: skip
-    return _Loaded(_hash(data), dump, packed, len(data))
+    return _Loaded(_hash(data), dump, packed, len(data), stamp)
 
 
 @dataclass(frozen=True)
@@ -716,16 +809,18 @@ class _Planned:
     blank_lines: int
     packed: str | None
     size: int  # bytes of text
+    stamp: FileStamp | None  # the file as it was read: see `_unchanged`
 
 
-def _plan_file(path: Path, at: datetime | None, reading: _Reading) -> tuple[_Planned, Dump]:
-    """The file's plan, and the dump with its text (for the caller to keep or drop)."""
-    loaded = _segments(path, reading)
+def _plan_file(
+    path: Path, loaded: _Loaded, at: datetime | None, reading: _Reading, spill: Spill
+) -> _Planned:
+    """The file's plan; the text of its captures goes to the spill."""
     dump = loaded.dump
 
-    def planned(pending: list[_Pending], ts_source: str) -> tuple[_Planned, Dump]:
-        facts = (dump.redis_output, dump.blank_lines, loaded.packed, loaded.size)
-        return _Planned(pending, ts_source, *facts), dump
+    def planned(pending: list[_Pending], ts_source: str) -> _Planned:
+        facts = (dump.redis_output, dump.blank_lines, loaded.packed, loaded.size, loaded.stamp)
+        return _Planned(pending, ts_source, *facts)
 
     if not dump.redis_output:  # a README, a script, a log: not a capture, not a gap
         return planned([], "not a dump")
@@ -752,7 +847,7 @@ def _plan_file(path: Path, at: datetime | None, reading: _Reading) -> tuple[_Pla
         light = replace(seg, client_list=None, info=None, client_lines=(), info_lines=())
         has_clients = bool(seg.client_list and _ANY_CLIENT_LINE.search(seg.client_list))
         pending.append(_Pending(path, index, light, ts, seg_source, content, loaded.file_hash,
-                                has_clients, seg.info is not None, size))  # fmt: skip
+                                has_clients, seg.info is not None, size, _spilled(seg, spill, path)))  # fmt: skip
     sources = {p.ts_source for p in pending} or {source}
     return planned(pending, "+".join(sorted(sources)))
 
@@ -770,30 +865,61 @@ def _batches(groups: list[list[_Pending]], budget: int) -> Iterator[list[list[_P
         yield batch
 
 
+def _spilled(segment: Segment, spill: Spill, path: Path) -> Stored:
+    lines = (array("Q", segment.client_lines).tobytes(), array("Q", segment.info_lines).tobytes())
+    try:
+        return spill.put((segment.client_list or b"", segment.info or b"", *lines))
+    except OSError as exc:
+        raise _spill_failed(spill, f"set the text of {_shown(path)} aside", exc) from exc
+
+
+def _spill_failed(spill: Spill, what: str, exc: OSError) -> DatasetWriteError:
+    return DatasetWriteError(
+        f"could not {what} in {spill.folder} until it is written: "
+        f"{io_reason(exc, spill.folder)}. Captures written before are kept; free disk space "
+        "and run again."
+    )
+
+
+def _unspilled(p: _Pending, spill: Spill) -> _Pending:
+    """`p` with the text and line numbers of its segment again, from the spill."""
+    try:
+        client_list, info, client_lines, info_lines = spill.get(p.stored)
+    except OSError as exc:  # not expected: the spill is this process's own file
+        raise _spill_failed(spill, f"read back the text of {_shown(p.path)}", exc) from exc
+    segment = replace(
+        p.segment,
+        client_list=client_list or None,  # a part with lines ends in a newline: never b""
+        info=info or None,
+        client_lines=tuple(array("Q", client_lines)),
+        info_lines=tuple(array("Q", info_lines)),
+    )
+    return replace(p, segment=segment)
+
+
 def _with_text(
-    batch: list[list[_Pending]], reading: _Reading, read: dict[Path, list[Segment]]
+    batch: list[list[_Pending]], spill: Spill, plans: dict[Path, _Planned]
 ) -> list[list[_Pending]]:
-    """The batch's captures with their text again, their files read anew. `read` holds the
-    files read so far: those the batch does not use are dropped (a pipe, read once, stays),
-    so a long loop dump that spans batches is read once, not once per batch."""
-    used = {p.path for group in batch for p in group}
-    for path in [p for p in read if p not in used and p != STDIN]:
-        del read[path]
-    out = []
-    for group in batch:
-        full = []
-        for p in group:
-            if p.path not in read:
-                loaded = _segments(p.path, reading)
-                if loaded.file_hash != p.file_hash:
-                    raise InputError(
-                        f"{_shown(p.path)}: changed while it was being imported; import it again "
-                        "once nothing writes to it (what was written before is kept)"
-                    )
-                read[p.path] = list(loaded.dump.segments)
-            full.append(replace(p, segment=read[p.path][p.index]))
-        out.append(full)
-    return out
+    """The batch's captures with their text again. Their files are not read again, but a file
+    that changed since it was read (a loop still writing to it) is an error, as it was when
+    files were read twice: what is imported is what the file held."""
+    for path in dict.fromkeys(p.path for group in batch for p in group):
+        _unchanged(path, plans[path].stamp)
+    return [[_unspilled(p, spill) for p in group] for group in batch]
+
+
+def _unchanged(path: Path, stamp: FileStamp | None) -> None:
+    if stamp is None:
+        return
+    try:
+        now = _stamp(path)
+    except OSError:
+        now = None
+    if now != stamp:
+        raise InputError(
+            f"{_shown(path)}: changed while it was being imported; import it again "
+            "once nothing writes to it (what was written before is kept)"
+        )
 
 
 def _merge_pairs(pending: list[_Pending], window: timedelta) -> list[list[_Pending]]:
@@ -904,7 +1030,32 @@ def import_dumps(
     mend(root)  # captures a killed writer left unparsed
     files = expand_inputs(inputs)
     known = known_content_hashes(root)
-    plans, read = _plan_files(files, at, reading, progress)
+    with _spill(root) as spill:
+        plans = _plan_files(files, at, reading, spill, progress)
+        return _write(plans, known, root, spill, instance, maxclients, pair_window, written)
+
+
+def _spill(root: Path) -> Spill:
+    try:
+        return Spill(root)
+    except OSError as exc:
+        raise DatasetWriteError(
+            f"cannot make a file in {root} to hold the text of the dumps until it is written: "
+            f"{io_reason(exc, root)}. Free disk space or fix permissions and run again."
+        ) from exc
+
+
+def _write(
+    plans: dict[Path, _Planned],
+    known: set[str],
+    root: Path,
+    spill: Spill,
+    instance: str,
+    maxclients: int | None,
+    pair_window: timedelta,
+    written: Callable[[int, int], None] | None,
+) -> ImportResult:
+    """Write the planned captures new to the dataset, one batch of text per append."""
     pending = [p for plan in plans.values() for p in plan.pending]
     fresh = []
     for p in pending:  # new to the dataset, and the first of copies given in this run
@@ -915,18 +1066,26 @@ def import_dumps(
     rejects: dict[Path, list[tuple[int, str]]] = {}
     batches: list[str] = []
     done = written_count = 0
-    for batch in _batches(groups, IMPORT_BATCH_BYTES):
-        loaded = _with_text(batch, reading, read)
-        rows = [_raw_row(g, instance, maxclients) for g in loaded]
-        result = append_raw(root, pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
-        written_count += result.captures  # another import may have committed some meanwhile
-        if result.batch:
-            batches.append(result.batch)
-        for path, lines in _rejects_by_file(loaded, result.rejects).items():
-            rejects.setdefault(path, []).extend(lines)
-        done += len(batch)
-        if written is not None:
-            written(done, len(groups))
+
+    def prepared(chunk: tuple[int, list[list[_Pending]]]) -> _Prepared:
+        return _prepare(chunk[1], spill, plans, instance, maxclients)
+
+    # a batch is parsed in chunks (the parse's working memory follows a chunk), by a worker
+    # thread that works on the next chunk while a batch is written
+    chunks = [(i, chunk) for i, batch in enumerate(_batches(groups, IMPORT_BATCH_BYTES))
+              for chunk in _batches(batch, PARSE_BYTES)]  # fmt: skip
+    ready = read_ahead(chunks, prepared, weight=lambda _: 1, budget=PARSE_AHEAD, workers=PARSE_AHEAD)
+    with contextlib.closing(ready):
+        for (loaded, raw, parsed), batch in _joined(ready):
+            result = append_raw(root, raw, parsed=parsed)
+            written_count += result.captures  # another import may have committed some meanwhile
+            if result.batch:
+                batches.append(result.batch)
+            for path, lines in _rejects_by_file(loaded, result.rejects).items():
+                rejects.setdefault(path, []).extend(lines)
+            done += len(batch)
+            if written is not None:
+                written(done, len(groups))
     notes = []
     if instance == "imported":
         notes.append("no --instance given: captures are tagged 'imported'")
@@ -947,28 +1106,82 @@ def import_dumps(
     )
 
 
+_Prepared = tuple[list[list[_Pending]], pl.DataFrame, dict[str, pl.DataFrame]]
+
+
+def _joined(
+    chunks: Iterator[tuple[tuple[int, list[list[_Pending]]], _Prepared]],
+) -> Iterator[tuple[_Prepared, list[list[_Pending]]]]:
+    """The chunks of each batch put together again, with the batch's groups."""
+    parts: list[_Prepared] = []
+    groups: list[list[_Pending]] = []
+    current = -1
+    for (index, chunk), prepared in chunks:
+        if index != current and parts:
+            yield _concat(parts), groups
+            parts, groups = [], []
+        current = index
+        parts.append(prepared)
+        groups += chunk
+    if parts:
+        yield _concat(parts), groups
+
+
+def _concat(parts: list[_Prepared]) -> _Prepared:
+    if len(parts) == 1:
+        return parts[0]
+    loaded = [group for part in parts for group in part[0]]
+    raw = pl.concat([part[1] for part in parts])
+    parsed = {name: pl.concat([part[2][name] for part in parts]) for name in parts[0][2]}
+    return loaded, raw, parsed
+
+
+def _prepare(
+    batch: list[list[_Pending]],
+    spill: Spill,
+    plans: dict[Path, _Planned],
+    instance: str,
+    maxclients: int | None,
+) -> _Prepared:
+    """A batch's captures with their file line numbers (their text is in the raw rows now),
+    their raw rows, and those rows parsed."""
+    from clientscope.parse import parse_raw
+
+    loaded = _with_text(batch, spill, plans)
+    rows = [_raw_row(g, instance, maxclients) for g in loaded]
+    raw = conform_raw(pl.DataFrame(rows, schema_overrides=_ROW_TYPES))
+    textless = [
+        [replace(p, segment=replace(p.segment, client_list=None, info=None)) for p in group]
+        for group in loaded
+    ]
+    return textless, raw, parse_raw(raw)
+
+
 def _plan_files(
     files: list[Path],
     at: datetime | None,
     reading: _Reading,
+    spill: Spill,
     progress: Callable[[Path], None] | None,
-) -> tuple[dict[Path, _Planned], dict[Path, list[Segment]]]:
-    """Each file's plan, and the segments kept with their text so they are not read again:
-    standard input (it cannot be), and compressed files up to one batch of text (decompressed
-    once). Every other file's text is dropped here and read again when it is written."""
+) -> dict[Path, _Planned]:
+    """Each file's plan. Files are read and split by worker threads a few files ahead (reading,
+    hashing and decompressing release the GIL); their text goes to the spill."""
     plans: dict[Path, _Planned] = {}
-    kept: dict[Path, list[Segment]] = {}
-    size = 0
-    for path in files:
-        plan, dump = _plan_file(path, at, reading)
-        plans[path] = plan
-        small = plan.packed is not None and size + plan.size <= IMPORT_BATCH_BYTES
-        if path == STDIN or (small and plan.pending):
-            kept[path] = list(dump.segments)
-            size += plan.size
-        if progress is not None:
-            progress(path)
-    return plans, kept
+    read = read_ahead(files, lambda path: _segments(path, reading),
+                      weight=_size_on_disk, budget=READ_AHEAD_BYTES)  # fmt: skip
+    with contextlib.closing(read):
+        for path, loaded in read:
+            plans[path] = _plan_file(path, loaded, at, reading, spill)
+            if progress is not None:
+                progress(path)
+    return plans
+
+
+def _size_on_disk(path: Path) -> int:
+    try:
+        return 0 if path == STDIN else path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _report(
@@ -1013,8 +1226,7 @@ def _rejects_by_file(
             continue
         for p in group:
             lines = p.segment.client_lines if table == "clients" else p.segment.info_lines
-            part = p.segment.client_list if table == "clients" else p.segment.info
-            if part is not None and 0 < line_no <= len(lines):
+            if 0 < line_no <= len(lines):  # the first of the group with that part
                 out.setdefault(p.path, []).append((lines[line_no - 1], str(reason)))
                 break
     return out
