@@ -317,7 +317,8 @@ class _Scan:
             if left is not None:
                 out = out.head(left)
                 left -= out.height
-            yield from out.select(columns).iter_slices(batch_size or 100_000)
+            out = out.select(columns)
+            yield from (out,) if batch_size is None else out.iter_slices(batch_size)
 
 
 def scan_client_list(data: pl.LazyFrame, *, text_column: str = "client_list") -> pl.LazyFrame:
