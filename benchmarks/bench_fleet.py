@@ -33,7 +33,7 @@ LEAKING = 2  # instances with a leaking service
 LEAK_PER_MIN = 0.25  # ~2,500 leaked connections over a week: the count grows toward maxclients
 
 CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 start = time.perf_counter()
 result, argv = sys.argv[1], sys.argv[2:]
 sys.argv = ["clientscope", *argv]
@@ -44,10 +44,12 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 status = open("/proc/self/status").read().splitlines()
+used = resource.getrusage(resource.RUSAGE_SELF)
 with open(result, "w") as f:
     json.dump({
         "seconds": time.perf_counter() - start,
         "code": code,
+        "cpu_s": used.ru_utime + used.ru_stime,  # all threads: less swayed by the load than wall time
         # VmHWM, not ru_maxrss: a forked child inherits its parent's high-water mark
         "rss_mib": next(int(l.split()[1]) for l in status if l.startswith("VmHWM")) / 1024,
     }, f)
@@ -140,18 +142,19 @@ def main() -> None:
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     steps = [s for s in args.steps.split(",") if s]
-    print(f"{'rows':>15} {'step':>9} {'s':>8} {'s / M rows':>11} {'peak RSS MiB':>13}   load (1, 5, 15 min)")
+    print(f"{'rows':>15} {'step':>9} {'s':>8} {'s / M rows':>11} {'CPU s':>8} {'peak RSS MiB':>13}"
+          "   load (1, 5, 15 min)")  # fmt: skip
     try:
         for size in (float(s) for s in args.sizes.split(",")):
             path, rows, made = dataset(args.dir, size, args.servers, args.clients, args.jobs)
-            print(f"{rows:>15,} {'write':>9} {made:>8.1f} {made / (rows / 1e6):>11.3f} "
+            print(f"{rows:>15,} {'write':>9} {made:>8.1f} {made / (rows / 1e6):>11.3f} {'':>8} "
                   f"{'':>13}   {load()}", flush=True)  # fmt: skip
             work = args.dir / f"{path.name}.out"
             work.mkdir(exist_ok=True)
             for step in steps:
                 r = run_child(step, path, work, args.timeout)
                 print(f"{rows:>15,} {step:>9} {r['seconds']:>8.1f} {r['seconds'] / (rows / 1e6):>11.3f} "
-                      f"{r['rss_mib']:>13,.0f}   {load()}", flush=True)  # fmt: skip
+                      f"{r['cpu_s']:>8.1f} {r['rss_mib']:>13,.0f}   {load()}", flush=True)  # fmt: skip
     finally:
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
