@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +14,7 @@ from clientscope import open_dataset
 from clientscope.dataset import append_raw, conform_raw
 from clientscope.ingest import import_dumps
 from clientscope.parse import parse_raw
-from clientscope.staging import Spill, read_ahead
+from clientscope.staging import Spill, ahead, read_ahead
 from test_dataset import raw_rows
 
 
@@ -145,3 +146,34 @@ def test_a_full_disk_while_setting_text_aside_is_one_clear_error(
                        r"aside in .*ds until it is written: No space left on device\. Captures written"):  # fmt: skip
         import_dumps([dump], tmp_path / "ds", instance="r0")
     assert not (tmp_path / "ds" / "raw").exists()  # nothing committed
+
+
+def test_ahead_makes_the_next_item_in_a_worker_while_the_caller_holds_this_one() -> None:
+    made: list[tuple[int, str]] = []
+    second_made = threading.Event()
+
+    def items() -> Iterator[int]:
+        for i in range(3):
+            made.append((i, threading.current_thread().name))
+            if i == 1:
+                second_made.set()
+            yield i
+
+    it = ahead(items())
+    assert next(it) == 0
+    assert second_made.wait(10)  # item 1 is made before the caller asks for it
+    assert list(it) == [1, 2]
+    assert all(name.startswith("clientscope-parse") for _, name in made)
+
+
+def test_ahead_raises_at_the_failing_items_turn_and_stops_its_thread() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        raise ValueError("bad chunk")
+
+    before = threading.active_count()
+    it = ahead(items())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad chunk"):
+        next(it)
+    assert threading.active_count() == before

@@ -6,6 +6,8 @@
 * `read_ahead`: a function applied to a list of items by worker threads, a few items ahead,
   results handed back in order. File reads, hashing, decompression, Polars and deltalake
   release the GIL, so reading the next files overlaps the work on this one.
+* `ahead`: the items of an iterator, each made in a worker thread one item ahead of the
+  caller (the parser prepares its next chunk of text while the engine reads this one).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
-__all__ = ["Spill", "Stored", "read_ahead"]
+__all__ = ["Spill", "Stored", "ahead", "read_ahead"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -104,3 +106,19 @@ def read_ahead(
             yield item, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()  # what `next` gives `ahead` when the items run out
+
+
+def ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, in order, each made in a worker thread while the caller works on the one
+    before (the parser: a chunk's bytes work, which holds the GIL, while the engine reads the
+    chunk before with the GIL released). One item ahead at most, so memory holds one item
+    more; an exception is raised at its item's turn. Close the iterator (or exhaust it) to
+    stop the thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clientscope-parse") as pool:
+        future = pool.submit(next, items, _END)
+        while (item := future.result()) is not _END:
+            future = pool.submit(next, items, _END)
+            yield cast(T, item)

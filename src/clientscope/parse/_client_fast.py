@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -34,6 +32,7 @@ from clientscope.parse._client_generic import (
 )
 from clientscope.parse._text import CUT, FIRST_COUNT, LINE
 from clientscope.schema import CLIENT_EXTRA_DTYPE, CLIENT_INT_FIELDS
+from clientscope.staging import ahead
 
 CHUNK_BYTES = 32 << 20  # replies are read in pieces of about this size (bounds memory)
 MAX_LAYOUTS = 4  # layouts tried per chunk before the rest goes to the general reader
@@ -46,7 +45,6 @@ _INTS = frozenset(CLIENT_INT_FIELDS)
 Reply = str | bytes
 STAGE1_SCHEMA: dict[str, pl.DataType] = {"_rid": pl.Int64(), **FIELD_SCHEMA}
 _FITS = "_fits"
-T = TypeVar("T")
 Fields = frozenset[str] | None  # stage-1 columns a read gives (None: all; see stage1_columns)
 
 
@@ -415,23 +413,6 @@ def read_parts(
 def _text(pieces: list[Piece]) -> Text:
     buf = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
     return Text.of(_valid_utf8(buf), _index(pieces))
-
-
-_END = object()
-
-
-def ahead(items: Iterator[T]) -> Iterator[T]:
-    """`items`, each made in a worker thread while the caller works on the one before.
-
-    The bytes work of a chunk (cutting, joining, the control-byte scan) holds the GIL
-    but not the engine, which reads the chunk before it with the GIL released: so the
-    two overlap. One item ahead at most, so memory stays about one chunk more.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clientscope-parse") as pool:
-        future = pool.submit(next, items, _END)
-        while (item := future.result()) is not _END:
-            future = pool.submit(next, items, _END)
-            yield cast(T, item)
 
 
 def read_replies(replies: Sequence[Reply | None], chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
