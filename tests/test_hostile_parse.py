@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from clientscope.parse import parse_client_list, split_rejects
 from clientscope.parse._client_fast import read_replies
 from clientscope.parse._client_generic import KEY_START, MAX_CLIENT_SECONDS, read_lines
+from clientscope.parse._text import LINE as LINE_COLUMN
 from clientscope.parse._text import to_lines
 
 LINE = "id={id} addr=10.0.0.1:{port} laddr=10.0.0.9:6379 fd=8 name=api age={age} idle={idle} flags=N db=0 cmd=get"
@@ -116,6 +117,16 @@ def test_misfit_lines_of_two_replies_read_together_do_not_panic_the_engine() -> 
     # found by test_parse_projection: the lines that did not fit the replies' layout, filtered
     # out of one CSV read, reached the general reader in several chunks and Polars panicked
     # ("assertion failed: i < self.len()"); a panic is no exception, so nothing was kept
+    replies = _panicking_replies()
+    parsed = parse_client_list(pl.DataFrame({"client_list": replies}))
+    assert isinstance(parsed, pl.DataFrame)
+    assert parsed.height == 12 + 11  # every line of both replies, read or kept as a reject
+    assert parsed.filter(pl.col("name") == "orders-api-1").height == 16
+
+
+def _panicking_replies() -> list[bytes]:
+    """Two replies whose misfit lines, read together, made Polars 2.1 panic in the general
+    reader when they reached it in several chunks (found by test_parse_projection)."""
     line = (
         "id={} addr=10.1.2.3:52114 laddr=10.0.0.5:6379 fd=9 name=orders-api-1 age=120 idle=30 "
         "flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=20474 argv-mem=0 "
@@ -144,11 +155,54 @@ def test_misfit_lines_of_two_replies_read_together_do_not_panic_the_engine() -> 
             "resp=558043 flags=u io-thread=225 fd=8356823335 ssub=216240",
         ],
     ]
-    replies = [
+    return [
         "\n".join([line.format(i) for i in range(n)] + rest).encode()
         for n, rest in zip((10, 6), odd, strict=True)
     ]
-    parsed = parse_client_list(pl.DataFrame({"client_list": replies}))
+
+
+def _general_in_chunks(index: pl.DataFrame, lines: pl.Series, fields: object) -> pl.DataFrame:
+    """The general reader as it was before the fix: its lines in the chunks they came in."""
+    frame = index.with_columns(lines.alias(LINE_COLUMN)).lazy()
+    return read_lines(frame, keep=("_rid",), fields=fields).collect()  # type: ignore[arg-type]
+
+
+def test_an_engine_panic_on_replies_read_together_reads_each_reply_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import clientscope.parse._client_fast as fast
+
+    replies = _panicking_replies()
+    want = parse_client_list(pl.DataFrame({"client_list": replies}))
+    monkeypatch.setattr(fast, "_general", _general_in_chunks)  # the engine panics again
+    got = parse_client_list(pl.DataFrame({"client_list": replies}))
+    assert_frame_equal(got, want)  # alone, neither reply panics: every value as before
+
+
+def test_a_reply_the_engine_still_panics_on_is_kept_line_by_line_as_rejects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import clientscope.parse._client_fast as fast
+
+    monkeypatch.setattr(fast, "_general", _general_in_chunks)
+    try:  # the real exception the engine raises (pyo3's PanicException)
+        fast.read_replies(_panicking_replies())
+    except BaseException as exc:  # a panic is no Exception
+        panic = exc
+    else:
+        pytest.fail("the unfixed general reader no longer panics on these replies")
+
+    def always_panics(*args: object) -> pl.DataFrame:
+        raise panic
+
+    monkeypatch.setattr(fast, "_general", always_panics)
+    text = _line(1) + "\n" + "junk\x1b[2J\n" + _line(2) + "\n"
+    frame = pl.DataFrame({"instance": ["a", "b"], "client_list": [_line(9) + "\n", text]})
+    parsed = parse_client_list(frame)
     assert isinstance(parsed, pl.DataFrame)
-    assert parsed.height == 12 + 11  # every line of both replies, read or kept as a reject
-    assert parsed.filter(pl.col("name") == "orders-api-1").height == 16
+    good, rejects = split_rejects(parsed)
+    assert good["id"].to_list() == [9]  # the reply the engine read is parsed
+    assert rejects["instance"].to_list() == ["b"] * 3
+    assert rejects["line_no"].to_list() == [1, 2, 3]
+    assert rejects["raw_line"].to_list() == text.splitlines()
+    assert rejects["parse_error"].str.contains("the parser's engine failed on this reply").all()

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from clientscope.errors import InputError
+from clientscope.escape import printable
 from clientscope.parse._client_fast import CHUNK_BYTES, Reply, read_parts
 from clientscope.parse._text import TextInput, decode_utf8
 from clientscope.schema import CLIENT_DERIVED, CLIENT_FLAGS, TS, client_fields_schema
@@ -195,7 +196,66 @@ def _derive(
     )
 
 
+ENGINE_FAILED = "the parser's engine failed on this reply ({}); the line is kept as it was"
+
+
+def _is_engine_panic(exc: BaseException) -> bool:
+    """A Rust panic inside Polars: pyo3's PanicException, a BaseException (no `except
+    Exception` catches it), which a reply from a stranger must not turn into a crash."""
+    return type(exc).__name__ == "PanicException"
+
+
 def _parse_replies(
+    replies: Sequence[Reply | None],
+    carried: pl.DataFrame,
+    projection: Projection = Projection(),
+) -> pl.DataFrame:
+    """`_parse_all`, and when the engine panics on the replies, each reply on its own; the
+    lines of a reply it still panics on are all kept as rejects (`ENGINE_FAILED`)."""
+    try:
+        return _parse_all(replies, carried, projection)
+    except BaseException as exc:
+        if not _is_engine_panic(exc):
+            raise
+    parts = []
+    for i, reply in enumerate(replies):
+        one = carried.slice(i, 1)
+        try:
+            parts.append(_parse_all([reply], one, projection))
+        except BaseException as exc:
+            if not _is_engine_panic(exc):
+                raise
+            parts.append(_unread(reply, one, projection, exc))
+    return pl.concat(parts, how="vertical")
+
+
+def _unread(
+    reply: Reply | None, carried: pl.DataFrame, projection: Projection, exc: BaseException
+) -> pl.DataFrame:
+    """Every line of `reply` as a reject saying the engine failed on it, in the parse's columns."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else (reply or "")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    why = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, limit=200)
+    schema = clients_schema(carried.schema)
+    rows = pl.DataFrame(
+        {
+            "line_no": pl.int_range(1, len(lines) + 1, eager=True),
+            "parse_error": [ENGINE_FAILED.format(why)] * len(lines),
+            "raw_line": lines,
+        },
+        schema={"line_no": pl.Int64(), "parse_error": pl.String(), "raw_line": pl.String()},
+    )
+    rows = pl.concat([carried.select(pl.all().gather([0] * len(lines))), rows], how="horizontal")
+    full = rows.select(
+        pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c)
+        for c, t in schema.items()
+    )
+    return full if projection.columns is None else full.select(projection.select(schema))
+
+
+def _parse_all(
     replies: Sequence[Reply | None],
     carried: pl.DataFrame,
     projection: Projection = Projection(),
