@@ -366,10 +366,17 @@ def _read_misfits(
     return _read(Text.of(buf, index), layout, depth + 1, fields)
 
 
+def split_lines(data: Reply) -> pl.Series:
+    """The lines of a reply as the parser numbers them (bad UTF-8 made U+FFFD; a last newline
+    ends the last line, it does not start another); none for an empty reply."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    if not text:
+        return pl.Series(LINE, [], dtype=pl.String)
+    return pl.Series(LINE, [text]).str.strip_suffix("\n").str.split("\n").explode()
+
+
 def _general_split(buf: bytes, index: pl.DataFrame, fields: Fields) -> pl.DataFrame:
-    text = buf.decode("utf-8", "replace")
-    lines = pl.Series([text]).str.strip_suffix("\n").str.split("\n").explode()
-    return _general(index, lines, fields)
+    return _general(index, split_lines(buf), fields)
 
 
 def _valid_utf8(buf: bytes) -> bytes:

@@ -28,7 +28,7 @@ import polars as pl
 
 from clientscope.errors import InputError
 from clientscope.escape import printable
-from clientscope.parse._client_fast import CHUNK_BYTES, Reply, read_parts
+from clientscope.parse._client_fast import CHUNK_BYTES, Reply, read_parts, split_lines
 from clientscope.parse._text import TextInput, decode_utf8
 from clientscope.schema import CLIENT_DERIVED, CLIENT_FLAGS, TS, client_fields_schema
 
@@ -233,10 +233,7 @@ def _unread(
     reply: Reply | None, carried: pl.DataFrame, projection: Projection, exc: BaseException
 ) -> pl.DataFrame:
     """Every line of `reply` as a reject saying the engine failed on it, in the parse's columns."""
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else (reply or "")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = split_lines(reply or "")
     why = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, limit=200)
     schema = clients_schema(carried.schema)
     rows = pl.DataFrame(
