@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from clientscope.analysis import (
     alerts,
+    build_model,
     diagnose,
     forecast,
     idle,
+    idle_from,
     kill_script,
     leaks,
     load_rules,
@@ -416,6 +418,10 @@ def test_a_fleet_is_diagnosed_server_by_server(tmp_path: Path) -> None:
         (f.kind, f.group) for f in d.findings if f.instance == "cache-full"
     }  # the same verdicts as judging that server alone
     assert set(d.leak_report.groups["instance"]) == {"cache-full", "cache-calm"}
+    # what a timeout would close is per server: the model's kept lifecycles give the same
+    fleet_idle = idle_from(build_model(path))
+    assert fleet_idle.to_dict() == idle(path).to_dict()
+    assert set(fleet_idle.timeouts["instance"]) == {"cache-full", "cache-calm"}
     shown = CliRunner().invoke(app, ["diagnose", str(path)], env={"COLUMNS": "200"}).output
     assert "(exhaustion on cache-full, confidence" in shown
     assert "(on cache-full)" in d.to_markdown()

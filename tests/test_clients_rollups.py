@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
-from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._clients import group_counts, lifecycles, time_slices
 from clientscope.analysis._common import group_key, role
 from clientscope.analysis.timeline import timeline
 from clientscope.simulation import simulate_tables
@@ -46,15 +47,39 @@ def role_of_first(life: pl.DataFrame, rows: pl.DataFrame) -> str:
     return str(life.filter((pl.col("run_id") == conn["run_id"]) & (pl.col("id") == conn["id"]))["role"].item())
 
 
-def test_lifecycle_role_comes_from_the_command_at_the_first_sighting() -> None:
+@pytest.mark.parametrize("slice_rows", [10**9, 40])
+def test_lifecycle_role_comes_from_the_command_at_the_first_sighting(slice_rows: int) -> None:
     rows = tables().clients.collect()
     blocked_first = first_command_changed(rows, "blpop", "get")
-    assert role_of_first(lifecycles(tables(blocked_first)), blocked_first) == "blocked"
+    life = lifecycles(tables(blocked_first), slice_rows=slice_rows)
+    assert role_of_first(life, blocked_first) == "blocked"
     blocked_later = first_command_changed(rows, "get", "blpop")
-    assert role_of_first(lifecycles(tables(blocked_later)), blocked_later) == "normal"
+    life = lifecycles(tables(blocked_later), slice_rows=slice_rows)
+    assert role_of_first(life, blocked_later) == "normal"
 
 
-def test_lifecycles_match_the_in_memory_definition() -> None:
+def test_time_slices_put_every_row_in_one_slice_of_about_the_rows_asked() -> None:
+    ds = tables()
+    caps = timeline(ds)
+    rows = ds.clients.collect()
+    per_capture = int(caps["n_clients"].max())  # type: ignore[arg-type]
+    cuts = time_slices(caps, 3 * per_capture)
+    sizes = [rows.filter(cut).height for cut in cuts]
+    assert sum(sizes) == rows.height  # none lost, none twice
+    # a slice starts where the rows before it pass a multiple of the size asked, so it holds
+    # at most that size plus one capture
+    assert all(0 < size <= 4 * per_capture for size in sizes), sizes
+    assert len(cuts) >= rows.height // (4 * per_capture)
+    assert len(time_slices(caps, 10**9)) == 1
+
+
+# a pass over all the rows at once, and passes over slices of 40 rows (one capture each) or
+# 100 rows (several): the slices' results combine to the same table
+SLICES = pytest.mark.parametrize("slice_rows", [10**9, 100, 40])
+
+
+@SLICES
+def test_lifecycles_match_the_in_memory_definition(slice_rows: int) -> None:
     ds = tables()
     rows = ds.clients.collect()
     expected = (
@@ -62,6 +87,7 @@ def test_lifecycles_match_the_in_memory_definition() -> None:
         .group_by("instance", "run_id", "id", maintain_order=True)
         .agg(
             first_seen=pl.col("ts").first(), last_seen=pl.col("ts").last(),
+            sightings=pl.len(), created_at=pl.col("created_at").min(),
             last_active=pl.col("last_active").max(), max_idle=pl.col("idle").max(),
             name=pl.col("name").drop_nulls().first(), lib_name=pl.col("lib_name").first(),
             ip=pl.col("ip").first(),
@@ -69,17 +95,19 @@ def test_lifecycles_match_the_in_memory_definition() -> None:
             **{f: pl.col(f).any() for f in ("is_replica", "is_master", "is_monitor", "is_pubsub", "is_blocked")},
         )
         .with_columns(group_key(pl.col("ip").fill_null("?")), role(subscription_counts=False))
-        .select("instance", "run_id", "id", "first_seen", "last_seen", "last_active", "max_idle", "group", "role")
+        .select("instance", "run_id", "id", "first_seen", "last_seen", "sightings", "created_at",
+                "last_active", "max_idle", "group", "role")
         .sort("instance", "run_id", "id")
     )  # fmt: skip
     assert expected["role"].n_unique() >= 3  # normal, blocked and the collector at least
-    assert_frame_equal(lifecycles(ds).select(expected.columns), expected)
+    assert_frame_equal(lifecycles(ds, slice_rows=slice_rows).select(expected.columns), expected)
 
 
-def test_group_counts_match_the_in_memory_definition() -> None:
+@SLICES
+def test_group_counts_match_the_in_memory_definition(slice_rows: int) -> None:
     ds = tables()
     rows = ds.clients.collect()
-    caps = timeline(ds).select("instance", "ts", "capture_id")
+    caps = timeline(ds).select("instance", "ts", "capture_id", "n_clients")
     expected = (
         rows.with_columns(group_key(pl.col("ip").fill_null("?")), role(subscription_counts=False))
         .group_by("instance", "capture_id", "group", "role")
@@ -90,4 +118,4 @@ def test_group_counts_match_the_in_memory_definition() -> None:
         .sort("instance", "capture_id", "group", "role")
     )  # fmt: skip
     assert (expected["role"] == "blocked").any() and (expected["role"] == "normal").any()
-    assert_frame_equal(group_counts(ds, caps).select(expected.columns), expected)
+    assert_frame_equal(group_counts(ds, caps, slice_rows).select(expected.columns), expected)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -54,7 +54,6 @@ class LeakReport(ResultMixin):
     """Per-group trend and lifecycle numbers with a verdict; `leaking` holds the leaks."""
 
     groups: pl.DataFrame  # one row per (instance, group, role), sorted: leaks first
-    series: pl.DataFrame  # instance, ts, group, role, n: counts per capture (for charts)
     window_start: datetime | None
     window_end: datetime | None
     captures: int  # judged
@@ -65,11 +64,6 @@ class LeakReport(ResultMixin):
     @property
     def leaking(self) -> pl.DataFrame:
         return self.groups.filter(pl.col("verdict") == "leak")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out.pop("series", None)  # large; available from the library
-        return out
 
 
 def leaks(
@@ -96,7 +90,7 @@ def leaks_from(model: Model) -> LeakReport:
 def empty_report(captures: int, min_rate: float, alpha: float) -> LeakReport:
     """The report of a server with too few captures to judge."""
     why = (f"fewer than {MIN_CAPTURES} captures with clients", captures) if captures else ()
-    return LeakReport(pl.DataFrame(), pl.DataFrame(), None, None, 0, min_rate, alpha,
+    return LeakReport(pl.DataFrame(), None, None, 0, min_rate, alpha,
                       left_out=(why,) if why else ())  # fmt: skip
 
 
@@ -140,12 +134,8 @@ def judge_groups(
     cycle = _lifecycle_stats(life, settled)
     groups = _verdicts(trend.join(cycle, on=["instance", "group", "role"], how="left"),
                        min_rate, alpha)  # fmt: skip
-    series = counts.join(settled.select("capture_id", "ts"), on="capture_id").select(
-        "instance", "ts", "group", "role", "n"
-    )
     return LeakReport(
         groups=groups,
-        series=series.sort("instance", "group", "ts"),
         window_start=settled["ts"].min(),  # type: ignore[arg-type]
         window_end=settled["ts"].max(),  # type: ignore[arg-type]
         captures=settled.height,
@@ -338,12 +328,10 @@ def merge_reports(reports: list[LeakReport]) -> LeakReport:
     if len(reports) == 1:
         return reports[0]
     groups = [r.groups for r in reports if not r.groups.is_empty()]
-    series = [r.series for r in reports if not r.series.is_empty()]
     starts = [r.window_start for r in reports if r.window_start is not None]
     ends = [r.window_end for r in reports if r.window_end is not None]
     return LeakReport(
         groups=_ranked(pl.concat(groups, how="diagonal_relaxed")) if groups else reports[0].groups,
-        series=pl.concat(series).sort("instance", "group", "ts") if series else reports[0].series,
         window_start=min(starts, default=None),
         window_end=max(ends, default=None),
         captures=sum(r.captures for r in reports),

@@ -4,7 +4,8 @@ Per instance, from one pass over its captures:
 
     timeline     its capture attempts (`analysis.timeline.timeline`)
     counts       connections per capture per group and role (`group_counts`)
-    lifecycles   one row per connection `(run_id, id)`: born, last seen, idle at the end
+    lifecycles   one row per connection `(run_id, id)`: its group, role, longest idle and idle
+                 at the end (`_clients.KEPT`; born / last seen are judged, then dropped)
     groups       each group's trend and verdict (leak, growth, shrinking, stable, excluded:*)
                  over the judged window (`LeakReport`: after warm-up, before the limit)
     forecast     time to maxclients from the decomposition (steady part + drivers)
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, lifecycles
+from clientscope.analysis._clients import group_counts, kept, lifecycles
 from clientscope.analysis._common import (
     DatasetLike,
     Tables,
@@ -104,16 +105,29 @@ def build_model(
     if instance is not None:
         check_instance(tables, instance)
     tl = timeline(tables, instance) if built is None else built
+    if not tl["instance"].is_sorted():  # a server's rows must be one run of them
+        tl = tl.sort("instance", maintain_order=True)
     if tl.is_empty():
         raise no_data("this analysis")
     if window is not None:
         window_seconds(window)  # a typo is an error before any work
     servers = [
-        _server(tables, part, str(name[0]), window, threshold, min_rate_per_hour, alpha)
-        for name, part in tl.partition_by("instance", as_dict=True, maintain_order=True).items()
+        _server(tables, part, name, window, threshold, min_rate_per_hour, alpha)
+        for name, part in _per_instance(tl)
     ]
     servers.sort(key=_urgency)
     return Model(tables=tables, timeline=tl, servers=tuple(servers))
+
+
+def _per_instance(tl: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """Each instance's rows of the timeline (sorted by instance) as slices of it: a server's
+    timeline is a view of the fleet's, not a copy."""
+    runs = (
+        tl.with_row_index("_row")
+        .group_by("instance", maintain_order=True)
+        .agg(start=pl.col("_row").min(), rows=pl.len())
+    )
+    return [(str(name), tl.slice(start, rows)) for name, start, rows in runs.iter_rows()]
 
 
 def _urgency(s: ServerModel) -> tuple[int, float, str]:
@@ -125,7 +139,7 @@ def _server(tables: Tables, tl: pl.DataFrame, name: str, window: str | float | N
             threshold: float, rate: float, alpha: float) -> ServerModel:  # fmt: skip
     listed = with_clients(tl)
     counts = group_counts(tables, listed)
-    life = lifecycles(tables, name)
+    life = lifecycles(tables, name, caps=listed)
     if listed.height >= MIN_CAPTURES:
         groups = judge_groups(tables, listed, name, rate, alpha, counts=counts, life=life)
     else:
@@ -137,4 +151,4 @@ def _server(tables: Tables, tl: pl.DataFrame, name: str, window: str | float | N
         error = None
     except AnalysisError as exc:
         found, error = None, str(exc)
-    return ServerModel(name, tl, counts, life, groups, found, error)
+    return ServerModel(name, tl, counts, kept(life), groups, found, error)
