@@ -15,19 +15,23 @@ Each command runs as the CLI runs it (`clientscope.cli.main`), in its own Python
 the peak RSS printed (VmHWM) is that command's alone. Targets: each under 10 minutes and
 4 GiB at 1,000M rows, time growing linearly (s / M rows flat) and memory flat.
 
-Measured 2026-12-01 (2 cores shared with other benchmarks; wall s / CPU s / peak RSS MiB,
-1-minute load in brackets). The 10M and 100M rows were run again on a quieter machine; the
-1,000M rows ran while load was 2.5-5:
+Measured 2026-12-01 (2 cores shared with other work; wall s / CPU s / peak RSS MiB,
+1-minute load in brackets), after the per-instance passes read the clients in time slices
+(`analysis._clients.time_slices`) and the model stopped keeping whole lifecycles:
 
     rows     diagnose              forecast              plan                  report
-    10M      6.2 / 5.5 / 332 (0.5) 5.0 / 5.0 / 346 (0.8) 5.3 / 5.2 / 328 (1.1) 9.9 / 9.7 / 364 (1.4)
-    100M     35 / 39 / 791 (4.9)   35 / 37 / 894 (4.9)   36 / 38 / 823 (4.5)   39 / 45 / 871 (4.1)
-    1,026M   326 / 396 / 2957 (5)  182 / 352 / 3086 (2.7) 179 / 347 / 3082 (2.5) 324 / 400 / 3075 (3.9)
+    10M      8.7 / 7.3 / 257 (7.3) 7.5 / 7.4 / 265 (7.4) 6.9 / 6.7 / 261 (7.1) 13.6 / 13.8 / 294 (6.5)
+    100M     47 / 47 / 499 (6.1)   39 / 40 / 492 (5.3)   39 / 41 / 491 (4.9)   45 / 46 / 513 (4.7)
+    1,026M   400 / 422 / 1205 (4.2) 405 / 443 / 1181 (4.9) 404 / 426 / 1182 (5.1) 428 / 458 / 1225 (4.2)
 
-CPU time grows linearly (0.35-0.40 CPU s per million rows from 100M on; at 10M the
-50 per-instance passes' fixed cost shows). Peak RSS does not stay flat: it grows with the
-connections and captures the model keeps (lifecycles, per-capture group counts) and
-with each instance's streaming pass (a week of one instance is 20M rows).
+Before (the same day, at 5483d4c): 332-364 MiB at 10M, 791-894 at 100M and
+2,957-3,086 at 1,026M, at 326 / 182 / 179 / 324 s and 396 / 352 / 347 / 400 CPU s (load 2.5-5).
+
+CPU time grows linearly (about 0.4 CPU s per million rows from 100M on; at 10M the 50
+per-instance passes' fixed cost shows). Peak RSS is not flat, but what grows is no longer
+the passes: it is the per-capture tables the model keeps (the timeline and the group counts:
+about 390 MiB at 1,026M rows, 500,000 captures) and, per connection, its group, role and idle
+times (28 bytes each, 4.3M connections).
 Writing the 1,026M-row dataset took 51 minutes with --jobs 2 (mostly the Delta writer's
 ZSTD Parquet encoding).
 """
