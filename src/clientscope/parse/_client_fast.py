@@ -266,6 +266,9 @@ def _typed(buf: bytes, layout: Layout, fields: Fields) -> pl.DataFrame:
     time, so the text is tokenized, typed and checked in a single pass over it.
     """
     width = len(layout.keys)
+    # `buf` is valid UTF-8 (`_valid_utf8`, or a str encoded), so strict "utf8" reads the
+    # same tokens: it checks the bytes in bulk, where "utf8-lossy" checks field by field
+    # (about a quarter of the read's CPU). Were it not valid, the error falls back below.
     tokens = pl.scan_csv(
         buf,
         has_header=False,
@@ -274,7 +277,7 @@ def _typed(buf: bytes, layout: Layout, fields: Fields) -> pl.DataFrame:
         schema={f"_t{i}": pl.String() for i in range(width + 1)},
         truncate_ragged_lines=True,
         missing_columns="insert",
-        encoding="utf8-lossy",
+        encoding="utf8",
         raise_if_empty=False,
     )
     columns = _columns(layout, fields)
