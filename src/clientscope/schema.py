@@ -134,6 +134,15 @@ def client_fields_schema(*, with_ts: bool = True) -> dict[str, pl.DataType]:
     return schema
 
 
+def conform(frame: pl.DataFrame, schema: pl.Schema | dict[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` with exactly the columns of `schema`, in its order and dtypes: a column the
+    frame lacks is all null."""
+    return frame.select(
+        pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+        for c, t in schema.items()
+    )
+
+
 CLIENTS_SCHEMA: dict[str, pl.DataType] = {
     "capture_id": pl.String(),
     "instance": pl.String(),

@@ -42,6 +42,7 @@ from clientscope.schema import (
     INFO_INT_FIELDS,
     INFO_STR_FIELDS,
     TS,
+    conform,
     unnamed_group,
 )
 
@@ -560,14 +561,6 @@ def _fallback_schemas() -> dict[str, pl.Schema]:
     }
 
 
-def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
-    cols = [
-        pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
-        for c, t in schema.items()
-    ]
-    return frame.select(cols)
-
-
 def _timestamps(start: datetime, rel: np.ndarray) -> pl.Series:
     us = int(start.timestamp() * 1_000_000) + np.round(rel * 1e6).astype(np.int64)
     return pl.Series("ts", us).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
@@ -834,7 +827,7 @@ def _iter_tables(f: _Frame, rows_per_batch: int) -> Iterator[dict[str, pl.DataFr
             "clients": clients,
             "info": _info_rows(f, caps, rel, clients),
         }
-        yield {k: _conform(v, schemas[k]) for k, v in tables.items()}
+        yield {k: conform(v, schemas[k]) for k, v in tables.items()}
 
 
 def simulate(scenario: str, out: Path | str, *, seed: int = 0, captures: int | None = None,

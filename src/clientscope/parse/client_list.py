@@ -30,7 +30,7 @@ from clientscope.errors import InputError
 from clientscope.escape import printable
 from clientscope.parse._client_fast import CHUNK_BYTES, Reply, read_parts, split_lines
 from clientscope.parse._text import TextInput, decode_utf8
-from clientscope.schema import CLIENT_DERIVED, CLIENT_FLAGS, TS, client_fields_schema
+from clientscope.schema import CLIENT_DERIVED, CLIENT_FLAGS, TS, client_fields_schema, conform
 
 __all__ = ["clients_schema", "parse_client_list", "scan_client_list", "split_rejects"]
 
@@ -217,38 +217,30 @@ def _parse_replies(
     except BaseException as exc:
         if not _is_engine_panic(exc):
             raise
-    parts = []
-    for i, reply in enumerate(replies):
-        one = carried.slice(i, 1)
-        try:
-            parts.append(_parse_all([reply], one, projection))
-        except BaseException as exc:
-            if not _is_engine_panic(exc):
-                raise
-            parts.append(_unread(reply, one, projection, exc))
-    return pl.concat(parts, how="vertical")
+    alone = (_parse_alone(r, carried.slice(i, 1), projection) for i, r in enumerate(replies))
+    return pl.concat(alone, how="vertical")
+
+
+def _parse_alone(reply: Reply | None, carried: pl.DataFrame, projection: Projection) -> pl.DataFrame:
+    try:
+        return _parse_all([reply], carried, projection)
+    except BaseException as exc:
+        if not _is_engine_panic(exc):
+            raise
+        return _unread(reply, carried, projection, exc)
 
 
 def _unread(
     reply: Reply | None, carried: pl.DataFrame, projection: Projection, exc: BaseException
 ) -> pl.DataFrame:
     """Every line of `reply` as a reject saying the engine failed on it, in the parse's columns."""
-    lines = split_lines(reply or "")
     why = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, limit=200)
+    rows = split_lines(reply or "").alias("raw_line").to_frame().with_columns(
+        line_no=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+        parse_error=pl.lit(ENGINE_FAILED.format(why)),
+    )
     schema = clients_schema(carried.schema)
-    rows = pl.DataFrame(
-        {
-            "line_no": pl.int_range(1, len(lines) + 1, eager=True),
-            "parse_error": [ENGINE_FAILED.format(why)] * len(lines),
-            "raw_line": lines,
-        },
-        schema={"line_no": pl.Int64(), "parse_error": pl.String(), "raw_line": pl.String()},
-    )
-    rows = pl.concat([carried.select(pl.all().gather([0] * len(lines))), rows], how="horizontal")
-    full = rows.select(
-        pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c)
-        for c, t in schema.items()
-    )
+    full = conform(carried.join(rows, how="cross"), schema)
     return full if projection.columns is None else full.select(projection.select(schema))
 
 
