@@ -128,33 +128,21 @@ def _empty_counts() -> pl.DataFrame:
 
 
 _CONNECTION = ("instance", "run_id", "id")
-# per connection, over one slice's rows
-_PER_SLICE = {
-    "first_seen": pl.col("ts").min(),
-    "last_seen": pl.col("ts").max(),
-    "sightings": pl.len(),
-    "created_at": pl.col("created_at").min(),
-    "last_active": pl.col("last_active").max(),
-    "max_idle": pl.col("idle").max(),
-    # deterministic and streamable (plain first() depends on the order rows reach the
-    # group): name / lib / address are the same on every sighting, min() skips a null
-    # before SETNAME; the command is the one at the first sighting (min_by streams; a
-    # time-prefixed string min did too, at twice the time of the whole pass)
-    **{col: pl.col(col).min() for col in _SAME_EVERY_SIGHTING},
-    "cmd": _blocking_cmd().min_by("ts"),
-    **{flag: pl.col(flag).any() for flag in _FLAGS},
-}
-# the same, over the slices' results (slices never share a capture time)
-_ACROSS_SLICES = {
-    "first_seen": pl.col("first_seen").min(),
-    "last_seen": pl.col("last_seen").max(),
-    "sightings": pl.col("sightings").sum().cast(pl.UInt32),
-    "created_at": pl.col("created_at").min(),
-    "last_active": pl.col("last_active").max(),
-    "max_idle": pl.col("max_idle").max(),
-    **{col: pl.col(col).min() for col in _SAME_EVERY_SIGHTING},
-    "cmd": pl.col("cmd").min_by("first_seen"),
-    **{flag: pl.col(flag).any() for flag in _FLAGS},
+# per connection: (over one slice's rows, over the slices' results; slices never share a
+# capture time). Deterministic and streamable (plain first() depends on the order rows reach
+# the group): name / lib / address are the same on every sighting, min() skips a null before
+# SETNAME; the command is the one at the first sighting (min_by streams; a time-prefixed
+# string min did too, at twice the time of the whole pass)
+_ROLLUP: dict[str, tuple[pl.Expr, pl.Expr]] = {
+    "first_seen": (pl.col("ts").min(), pl.col("first_seen").min()),
+    "last_seen": (pl.col("ts").max(), pl.col("last_seen").max()),
+    "sightings": (pl.len(), pl.col("sightings").sum().cast(pl.UInt32)),
+    "created_at": (pl.col("created_at").min(), pl.col("created_at").min()),
+    "last_active": (pl.col("last_active").max(), pl.col("last_active").max()),
+    "max_idle": (pl.col("idle").max(), pl.col("max_idle").max()),
+    **{col: (pl.col(col).min(), pl.col(col).min()) for col in _SAME_EVERY_SIGHTING},
+    "cmd": (_blocking_cmd().min_by("ts"), pl.col("cmd").min_by("first_seen")),
+    **{flag: (pl.col(flag).any(), pl.col(flag).any()) for flag in _FLAGS},
 }
 
 
@@ -180,15 +168,17 @@ def lifecycles(
         clients = clients.filter(pl.col("instance") == instance)
     # the slices' results wait and are combined in one go once they hold as many rows as the
     # combined table (or a slice): a combine per slice cost 1 CPU-s of 6 on a server's week
-    per_conn: list[pl.DataFrame] = []
+    done: pl.DataFrame | None = None
     waiting: list[pl.DataFrame] = []
     for cut in time_slices(caps, slice_rows):
-        part = clients.filter(cut).group_by(_CONNECTION).agg(**_PER_SLICE)
+        part = clients.filter(cut).group_by(_CONNECTION).agg(
+            **{name: one for name, (one, _) in _ROLLUP.items()}
+        )
         waiting.append(part.collect(engine="streaming"))
-        if sum(w.height for w in waiting) >= max([slice_rows, *(c.height for c in per_conn)]):
-            per_conn, waiting = [_combined([*per_conn, *waiting])], []
+        if sum(w.height for w in waiting) >= max(slice_rows, 0 if done is None else done.height):
+            done, waiting = _combined(done, waiting), []
     return (
-        _combined([*per_conn, *waiting])
+        _combined(done, waiting)
         .with_columns(_source())
         .sort(_CONNECTION)
         .with_columns(
@@ -201,10 +191,14 @@ def lifecycles(
     )
 
 
-def _combined(parts: list[pl.DataFrame]) -> pl.DataFrame:
+def _combined(done: pl.DataFrame | None, waiting: list[pl.DataFrame]) -> pl.DataFrame:
+    """The per-connection rows of every slice read so far, one per connection."""
+    parts = waiting if done is None else [done, *waiting]
     if len(parts) == 1:
         return parts[0]
-    return pl.concat(parts).group_by(_CONNECTION).agg(**_ACROSS_SLICES)
+    return pl.concat(parts).group_by(_CONNECTION).agg(
+        **{name: across for name, (_, across) in _ROLLUP.items()}
+    )
 
 
 # what a model keeps of each connection once its groups are judged: `reuse_gaps`, `idle` and
