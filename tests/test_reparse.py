@@ -20,6 +20,7 @@ from clientscope.dataset import (
 )
 from clientscope.errors import DatasetError
 from clientscope.ingest import import_dumps
+from clientscope.simulation import simulate
 from conftest import FIXTURES
 from test_dataset import T0, raw_rows
 from test_hostile_storage import TABLES, listing, snapshot
@@ -67,6 +68,29 @@ def test_reparse_parses_the_captures_left_unparsed(imported: Path) -> None:
     assert (ds.unparsed, ds.captures.collect().height) == (0, captures + 2)
 
 
+def test_reparse_keeps_the_captures_that_have_no_raw_text(tmp_path: Path) -> None:
+    """A simulated server's captures have no raw text to parse again: reparse carries their rows
+    over as they are, and parses again the imported server's beside them."""
+    root = tmp_path / "ds"
+    simulate("leak", root, seed=3, captures=12, clients=20)
+    simulated = snapshot(root)
+    import_dumps(DUMPS, root, instance="cache-1")
+    before = snapshot(root)
+    imported = before["captures"].height - simulated["captures"].height
+    result = reparse(root)
+    assert (result.kept, result.captures) == (simulated["captures"].height, imported)
+    assert result.rows == {t: before[t].height for t in PARSED}
+    after = snapshot(root)
+    for table in TABLES:
+        assert after[table].equals(before[table]), table
+    done = subprocess.run(
+        [*CLIENTSCOPE, "reparse", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"kept {simulated['captures'].height} captures that have no raw text" in done.stdout
+    assert snapshot(root)["clients"].equals(before["clients"])
+
+
 def test_reparse_is_refused_while_a_collector_writes(imported: Path) -> None:
     with collecting(imported):
         files = listing(imported)
@@ -93,7 +117,7 @@ def test_reparse_command_prints_what_it_committed(imported: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout)
-    assert said == {"captures": rows["captures"], "rows": {t: rows[t] for t in PARSED}}
+    assert said == {"captures": rows["captures"], "rows": {t: rows[t] for t in PARSED}, "kept": 0}
     text = subprocess.run(
         [*CLIENTSCOPE, "reparse", str(imported)], capture_output=True, text=True, timeout=60
     )

@@ -699,9 +699,10 @@ class ReparseResult:
 
     captures: int
     rows: dict[str, int]
+    kept: int = 0  # captures with no raw text (simulated, say), kept as they were
 
     def to_dict(self) -> dict[str, object]:
-        return {"captures": self.captures, "rows": dict(self.rows)}
+        return {"captures": self.captures, "rows": dict(self.rows), "kept": self.kept}
 
 
 def reparse(root: Path | str) -> ReparseResult:
@@ -711,7 +712,9 @@ def reparse(root: Path | str) -> ReparseResult:
     one (instance, date) partition at a time into a staging folder, then each table is
     committed from it in one streamed commit (delta-rs keeps a writer open per partition, so
     memory grows with the partitions, not the rows: ~2.5 GB for 8 x 500k client rows).
-    Refused while a collector runs on the dataset.
+    A capture with no raw text (a simulated dataset has none) cannot be parsed again: its rows
+    are carried over as they are, never dropped (`ReparseResult.kept`). Refused while a
+    collector runs on the dataset.
     """
     from clientscope.parse import parse_raw
 
@@ -736,6 +739,7 @@ def reparse(root: Path | str) -> ReparseResult:
                     for name, table in parse_raw(part).items():
                         (staging / name).mkdir(parents=True, exist_ok=True)
                         table.write_parquet(staging / name / f"{n:06d}.parquet")
+                kept = _carry_over(root, raw.select("capture_id").unique(), staging)
                 rows: dict[str, int] = {}
                 batch = new_batch_id()
                 empty = _empty_tables()
@@ -751,7 +755,23 @@ def reparse(root: Path | str) -> ReparseResult:
                     pins[name] = commit_table(root, name, staged, mode="overwrite", metadata=meta)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-    return ReparseResult(captures=rows["captures"], rows=rows)
+    return ReparseResult(captures=rows["captures"] - kept, rows=rows, kept=kept)
+
+
+def _carry_over(root: Path, with_raw: pl.LazyFrame, staging: Path) -> int:
+    """Stage each parsed table's rows of the captures that have no raw text as they are, so
+    the overwrite keeps them; how many such captures."""
+    ids = with_raw.collect()
+    kept = 0
+    for name in (*PARSED_FIRST, "captures"):
+        rows = _latest(root, name).join(ids.lazy(), on="capture_id", how="anti")
+        (staging / name).mkdir(parents=True, exist_ok=True)
+        rows.sink_parquet(staging / name / "kept.parquet")
+        if name == "captures":
+            kept = int(
+                pl.scan_parquet(staging / name / "kept.parquet").select(pl.len()).collect().item()
+            )
+    return kept
 
 
 # ------------------------------------------------------------------ reading

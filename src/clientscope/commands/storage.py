@@ -92,7 +92,9 @@ def register(app: typer.Typer) -> None:
                 f"reparsed {result.captures} captures: "
                 + ", ".join(f"{name} {rows}" for name, rows in result.rows.items())
                 + " rows"
-            )
+                + (f"; kept {result.kept} captures that have no raw text to parse (simulated, say) "
+                   "as they were" if result.kept else "")
+            )  # fmt: skip
 
 
 def compact_line(result: CompactResult) -> str:
