@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import re
 from pathlib import Path
 
@@ -149,6 +151,16 @@ def test_cli_report(incident: cs.Dataset, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "report.html" in res.output and "Cause:" in res.output
     assert (tmp_path / "cli" / "report.html").is_file()
+
+
+def test_drawing_the_report_logs_no_font_fallbacks(
+    incident: cs.Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Matplotlib's "findfont: ... not found" lines (mathtext tick labels on an install without
+    the STIX fonts) would reach the reader's stderr on every report: none is logged."""
+    with caplog.at_level(logging.WARNING):
+        cs.report(incident, tmp_path / "quiet")
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("matplotlib")]
 
 
 def _escaped(text: str) -> str:

@@ -6,6 +6,7 @@ the library does not touch the user's backend; saving to PNG renders with Agg.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -75,9 +76,18 @@ RC: dict[str, Any] = {
 
 @contextmanager
 def style() -> Iterator[None]:
-    """The clientscope rcParams, for everything drawn inside the block."""
-    with rc_context(cast(Any, RC)):
-        yield
+    """The clientscope rcParams, for everything drawn inside the block. Matplotlib's font
+    lookups stay quiet inside it: a tick label such as 10^3 is mathtext, whose fallback fonts
+    (STIX, Computer Modern) a slim matplotlib install lacks, and each miss logs a "findfont"
+    warning to stderr that an on-call reader takes for an error; DejaVu draws the glyphs."""
+    fonts = logging.getLogger("matplotlib.font_manager")
+    level = fonts.level
+    fonts.setLevel(logging.ERROR)
+    try:
+        with rc_context(cast(Any, RC)):
+            yield
+    finally:
+        fonts.setLevel(level)
 
 
 def figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Axes]:
