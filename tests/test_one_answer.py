@@ -122,14 +122,22 @@ def test_the_report_idle_what_if_counts_what_idle_counts(sims: dict[str, Simulat
     assert timeout_what_if(rows, 300)[1] == rows.filter(pl.col("role") == "normal").height
 
 
-def test_diagnose_names_the_holder_top_shows(sims: dict[str, SimulationResult]) -> None:
+def test_diagnose_names_the_holders_top_shows(sims: dict[str, SimulationResult]) -> None:
+    """The largest holder is the group `top` ranks first, and the leaking group (not the largest
+    here) is named as the leak, each with the count `top` shows."""
     path = sims["incident"].path
     exhaustion = next(f for f in diagnose(path).findings if f.kind == "exhaustion")
-    group = exhaustion.evidence["largest_group"]
-    held = re.search(r"held? (\d+) connections|with (\d+) connections", exhaustion.summary)
-    assert held is not None
-    shown = top(path, "group").filter(pl.col("group") == group)["clients"].item()
-    assert int(held.group(1) or held.group(2)) == shown
+    shown = top(path, "group")
+    first = shown.sort(["clients", "group"], descending=[True, False]).row(0, named=True)
+    leaking = exhaustion.evidence["leaking_group"]
+    assert exhaustion.evidence["largest_group"] == first["group"] != leaking
+    said = re.search(r"largest holder at the end was (.+) with (\d+) connections; the leaking (.+) "
+                     r"held (\d+)\.", exhaustion.summary)  # fmt: skip
+    assert said is not None, exhaustion.summary
+    assert (said.group(1), int(said.group(2))) == (first["group"], first["clients"])
+    held = shown.filter(pl.col("group") == leaking)["clients"].item()
+    assert (said.group(3), int(said.group(4))) == (leaking, held)
+    assert exhaustion.group == leaking  # the group to act on
 
 
 def test_idle_p50_is_one_number_in_top_and_idle(sims: dict[str, SimulationResult]) -> None:
@@ -200,6 +208,17 @@ def test_the_report_recommends_the_limit_plan_recommends(
     settings = md[md.index("## Recommended settings") :]
     row = next(line for line in settings.splitlines() if line.startswith("| maxclients |"))
     assert f"**{planned['recommended_maxclients']}**" in row
+    # every maxclients and timeout a finding advises is the plan's (no second rule of thumb)
+    advised = [step for finding in own["findings"] for step in finding["remediation"]]
+    limits = {int(n) for step in advised for n in re.findall(r"CONFIG SET maxclients (\d+)", step)}
+    timeouts = {int(n) for step in advised for n in re.findall(r"CONFIG SET timeout (\d+)", step)}
+    assert limits <= {planned["recommended_maxclients"]}, advised
+    assert timeouts <= {planned["suggested_timeout"]}, advised
+    if len(cs.open_dataset(path).instances()) == 1:  # the report's findings are that server's
+        assert {int(n) for n in re.findall(r"CONFIG SET maxclients (\d+)", md)} <= limits | {
+            planned["recommended_maxclients"]
+        }
+        assert {int(n) for n in re.findall(r"CONFIG SET timeout (\d+)", md)} <= {planned["suggested_timeout"]}
     assert f"peak {planned['healthy_peak']}" in row
 
 
@@ -256,6 +275,17 @@ def test_every_figure_the_report_shows_is_the_one_json_gives(
     settings = md[md.index("## Recommended settings") :]
     row = next(line for line in settings.splitlines() if line.startswith("| maxclients |"))
     assert f"**{planned['recommended_maxclients']}**" in row
+    # every maxclients and timeout a finding advises is the plan's (no second rule of thumb)
+    advised = [step for finding in own["findings"] for step in finding["remediation"]]
+    limits = {int(n) for step in advised for n in re.findall(r"CONFIG SET maxclients (\d+)", step)}
+    timeouts = {int(n) for step in advised for n in re.findall(r"CONFIG SET timeout (\d+)", step)}
+    assert limits <= {planned["recommended_maxclients"]}, advised
+    assert timeouts <= {planned["suggested_timeout"]}, advised
+    if len(cs.open_dataset(path).instances()) == 1:  # the report's findings are that server's
+        assert {int(n) for n in re.findall(r"CONFIG SET maxclients (\d+)", md)} <= limits | {
+            planned["recommended_maxclients"]
+        }
+        assert {int(n) for n in re.findall(r"CONFIG SET timeout (\d+)", md)} <= {planned["suggested_timeout"]}
     # the idle what-if of the idle chart: what idle counts at that capture
     ds = cs.open_dataset(path)
     fig = charts.idle_distribution(ds, instance=inst, timeout=300)

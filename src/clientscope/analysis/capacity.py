@@ -227,7 +227,8 @@ class CapacityPlan(ResultMixin):
     spec_recommended: int | None  # sum(hpa_max x pool) + buffer, x (1 + headroom)
     recommended_maxclients: int
     per_pod_pool_fit: int | None  # largest uniform pool per pod that keeps HPA max under 80%
-    suggested_timeout: int
+    suggested_timeout: int  # the one `timeout` advised (plan, diagnose, the report)
+    longest_reuse_gap_s: float | None  # the longest idle stretch a connection was reused after
     suggested_tcp_keepalive: int
     headroom: float
     horizon: timedelta  # the plan must not be reached on the forecast's course within it
@@ -324,13 +325,15 @@ def plan_from(
         warnings = (f"no forecast ({server.forecast_error}): without a course to check a limit "
                     "against, maxclients is not lowered", *warnings)  # fmt: skip
     warnings = tuple(w for w in (fix, ahead_said, short) if w) + warnings
-    timeout = suggest_timeout(reuse_gaps(server.lifecycles, _oversized(server.counts, current)))
+    gaps = reuse_gaps(server.lifecycles, _oversized(server.counts, current))
+    timeout = suggest_timeout(gaps)
     keepalive = _last(ok, "tcp_keepalive") or 300
     return CapacityPlan(
         instance=server.instance, current_maxclients=current, peak_used=int(peak["used"] or 0),
         peak_at=peak["ts"], healthy_peak=healthy, healthy_peak_at=healthy_at, left_out=leaking,
         observed_recommended=obs_rec, spec_recommended=spec_rec, recommended_maxclients=recommended,
         per_pod_pool_fit=fit, suggested_timeout=timeout, suggested_tcp_keepalive=keepalive,
+        longest_reuse_gap_s=float(gaps.max()) if gaps.size else None,
         headroom=room, horizon=ahead, at_horizon=at_horizon, horizon_floor=floor, runways=runways,
         fix_first=fix, short_window=short, observed=observed, apps=apps, warnings=warnings,
         settings=(f"CONFIG SET maxclients {recommended}", f"CONFIG SET timeout {timeout}",
@@ -629,7 +632,7 @@ def _pool_fit(spec: DeploymentSpec, needs: pl.DataFrame, maxclients: int,
 def _warnings(ok: pl.DataFrame, current: int, recommended: int, spec_total: float | None,
               fit: int | None) -> tuple[str, ...]:  # fmt: skip
     out = []
-    if current and _looks_fd_limited(current):
+    if current and looks_fd_limited(current):
         out.append(
             f"maxclients {current} looks lowered to the file-descriptor limit ({current + FD_RESERVED} - "
             f"{FD_RESERVED}): the server caps maxclients at ulimit -n minus {FD_RESERVED}. "
@@ -675,7 +678,9 @@ def _spec_warnings(spec: DeploymentSpec, apps: pl.DataFrame, observed: pl.DataFr
     return out
 
 
-def _looks_fd_limited(maxclients: int) -> bool:
+def looks_fd_limited(maxclients: int) -> bool:
+    """maxclients + the server's reserved descriptors is a usual `ulimit -n`: the server lowered
+    maxclients to fit the file-descriptor limit."""
     fds = maxclients + FD_RESERVED
     return fds in (256, 1024, 4096, 8192, 16384, 32768, 65536) or (
         fds & (fds - 1) == 0 and fds >= 256

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import oversized_groups, reuse_gaps
+from clientscope.analysis._clients import oversized_groups
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -36,12 +36,13 @@ from clientscope.analysis._common import (
     jsonable,
     with_clients,
 )
-from clientscope.analysis.capacity import _looks_fd_limited, nice_ceil
+from clientscope.analysis.capacity import CapacityPlan, looks_fd_limited, nice_ceil, plan_from
 from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.analysis.leaks import LeakReport, merge_reports
 from clientscope.analysis.model import Model, ServerModel, build_model
 from clientscope.analysis.timeline import instances
+from clientscope.errors import AnalysisError
 from clientscope.escape import for_html, for_markdown, for_shell, shell_line
 from clientscope.schema import UNNAMED
 from clientscope.vocabulary import Severity
@@ -150,9 +151,9 @@ class _Context:
     maxclients: int
     timeout: int | None
     keepalive: int | None
-    reuse_gaps: np.ndarray
     fleet: bool = False  # the dataset holds several servers (commands must name one)
     forecast: Forecast | None = None  # the server's, from the model
+    plan: CapacityPlan | None = None  # the server's `plan`: the one maxclients advised
 
 
 def diagnose(
@@ -173,7 +174,7 @@ def diagnose_from(model: Model) -> Diagnosis:
     findings: list[Finding] = []
     contexts = []
     for server in sorted(model.servers, key=lambda s: s.instance):
-        ctx = _context(server, fleet)
+        ctx = _context(model, server, fleet)
         contexts.append(ctx)
         for detect in DETECTORS:
             findings += [f if f.instance else replace(f, instance=server.instance) for f in detect(ctx)]
@@ -201,17 +202,38 @@ def diagnose_from(model: Model) -> Diagnosis:
     )
 
 
-def _context(server: ServerModel, fleet: bool) -> _Context:
+def _context(model: Model, server: ServerModel, fleet: bool) -> _Context:
     tl = server.timeline
     ok = tl.filter(pl.col("ok"))
     last = ok.tail(1).row(0, named=True) if ok.height else {}
     maxclients = int(last.get("maxclients") or 0)
-    oversized = oversized_groups(server.counts, maxclients, server.leaking)["group"].to_list()
     return _Context(
         tl=tl, ok=ok, counts=server.counts, life=server.lifecycles, leaks=server.groups,
         maxclients=maxclients, timeout=last.get("timeout"), keepalive=last.get("tcp_keepalive"),
-        reuse_gaps=reuse_gaps(server.lifecycles, oversized), fleet=fleet, forecast=server.forecast,
+        fleet=fleet, forecast=server.forecast,
+        plan=_plan(model, server.instance),
     )  # fmt: skip
+
+
+def _plan(model: Model, instance: str) -> CapacityPlan | None:
+    try:
+        return plan_from(model, instance=instance)
+    except AnalysisError:  # no successful capture to plan from
+        return None
+
+
+def _timeout(ctx: _Context) -> int:
+    """The `timeout` to advise: the plan's (the one `plan` and the report give)."""
+    return ctx.plan.suggested_timeout if ctx.plan is not None else suggest_timeout(np.array([]))
+
+
+def _raise_maxclients(ctx: _Context) -> tuple[str, ...]:
+    """The maxclients step of a remediation: the plan's limit, the one number `plan`, the
+    report and every finding give (never a second rule of thumb that contradicts it)."""
+    if ctx.plan is None:
+        return ()
+    return (f"CONFIG SET maxclients {ctx.plan.recommended_maxclients}   # what `clientscope plan` "
+            "recommends, and why; check ulimit -n",)  # fmt: skip
 
 
 # ------------------------------------------------------------------ detectors
@@ -231,7 +253,8 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
     at_first = hits.sort("ts")["maxclients"][0]
     limit = int(at_first) if at_first is not None else ctx.maxclients  # the limit it hit
     later = f" (maxclients is {ctx.maxclients} now)" if ctx.maxclients and ctx.maxclients != limit else ""
-    top = _leading_group(ctx)
+    largest, leaking = _holders(ctx)
+    top = leaking or largest  # the group to act on
     return [Finding(
         kind="exhaustion", severity=Severity.CRITICAL,
         title=f"maxclients {limit} reached: the server refused connections",
@@ -239,23 +262,24 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
             f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full: {rejected} connection(s) "
             f"rejected (rejected_connections), {failed.height} capture(s) failed with "
             f"'max number of clients reached', {full.height} capture(s) at maxclients{later}."
-            + (f" The largest holder at the end was {top[0]} with {top[1]} connections." if top else "")
+            + _holders_text(largest, leaking)
         ),
         evidence={"first_at": first, "rejected_connections": rejected, "failed_captures": failed.height,
                   "captures_at_maxclients": full.height, "maxclients": limit,
-                  "largest_group": top[0] if top else None},
+                  "largest_group": largest[0] if largest else None,
+                  "leaking_group": leaking[0] if leaking else None},
         remediation=(
-            f"CONFIG SET maxclients {nice_ceil(max(limit, ctx.maxclients) * 1.5)}   # temporary relief; check ulimit -n",
-            "CONFIG SET timeout 300   # close connections idle for 5 minutes",
+            *_raise_maxclients(ctx),
+            f"CONFIG SET timeout {_timeout(ctx)}   # close connections idle that long",
             "fix the source holding the connections (see the other findings), then restart it",
         ),
         first_seen=first, confidence=1.0, group=top[0] if top else None,
     )]  # fmt: skip
 
 
-def _leading_group(ctx: _Context) -> tuple[str, int] | None:
-    """The leaking group that grew most, else the largest holder; with its connections at the
-    last capture that listed clients (the number `top --by group` shows)."""
+def _holders(ctx: _Context) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """The largest holder, and the leaking group that grew most (None when nothing leaks), each
+    with its connections at the last capture that listed clients (what `top --by group` shows)."""
     last = with_clients(ctx.ok).tail(1)["capture_id"].to_list()
     at_last = (
         ctx.counts.filter(pl.col("capture_id").is_in(last))
@@ -264,12 +288,24 @@ def _leading_group(ctx: _Context) -> tuple[str, int] | None:
         .sort(["n", "group"], descending=[True, False])
     )
     if at_last.is_empty():
-        return None
-    if not ctx.leaks.groups.is_empty() and not ctx.leaks.leaking.is_empty():
-        name = str(ctx.leaks.leaking.row(0, named=True)["group"])
-        held = at_last.filter(pl.col("group") == name)["n"]
-        return name, int(held[0]) if held.len() else 0
-    return str(at_last["group"][0]), int(at_last["n"][0])
+        return None, None
+    largest = str(at_last["group"][0]), int(at_last["n"][0])
+    if ctx.leaks.groups.is_empty() or ctx.leaks.leaking.is_empty():
+        return largest, None
+    name = str(ctx.leaks.leaking.row(0, named=True)["group"])
+    held = at_last.filter(pl.col("group") == name)["n"]
+    return largest, (name, int(held[0]) if held.len() else 0)
+
+
+def _holders_text(largest: tuple[str, int] | None, leaking: tuple[str, int] | None) -> str:
+    if largest is None:
+        return ""
+    said = f" The largest holder at the end was {largest[0]} with {largest[1]} connections"
+    if leaking is None:
+        return said + "."
+    if leaking[0] == largest[0]:
+        return said + ", and it leaks."
+    return said + f"; the leaking {leaking[0]} held {leaking[1]}."
 
 
 def _saturation(ctx: _Context) -> list[Finding]:
@@ -294,7 +330,7 @@ def _saturation(ctx: _Context) -> list[Finding]:
         ),
         evidence={"peak_used": peak["used"], "maxclients": peak["maxclients"], "utilization": util,
                   "connected_ratio": naive, "at": peak["ts"], "maxclients_source": peak["maxclients_source"]},
-        remediation=(f"CONFIG SET maxclients {nice_ceil(peak['used'] * 1.25)}",
+        remediation=(*_raise_maxclients(ctx),
                      shell_line("clientscope", "plan", DATASET_WORD, "--spec", "deployment.yaml")
                      + "   # size pools to fit"),
         first_seen=peak["ts"], confidence=1.0,
@@ -305,7 +341,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
     leaking = ctx.leaks.leaking if not ctx.leaks.groups.is_empty() else pl.DataFrame()
     out = []
     exhausted = bool(_exhaustion(ctx))
-    timeout = suggest_timeout(ctx.reuse_gaps)
+    timeout = _timeout(ctx)
     f = ctx.forecast  # the same time to maxclients as `forecast` and the report say
     eta = f.time_to_maxclients if f is not None else None
     hours_left = eta.total_seconds() / 3600 if eta is not None else math.inf
@@ -442,7 +478,7 @@ def _oversized(ctx: _Context) -> list[Finding]:
             evidence={"peak": row["peak"], "pods": pods, "per_pod": per_pod, "idle_share": row["idle_share"],
                       "busy_peak": row["busy_peak"], "share_of_maxclients": row["peak"] / ctx.maxclients},
             remediation=(f"set the pool of {row['group']} to max_connections={pool} per pod ({pool * pods} in total)",
-                         "CONFIG SET timeout 300   # let the server close connections a pool never uses"),
+                         f"CONFIG SET timeout {_timeout(ctx)}   # let the server close connections a pool never uses"),
             group=row["group"], confidence=min(1.0, row["idle_share"]), instance=row["instance"],
         ))  # fmt: skip
     return out
@@ -499,8 +535,8 @@ def _no_idle_timeout(ctx: _Context) -> list[Finding]:
     ).row(0, named=True)
     if worst["idle_over_600"] < max(5, 0.01 * worst["n"]):
         return []
-    timeout = suggest_timeout(ctx.reuse_gaps)
-    longest = float(ctx.reuse_gaps.max()) if ctx.reuse_gaps.size else None
+    timeout = _timeout(ctx)
+    longest = ctx.plan.longest_reuse_gap_s if ctx.plan is not None else None
     return [Finding(
         kind="no_idle_timeout", severity=Severity.WARNING,
         title=f"timeout is 0: {worst['idle_over_600']} connections idle over 10 minutes stay open",
@@ -581,7 +617,7 @@ def _keepalive(ctx: _Context) -> list[Finding]:
 
 
 def _fd_limit(ctx: _Context) -> list[Finding]:
-    if not ctx.maxclients or not _looks_fd_limited(ctx.maxclients):
+    if not ctx.maxclients or not looks_fd_limited(ctx.maxclients):
         return []
     return [Finding(
         kind="fd_limit", severity=Severity.WARNING,
