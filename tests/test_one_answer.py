@@ -62,7 +62,7 @@ def test_two_slow_leaks_on_a_steady_base_add_their_rates(sims: dict[str, Simulat
     truth = {t.group: t.rate_per_min * 60 for t in r.leaking}
     assert {d.group for d in f.drivers} == set(truth)  # the warm-up and scale-out are not drivers
     assert f.slope_per_hour == pytest.approx(sum(truth.values()), rel=0.25)
-    expected = (f.maxclients - (f.steady_peak or 0) - sum(d.connections_now for d in f.drivers))
+    expected = f.maxclients - (f.steady_peak or 0) - sum(d.connections_now for d in f.drivers)
     assert f.time_to_maxclients == pytest.approx(timedelta(hours=expected / f.slope_per_hour),
                                                  abs=timedelta(seconds=1))  # fmt: skip
     # the naive line through the warm-up and the scale-out says much sooner
@@ -98,7 +98,9 @@ def test_forecast_json_diagnose_card_and_chart_give_one_time(
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     projected = [lab for lab in labels if lab.startswith("forecast:")]
     if f.verdict == "will_exhaust":
-        assert projected == [f"forecast: steady {f.steady_peak:.0f} + growing groups {f.slope_per_hour:+.0f}/h"]
+        assert projected == [
+            f"forecast: steady {f.steady_peak:.0f} + growing groups {f.slope_per_hour:+.0f}/h"
+        ]
     else:
         assert projected == []
 
@@ -152,7 +154,9 @@ def test_leaks_says_which_captures_it_left_out(sims: dict[str, SimulationResult]
     report = leaks(sims["incident"].path)
     left = dict(report.left_out)
     assert left.get("at or after the server first reached maxclients", 0) > 0
-    listed = build_model(sims["incident"].path).server().timeline.filter(pl.col("has_clients")).height
+    listed = (
+        build_model(sims["incident"].path).server().timeline.filter(pl.col("has_clients")).height
+    )
     assert report.captures + sum(left.values()) == listed  # every capture with clients, accounted
     shown = cli("leaks", str(sims["incident"].path))
     assert "left out" in shown and "reached maxclients" in shown
@@ -208,17 +212,6 @@ def test_the_report_recommends_the_limit_plan_recommends(
     settings = md[md.index("## Recommended settings") :]
     row = next(line for line in settings.splitlines() if line.startswith("| maxclients |"))
     assert f"**{planned['recommended_maxclients']}**" in row
-    # every maxclients and timeout a finding advises is the plan's (no second rule of thumb)
-    advised = [step for finding in own["findings"] for step in finding["remediation"]]
-    limits = {int(n) for step in advised for n in re.findall(r"CONFIG SET maxclients (\d+)", step)}
-    timeouts = {int(n) for step in advised for n in re.findall(r"CONFIG SET timeout (\d+)", step)}
-    assert limits <= {planned["recommended_maxclients"]}, advised
-    assert timeouts <= {planned["suggested_timeout"]}, advised
-    if len(cs.open_dataset(path).instances()) == 1:  # the report's findings are that server's
-        assert {int(n) for n in re.findall(r"CONFIG SET maxclients (\d+)", md)} <= limits | {
-            planned["recommended_maxclients"]
-        }
-        assert {int(n) for n in re.findall(r"CONFIG SET timeout (\d+)", md)} <= {planned["suggested_timeout"]}
     assert f"peak {planned['healthy_peak']}" in row
 
 
@@ -285,7 +278,9 @@ def test_every_figure_the_report_shows_is_the_one_json_gives(
         assert {int(n) for n in re.findall(r"CONFIG SET maxclients (\d+)", md)} <= limits | {
             planned["recommended_maxclients"]
         }
-        assert {int(n) for n in re.findall(r"CONFIG SET timeout (\d+)", md)} <= {planned["suggested_timeout"]}
+        assert {int(n) for n in re.findall(r"CONFIG SET timeout (\d+)", md)} <= {
+            planned["suggested_timeout"]
+        }
     # the idle what-if of the idle chart: what idle counts at that capture
     ds = cs.open_dataset(path)
     fig = charts.idle_distribution(ds, instance=inst, timeout=300)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 import re
 from pathlib import Path
 
@@ -187,7 +186,10 @@ def test_several_instances_centre_on_the_one_with_the_cause(tmp_path: Path) -> N
     (leak,) = [f for f in findings if "connection leak from orders-svc" in f.split("\n")[0]]
     assert "instance `cache-a`" in leak  # each finding says which server
     servers = md[md.index("### Servers") :].split("\n\n")[1].splitlines()[2:]
-    assert [row.split(" | ")[0] for row in servers] == ["| cache-a", "| cache-b"]  # most at risk first
+    assert [row.split(" | ")[0] for row in servers] == [
+        "| cache-a",
+        "| cache-b",
+    ]  # most at risk first
     assert "will_exhaust" in servers[0] and "stable" in servers[1] and "| none |" in servers[1]
     assert "<h3>Servers</h3>" in result.html.read_text()
 

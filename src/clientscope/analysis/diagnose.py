@@ -164,7 +164,9 @@ def diagnose(
     alpha: float = 0.01,
 ) -> Diagnosis:
     """Run every detector and return the findings, most severe first."""
-    model = build_model(ds, instance=instance, min_rate_per_hour=min_leak_rate_per_hour, alpha=alpha)
+    model = build_model(
+        ds, instance=instance, min_rate_per_hour=min_leak_rate_per_hour, alpha=alpha
+    )
     return diagnose_from(model)
 
 
@@ -177,7 +179,9 @@ def diagnose_from(model: Model) -> Diagnosis:
         ctx = _context(model, server, fleet)
         contexts.append(ctx)
         for detect in DETECTORS:
-            findings += [f if f.instance else replace(f, instance=server.instance) for f in detect(ctx)]
+            findings += [
+                f if f.instance else replace(f, instance=server.instance) for f in detect(ctx)
+            ]
     findings.sort(key=lambda f: (Severity.rank_of(f.severity), -f.confidence, f.kind,
                                  f.instance or "", f.group or ""))  # fmt: skip
     tl = model.timeline
@@ -252,7 +256,11 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
     first = hits.select(pl.col("ts").min()).item()
     at_first = hits.sort("ts")["maxclients"][0]
     limit = int(at_first) if at_first is not None else ctx.maxclients  # the limit it hit
-    later = f" (maxclients is {ctx.maxclients} now)" if ctx.maxclients and ctx.maxclients != limit else ""
+    later = (
+        f" (maxclients is {ctx.maxclients} now)"
+        if ctx.maxclients and ctx.maxclients != limit
+        else ""
+    )
     largest, leaking = _holders(ctx)
     top = leaking or largest  # the group to act on
     return [Finding(
@@ -396,7 +404,9 @@ def _fix_the_code(group: str, ips: list[str]) -> str:
 def _drivers_text(f: Forecast) -> str:
     """`orders-svc (+60/h) and 10.0.0.7 (+40/h)`: the groups that drive a forecast."""
     parts = [f"{d.group} ({d.rate_per_hour:+.0f}/h)" for d in f.drivers]
-    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "no group"
+    return (
+        " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "no group"
+    )
 
 
 def _began_text(row: dict[str, Any], ctx: _Context) -> str:

@@ -108,7 +108,14 @@ def time_axis(ax: Axes) -> None:
 
 def no_data(ax: Axes, message: str) -> None:
     """Say plainly that there is nothing to draw, instead of an empty frame."""
-    ax.text(0.5, 0.5, for_figure(message, limit=300), ha="center", va="center",
-            transform=ax.transAxes, color="#777777")
+    ax.text(
+        0.5,
+        0.5,
+        for_figure(message, limit=300),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="#777777",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
