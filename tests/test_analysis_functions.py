@@ -90,7 +90,10 @@ def test_idle_distribution_and_timeout_effect(datasets: dict[str, SimulationResu
     assert {"over_30", "over_3600", "share_over_30"} <= set(custom.columns)
     assert "over_300" not in custom.columns
     orders = custom.filter(pl.col("group") == "orders-svc").row(0, named=True)
-    assert orders["over_30"] == rows.filter((pl.col("name") == "orders-svc") & (pl.col("idle") > 30)).height
+    assert (
+        orders["over_30"]
+        == rows.filter((pl.col("name") == "orders-svc") & (pl.col("idle") > 30)).height
+    )
 
 
 # ------------------------------------------------------------------ forecast
@@ -110,7 +113,9 @@ def test_forecast_matches_the_leak_rate(datasets: dict[str, SimulationResult]) -
     # here the leak is all the growth: the naive line through the whole count agrees
     assert f.total_slope_per_hour == pytest.approx(f.slope_per_hour, rel=0.2)
     assert f.prometheus_eta_maxclients is not None
-    assert f.note.endswith(f"maxclients {f.maxclients} is reached in {human_duration(f.eta_maxclients - f.now)}")
+    assert f.note.endswith(
+        f"maxclients {f.maxclients} is reached in {human_duration(f.eta_maxclients - f.now)}"
+    )
 
 
 def test_human_duration_reads_like_people_write_it() -> None:
@@ -185,7 +190,9 @@ def test_bad_rules_name_file_rule_and_field(tmp_path: Path) -> None:
     path.write_text("rules:\n  - metric: used\n    threshold: 1\n    fro: 10m\n")  # a typo
     with pytest.raises(ConfigError, match=r"rule 1: unknown field 'fro'; did you mean 'for'\?"):
         load_rules(path)  # not a rule that fires at once
-    path.write_text("rules:\n  - {name: A, metric: used, threshold: 1}\n  - {name: A, metric: used, threshold: 2}\n")
+    path.write_text(
+        "rules:\n  - {name: A, metric: used, threshold: 1}\n  - {name: A, metric: used, threshold: 2}\n"
+    )
     with pytest.raises(ConfigError, match="rule name\\(s\\) A used twice"):
         load_rules(path)
 
@@ -193,7 +200,9 @@ def test_bad_rules_name_file_rule_and_field(tmp_path: Path) -> None:
 def test_alerts_help_lists_every_metric() -> None:
     from clientscope.analysis.alerts import METRICS
 
-    shown = " ".join(CliRunner().invoke(app, ["alerts", "--help"], env={"COLUMNS": "400"}).output.split())
+    shown = " ".join(
+        CliRunner().invoke(app, ["alerts", "--help"], env={"COLUMNS": "400"}).output.split()
+    )
     assert all(m in shown for m in METRICS), [m for m in METRICS if m not in shown]
 
 
@@ -274,7 +283,10 @@ def test_plan_checks_the_spec_against_what_the_server_saw(
         plan(datasets["healthy"].path, SPECS / "deployment.yaml", what_if={"api": 2.5})  # type: ignore[dict-item]
     low = plan(datasets["healthy"].path)
     if low.recommended_maxclients * 2 < low.current_maxclients:
-        assert any(w.startswith(f"this lowers maxclients from {low.current_maxclients}") for w in low.warnings)
+        assert any(
+            w.startswith(f"this lowers maxclients from {low.current_maxclients}")
+            for w in low.warnings
+        )
 
 
 def test_bad_spec_names_the_field(tmp_path: Path, datasets: dict[str, SimulationResult]) -> None:
@@ -306,7 +318,8 @@ def test_kill_script_targets_only_matching_clients(datasets: dict[str, Simulatio
     rows = last_rows(r).filter((pl.col("name") == "orders-svc") & (pl.col("idle") > 600))
     assert sorted(ks.clients["id"].to_list()) == sorted(rows["id"].to_list())
     assert ks.commands == tuple(
-        f"CLIENT KILL ID {i} ADDR {a} SKIPME yes" for i, a in ks.clients.select("id", "addr").iter_rows()
+        f"CLIENT KILL ID {i} ADDR {a} SKIPME yes"
+        for i, a in ks.clients.select("id", "addr").iter_rows()
     )
     assert ks.text() == "".join(f"{c}\n" for c in ks.commands)  # commands only: no '#' line
     assert "REVIEW BEFORE RUNNING" in ks.header()[0] and str(ks.run_id) in ks.header()[1]
@@ -381,9 +394,13 @@ def test_two_instances_are_judged_apart(tmp_path: Path) -> None:
     assert top(path, "name")["instance"].unique().sort().to_list() == ["cache-a", "cache-b"]
     effect = idle(path).timeouts  # the timeout is per server: its effect too
     assert set(effect["instance"]) == {"cache-a", "cache-b"}
-    per = {(r["instance"], r["timeout"]): r["would_close_now"] for r in effect.iter_rows(named=True)}
+    per = {
+        (r["instance"], r["timeout"]): r["would_close_now"] for r in effect.iter_rows(named=True)
+    }
     assert per[("cache-a", 300)] > 0 and per[("cache-b", 300)] == 0  # only the leaking one's idle
-    with pytest.raises(ConfigError, match=r"2 instances \(cache-a, cache-b\).*choose one with --instance"):
+    with pytest.raises(
+        ConfigError, match=r"2 instances \(cache-a, cache-b\).*choose one with --instance"
+    ):
         kill_script(path)  # ids are per server: no guessing
     assert kill_script(path, instance="cache-a", group="orders-svc").instance == "cache-a"
     assert forecast(path, instance="cache-a").slope_per_hour == pytest.approx(
@@ -399,7 +416,10 @@ def test_a_fleet_leak_is_measured_on_its_own_server(tmp_path: Path) -> None:
     assert leak.instance == "cache-a"
     assert any(r.endswith("--instance cache-a   # review, then run") for r in leak.remediation)
     f = forecast(path, instance="cache-a")  # cache-a's own count and limit, as forecast says
-    assert f"the server reaches maxclients in {human_duration(f.eta_maxclients - f.now)}." in leak.summary
+    assert (
+        f"the server reaches maxclients in {human_duration(f.eta_maxclients - f.now)}."
+        in leak.summary
+    )
 
 
 def test_a_fleet_is_diagnosed_server_by_server(tmp_path: Path) -> None:
@@ -441,10 +461,29 @@ def test_forecast_command_covers_every_instance_most_urgent_first(tmp_path: Path
     assert human.index("cache-leaky") < human.index("cache-busy")
     stable = human[human.index("cache-busy") :]
     assert "maxclients at 20" not in stable.split("Prometheus")[0]  # no crossing for a flat line
-    one = json.loads(runner.invoke(app, ["forecast", str(path), "--instance", "cache-busy", "--json"]).output)
+    one = json.loads(
+        runner.invoke(app, ["forecast", str(path), "--instance", "cache-busy", "--json"]).output
+    )
     assert one["instance"] == "cache-busy"
     planned = runner.invoke(app, ["plan", str(path)], env={"COLUMNS": "200"}).output
-    assert "busiest of 2 instances (cache-busy, cache-leaky); plan another with --instance" in planned
+    assert (
+        "busiest of 2 instances (cache-busy, cache-leaky); plan another with --instance" in planned
+    )
+
+
+def test_forecast_of_an_exhausted_server_says_when_once(
+    datasets: dict[str, SimulationResult],
+) -> None:
+    """Exhausted: the note says when maxclients was reached; no projected crossing beside it (it
+    printed "maxclients at <the last capture> (95%: within the same second)"), and a flat naive
+    line says it never reaches maxclients, not "at never"."""
+    path = str(datasets["incident"].path)
+    f = json.loads(CliRunner().invoke(app, ["forecast", path, "--json"]).output)[0]
+    assert f["verdict"] == "exhausted"
+    shown = CliRunner().invoke(app, ["forecast", path], env={"COLUMNS": "200"}).output
+    assert "maxclients was already reached at" in shown
+    assert "(95%:" not in shown and "at never" not in shown
+    assert shown.count("maxclients at ") == (1 if f["prometheus_eta_maxclients"] else 0), shown
 
 
 def test_idle_histogram_bins_add_up(datasets: dict[str, SimulationResult]) -> None:
@@ -482,13 +521,19 @@ def test_fresh_eyes_details(datasets: dict[str, SimulationResult], tmp_path: Pat
     """What a user run found: wrong errors, `None` and `-0.0` on screen, placeholders to edit."""
     runner = CliRunner()
     leak = str(datasets["leak"].path)
-    with pytest.raises(ConfigError, match=r"no instance 'nope' in this dataset; it has redis-master-0"):
+    with pytest.raises(
+        ConfigError, match=r"no instance 'nope' in this dataset; it has redis-master-0"
+    ):
         forecast(leak, instance="nope")  # not "needs 3 captures, the dataset has 0"
     data = json.loads(runner.invoke(app, ["forecast", leak, "--json"]).output)
     assert isinstance(data, list) and data[0]["instance"] == "redis-master-0"  # always a list ...
-    one = json.loads(runner.invoke(app, ["forecast", leak, "--instance", "redis-master-0", "--json"]).output)
+    one = json.loads(
+        runner.invoke(app, ["forecast", leak, "--instance", "redis-master-0", "--json"]).output
+    )
     assert isinstance(one, dict)  # ... unless one instance is asked for
-    calm = runner.invoke(app, ["forecast", str(datasets["healthy"].path)], env={"COLUMNS": "200"}).output
+    calm = runner.invoke(
+        app, ["forecast", str(datasets["healthy"].path)], env={"COLUMNS": "200"}
+    ).output
     assert "-0.0/h" not in calm and "maxclients at -," not in calm
     shown = runner.invoke(app, ["diagnose", leak], env={"COLUMNS": "300"}).output
     assert f"clientscope kill-script {leak} --group" in shown  # ready to paste, no DATASET

@@ -40,20 +40,26 @@ def _print_forecast(f: Any) -> None:
     if f.drivers:
         console.print(
             f"  steady part at its peak: {f.steady_peak:.0f}; growing: "
-            + "; ".join(f"{for_rich(d.group)} {signed(d.rate_per_hour)}/h ({d.verdict}, "
-                        f"{d.connections_now} now)" for d in f.drivers)
+            + "; ".join(
+                f"{for_rich(d.group)} {signed(d.rate_per_hour)}/h ({d.verdict}, "
+                f"{d.connections_now} now)"
+                for d in f.drivers
+            )
         )
-    if f.verdict in ("will_exhaust", "exhausted") and f.eta_maxclients is not None:
+    if (
+        f.verdict == "will_exhaust" and f.eta_maxclients is not None
+    ):  # exhausted: the note says when
         low, high = fmt(f.eta_maxclients_low), fmt(f.eta_maxclients_high)
         band = "within the same second" if low == high != "-" else f"{low} .. {high}"
         crossed = "already passed" if f.threshold_passed else f"at {fmt(f.eta_threshold)}"
         console.print(
             f"  maxclients at {fmt(f.eta_maxclients)} (95%: {band}); {f.threshold:.0%} {crossed}"
         )
-    eta = fmt(f.prometheus_eta_maxclients) if f.prometheus_eta_maxclients else "never (not rising)"
+    eta = (f"maxclients at {fmt(f.prometheus_eta_maxclients)}" if f.prometheus_eta_maxclients
+           else "never maxclients (not rising)")  # fmt: skip
     console.print(
         f"  naive, for comparison: a line through the whole count {signed(f.total_slope_per_hour)}/h "
-        f"(R² {f.r2:.2f}); Prometheus predict_linear(connected_clients) says maxclients at {eta}, "
+        f"(R² {f.r2:.2f}); Prometheus predict_linear(connected_clients) says {eta}, "
         f"{f.prometheus_predicted_1h:.0f} in 1 h",
         highlight=False,
     )
@@ -162,7 +168,8 @@ def _register_views(app: typer.Typer) -> None:
         since: str | None = SINCE,
         until: str | None = UNTIL,
         timeout: list[str] = typer.Option(
-            ["300", "600"], "--timeout",
+            ["300", "600"],
+            "--timeout",
             help="Server `timeout` settings to evaluate (a duration: 300, 5m, 1h30m); repeat the option.",
         ),
         histogram: bool = typer.Option(False, help="Also print the log-binned histogram."),
@@ -261,7 +268,9 @@ def _register_trends(app: typer.Typer) -> None:
         found = [s.forecast for s in model.servers if s.forecast is not None]  # most urgent first
         skipped = [(s.instance, s.forecast_error) for s in model.servers if s.forecast is None]
         if as_json:
-            print_json([*(f.to_dict() for f in found), *({"instance": n, "error": e} for n, e in skipped)])
+            print_json(
+                [*(f.to_dict() for f in found), *({"instance": n, "error": e} for n, e in skipped)]
+            )
             return
         if not found:  # nothing to forecast anywhere: the reason is the answer
             raise AnalysisError(skipped[0][1] or "nothing to forecast")
@@ -270,6 +279,7 @@ def _register_trends(app: typer.Typer) -> None:
             screen().print("")
         for name, why in skipped:
             screen().print(f"[bold]{for_rich(name)}[/]: {for_rich(why)}")
+
 
 # ------------------------------------------------------------------ plan, diagnose, kill-script
 def _register_actions(app: typer.Typer) -> None:
