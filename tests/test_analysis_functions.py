@@ -542,6 +542,8 @@ def test_fresh_eyes_details(datasets: dict[str, SimulationResult], tmp_path: Pat
     import_dumps([dump], tmp_path / "ds", instance="x")
     bare = runner.invoke(app, ["summary", str(tmp_path / "ds")], env={"COLUMNS": "300"}).output
     assert "None" not in bare and "maxclients unknown" in bare
+    told = runner.invoke(app, ["diagnose", str(tmp_path / "ds")], env={"COLUMNS": "300"}).output
+    assert "None" not in told and "peak 1 / - (-%)" in told  # no INFO: the limit is unknown
     d = diagnose(datasets["incident"].path)
     assert {f.instance for f in d.findings} == {"redis-master-0"}  # one server: named all the same
     (full,) = [f for f in d.findings if f.kind == "exhaustion"]

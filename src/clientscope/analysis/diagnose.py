@@ -122,7 +122,8 @@ class Diagnosis(ResultMixin):
         head = (
             f"<p><strong>Diagnosis</strong> {self.captures} captures ({self.failed_captures} failed), "
             f"{for_html(self.window_start)} .. {for_html(self.window_end)}; "
-            f"peak {self.peak_used} / {self.maxclients}</p>"
+            f"peak {for_html(self.peak_used if self.peak_used is not None else '-')} / "
+            f"{for_html(self.maxclients if self.maxclients is not None else '-')}</p>"
         )
         return "<div>" + head + "".join(f._repr_html_() for f in self.findings) + "</div>"
 

@@ -313,7 +313,7 @@ def _render_diagnosis(d: Any, dataset: Path | None = None) -> None:
     util = d.peak_utilization
     console.print(
         f"{d.captures} captures ({d.failed_captures} failed) of {for_rich(', '.join(d.instances))}, "
-        f"{fmt(d.window_start)} .. {fmt(d.window_end)} UTC; peak {d.peak_used} / {d.maxclients} "
+        f"{fmt(d.window_start)} .. {fmt(d.window_end)} UTC; peak {fmt(d.peak_used)} / {fmt(d.maxclients)} "
         f"({fmt(util and util * 100)}%)"
     )
     if not d.findings:
