@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 import clientscope as cs
 from clientscope.cli import app
-from clientscope.errors import ConfigError, DatasetError
+from clientscope.errors import ConfigError
 from clientscope.reporting import ReportResult
 
 FIGURES = ("clients", "by-name", "by-ip", "leak-trend", "idle", "age-idle", "blocked", "churn")
@@ -131,8 +133,14 @@ def test_unknown_instance_and_empty_window_are_clear_errors(
         cs.report(incident, tmp_path / "x", instance="nope")
     with pytest.raises(ConfigError, match="is before --since"):
         cs.report(incident, tmp_path / "x", start="2026-11-25T09:00:00", end="2026-11-25T08:00:00")
-    with pytest.raises(DatasetError, match="no captures in the chosen window"):
+    # an empty window says so, and where the captures are (every command: `window.select`)
+    with pytest.raises(ConfigError, match=r"no capture in the window --since 2031-01-01 00:00:00 "
+                       r"UTC; the captures of .* run from 2026-11-25 08:00:00 to "):  # fmt: skip
         cs.report(incident, tmp_path / "x", start="2031-01-01")
+    done = subprocess.run([sys.executable, "-m", "clientscope", "leaks", str(incident.root), "--since",
+                           "2031-01-01"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and "no capture in the window --since 2031-01-01" in done.stderr
+    assert "needs at least" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_figures_are_reproducible(

@@ -94,4 +94,27 @@ def select(
             )
     if t0 is None and t1 is None and instance is None:
         return ds
-    return DatasetView(ds, start=t0, end=t1, instance=instance)
+    view = DatasetView(ds, start=t0, end=t1, instance=instance)
+    if t0 is not None or t1 is not None:
+        _holds_captures(view, ds, t0, t1)
+    return view
+
+
+def _holds_captures(view: Dataset, ds: Dataset, t0: datetime | None, t1: datetime | None) -> None:
+    """An empty window is an error that says so and where the captures are, not an analysis's
+    "needs 3 captures, the dataset has 0"."""
+    if view.captures.select(pl.len()).collect().item():
+        return
+    span = ds.captures.select(lo=pl.col("ts").min(), hi=pl.col("ts").max()).collect().row(0)
+    if span[0] is None:
+        return  # an empty dataset: each analysis says how to fill it
+    asked = " and ".join(
+        f"{option} {t:%Y-%m-%d %H:%M:%S} UTC"
+        for option, t in (("--since", t0), ("--until", t1))
+        if t is not None
+    )
+    raise ConfigError(
+        f"no capture in the window {asked}; the captures of {ds.root} run from "
+        f"{span[0]:%Y-%m-%d %H:%M:%S} to {span[1]:%Y-%m-%d %H:%M:%S} UTC. "
+        "Give a window that overlaps them."
+    )
