@@ -109,3 +109,15 @@ def test_simulate_command_prints_ground_truth(tmp_path: Path) -> None:
     assert open_dataset(tmp_path / "s").captures.select(pl.len()).collect().item() == 20
     bad = CliRunner().invoke(app, ["simulate", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0
+
+
+def test_simulate_help_lists_every_scenario_with_what_it_holds() -> None:
+    """The help's list comes from SCENARIOS itself: a scenario added there is never missing from
+    it (`mixed` was)."""
+    from typer.testing import CliRunner
+
+    from clientscope.cli import app
+
+    shown = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "4000"}).output
+    for name, what in SCENARIOS.items():
+        assert f"{name}: {what}" in " ".join(shown.split()), name

@@ -45,27 +45,10 @@ from clientscope.schema import (
     conform,
     unnamed_group,
 )
+from clientscope.vocabulary import SCENARIOS
 
 __all__ = ["SCENARIOS", "LeakTruth", "SimulationResult", "simulate", "simulate_tables"]
 
-SCENARIOS: dict[str, str] = {
-    "healthy": "stable named and unnamed pools that recycle connections; nothing wrong",
-    "leak": "one service opens ~2 connections/min and never closes them; they go idle",
-    "slow_leak": "1 connection/min from an unnamed client that also churns busy connections, "
-    "beside a noisy fluctuating pool",
-    "no_pooling": "a service opens a connection per request: high churn, short-lived ids",
-    "oversized_pool": "many pods x a large pool, mostly idle, close to maxclients",
-    "blocking": "consumers parked in BLPOP/BRPOP/XREAD BLOCK hold connections (flags=b)",
-    "pubsub": "subscribers pile up (flags=P), some with a growing output buffer",
-    "warmup": "pools warm up from empty to their size, then plateau",
-    "scale_out": "an app scales from 4 to 10 pods; each new pod holds a stable pool",
-    "daily_cycle": "pools grow and shrink with a daily load cycle (two days, 5 min captures)",
-    "restart": "the server restarts mid-window: new run_id, ids restart, clients reconnect",
-    "incident": "a leak until maxclients is reached: rejected connections, failed captures",
-    "mixed": "20 minutes, maxclients 400: an API pool warming up then scaling out, a batch pool "
-    "that cycles, BLPOP consumers, a connection-per-request client and two slow leaks (one "
-    "named, one unnamed) adding ~100 connections/h on top of a steady ~85",
-}
 
 DEFAULT_START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 _LADDR = "10.0.0.10:6379"

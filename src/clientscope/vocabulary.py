@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ErrorKind", "ForecastVerdict", "GroupVerdict", "Role", "Severity"]
+__all__ = ["SCENARIOS", "ErrorKind", "ForecastVerdict", "GroupVerdict", "Role", "Severity"]
 
 
 class Severity(StrEnum):
@@ -88,3 +88,24 @@ class ErrorKind(StrEnum):
     PROTOCOL = "protocol"
     IO = "io"
     OTHER = "other"
+
+
+# the simulator's scenarios and what each holds (`simulate`; its --help lists them from here)
+SCENARIOS: dict[str, str] = {
+    "healthy": "stable named and unnamed pools that recycle connections; nothing wrong",
+    "leak": "one service opens ~2 connections/min and never closes them; they go idle",
+    "slow_leak": "1 connection/min from an unnamed client that also churns busy connections, "
+    "beside a noisy fluctuating pool",
+    "no_pooling": "a service opens a connection per request: high churn, short-lived ids",
+    "oversized_pool": "many pods x a large pool, mostly idle, close to maxclients",
+    "blocking": "consumers parked in BLPOP/BRPOP/XREAD BLOCK hold connections (flags=b)",
+    "pubsub": "subscribers pile up (flags=P), some with a growing output buffer",
+    "warmup": "pools warm up from empty to their size, then plateau",
+    "scale_out": "an app scales from 4 to 10 pods; each new pod holds a stable pool",
+    "daily_cycle": "pools grow and shrink with a daily load cycle (two days, 5 min captures)",
+    "restart": "the server restarts mid-window: new run_id, ids restart, clients reconnect",
+    "incident": "a leak until maxclients is reached: rejected connections, failed captures",
+    "mixed": "20 minutes, maxclients 400: an API pool warming up then scaling out, a batch pool "
+    "that cycles, BLPOP consumers, a connection-per-request client and two slow leaks (one "
+    "named, one unnamed) adding ~100 connections/h on top of a steady ~85",
+}

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import typer
 
-_SCENARIO_HELP = (
-    "Scenario: healthy, leak, slow_leak, no_pooling, oversized_pool, blocking, pubsub, warmup, "
-    "scale_out, daily_cycle, restart, incident (a leak until maxclients is hit)."
-)
+from clientscope.vocabulary import SCENARIOS
+
+_SCENARIO_HELP = "Scenario: " + ", ".join(SCENARIOS) + " (each described below)."
+_SCENARIOS_TEXT = "Scenarios:\n\n" + "\n\n".join(f"{name}: {what}" for name, what in SCENARIOS.items())
 
 
 def register(app: typer.Typer) -> None:
     """Add the `simulate` command."""
 
-    @app.command("simulate")
+    @app.command("simulate", epilog=_SCENARIOS_TEXT)
     def simulate_command(
         scenario: str = typer.Argument(..., help=_SCENARIO_HELP),
         out: Path = typer.Option(
