@@ -166,7 +166,7 @@ def duration(value: object, where: Where, high: float) -> float:
 
 
 def _in_range(seconds: float | None, value: object, where: Where, high: float) -> float:
-    mend = f"write it like 300, 90s, 5m, 1h30m or 2d, at most {_span(high)}"
+    mend = f"write it like 300, 90s, 5m, 1h30m or 2d, at most {span_text(high)}"
     if seconds is None or not math.isfinite(seconds):
         raise where.error(value, f"is not a duration: {mend}")
     if not 0 <= seconds <= high:
@@ -240,7 +240,7 @@ def resolve_moment(point: datetime | timedelta, end: datetime | None, where: Whe
     if isinstance(point, datetime):
         return point
     if end is None:
-        raise where.error(f"-{_span(-point.total_seconds())}", "is relative to the data's end, "
+        raise where.error(f"-{span_text(-point.total_seconds())}", "is relative to the data's end, "
                           "and there is no data to count back from")  # fmt: skip
     return end + point
 
@@ -249,7 +249,8 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _span(seconds: float) -> str:
+def span_text(seconds: float) -> str:
+    """Seconds written in the duration grammar (`2d`, `90m`, `45s`): how errors show a span."""
     for unit in ("d", "h", "m"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{seconds / _UNITS[unit]:g}{unit}"

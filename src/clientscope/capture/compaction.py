@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from clientscope.config import span_text
 from clientscope.errors import DatasetError, DatasetWriteError
 
 __all__ = ["DEFAULT_RETAIN", "CompactResult", "compact"]
@@ -52,8 +53,8 @@ def compact(path: Path | str, *, retain: timedelta = DEFAULT_RETAIN) -> CompactR
     root = Path(path)
     if retain < MIN_RETAIN:
         raise DatasetError(
-            f"retain {retain} is under {MIN_RETAIN}: files a reader may still be reading "
-            "would be deleted; give --retain 1h or more"
+            f"--retain {span_text(retain.total_seconds())} is under {span_text(MIN_RETAIN.total_seconds())}: "
+            "files a reader may still be reading would be deleted; give --retain 1h or more"
         )
     if not root.is_dir() or not any(is_table(root / n) for n in TABLE_NAMES):
         from clientscope.dataset import is_hive_layout
