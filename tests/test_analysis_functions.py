@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -560,3 +561,64 @@ def test_a_leak_rate_is_read_before_the_limit_capped_it(tmp_path: Path, seed: in
     # the trend through the saturated stretch read 0.57-0.7x the real rate; the group's pool
     # warming up at the start can add to it, never take away
     assert 0.8 <= ratio <= 2.0, ratio
+
+
+def test_a_trend_the_test_cannot_see_is_not_called_stable(tmp_path: Path) -> None:
+    """5 captures of a leak: Mann-Kendall cannot reach p < 0.01 on 5 points, so no group gets a
+    verdict (it read "stable" at R² 0.99) and the forecast says why it has no time, not "not
+    growing"."""
+    from clientscope.analysis.trend import captures_to_judge, theil_sen_mann_kendall
+
+    for alpha in (0.05, 0.01, 0.001):
+        need = captures_to_judge(alpha)
+        p = [theil_sen_mann_kendall(np.arange(float(n))[None, :], np.arange(float(n)), np.zeros(n))[3][0]
+             for n in (need - 1, need)]  # fmt: skip
+        assert p[0] >= alpha > p[1], (alpha, need, p)
+    r = simulate("leak", tmp_path / "five", seed=1, captures=5, clients=50)
+    report = leaks(r.path)
+    assert report.groups.is_empty() and report.leaking.is_empty()
+    assert report.left_out == (("too few to judge: a trend at alpha 0.01 needs 6 captures with clients", 5),)
+    f = forecast(r.path)
+    assert f.note.startswith("too few captures to tell a trend (5; a trend at p < 0.01 needs 6)")
+    shown = CliRunner().invoke(app, ["leaks", str(r.path)], env={"COLUMNS": "200"}).output
+    assert "stable" not in shown and "too few to judge" in shown
+    more = simulate("leak", tmp_path / "six", seed=1, captures=6, clients=50)
+    assert not leaks(more.path).groups.is_empty()  # from 6 on, groups are judged
+
+
+def test_leaks_shows_the_groups_that_change_unless_all(datasets: dict[str, SimulationResult]) -> None:
+    path = str(datasets["incident"].path)
+    run = CliRunner()
+    default = run.invoke(app, ["leaks", path], env={"COLUMNS": "250"}).output
+    every = run.invoke(app, ["leaks", path, "--all"], env={"COLUMNS": "250"}).output
+    assert "orders-svc" in default and "excluded:" not in default and " stable " not in default
+    assert "excluded:replica" in every and " stable " in every
+
+
+def test_a_window_that_starts_at_the_limit_says_the_limit_may_be_older(
+    datasets: dict[str, SimulationResult],
+) -> None:
+    """Looking at only the end of an incident: diagnose and forecast say the server was full from
+    the first capture read, maybe earlier (not that it became full then), and leaks says its
+    trends ran through a capped count."""
+    from datetime import timedelta
+
+    from clientscope.analysis.timeline import first_at_limit, timeline
+    from clientscope.window import select
+
+    path = datasets["incident"].path
+    whole = timeline(open_dataset(path))
+    first, from_start = first_at_limit(whole)
+    assert first is not None and not from_start
+    view = select(path, start=first + timedelta(minutes=1))
+    (full,) = [f for f in diagnose(view).findings if f.kind == "exhaustion"]
+    assert full.summary.startswith("From the first capture read, ")
+    assert "maybe earlier: widen --since" in full.summary
+    assert "maybe earlier" in forecast(view).note
+    report = leaks(view)
+    assert report.judged_at_limit > 0
+    shown = CliRunner().invoke(app, ["leaks", str(path), "--since", f"{first + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}"],
+                               env={"COLUMNS": "200"}).output  # fmt: skip
+    assert "were at maxclients" in shown and "Widen --since to before the limit" in shown
+    (before,) = [f for f in diagnose(path).findings if f.kind == "exhaustion"]
+    assert before.summary.startswith(f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full")

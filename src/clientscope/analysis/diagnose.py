@@ -41,7 +41,7 @@ from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.groups import suggest_timeout
 from clientscope.analysis.leaks import LeakReport, merge_reports
 from clientscope.analysis.model import Model, ServerModel, build_model
-from clientscope.analysis.timeline import instances
+from clientscope.analysis.timeline import first_at_limit, instances
 from clientscope.errors import AnalysisError
 from clientscope.escape import for_html, for_markdown, for_shell, shell_line
 from clientscope.schema import UNNAMED
@@ -252,9 +252,9 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
     failed = tl.filter(pl.col("rejected_error"))
     full = tl.filter((pl.col("used") >= pl.col("maxclients")).fill_null(False))
     hits = tl.filter(pl.col("at_limit"))
-    if hits.is_empty():
+    first, from_start = first_at_limit(tl)
+    if first is None:
         return []
-    first = hits.select(pl.col("ts").min()).item()
     at_first = hits.sort("ts")["maxclients"][0]
     limit = int(at_first) if at_first is not None else ctx.maxclients  # the limit it hit
     later = (
@@ -268,7 +268,10 @@ def _exhaustion(ctx: _Context) -> list[Finding]:
         kind="exhaustion", severity=Severity.CRITICAL,
         title=f"maxclients {limit} reached: the server refused connections",
         summary=(
-            f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full: {rejected} connection(s) "
+            (f"From the first capture read, {first:%Y-%m-%d %H:%M:%S} UTC (maybe earlier: widen --since "
+             "to see when), the server was full: " if from_start else
+             f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full: ")
+            + f"{rejected} connection(s) "
             f"rejected (rejected_connections), {failed.height} capture(s) failed with "
             f"'max number of clients reached', {full.height} capture(s) at maxclients{later}."
             + _holders_text(largest, leaking)

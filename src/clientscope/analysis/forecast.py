@@ -32,14 +32,15 @@ from clientscope.analysis._common import (
     human_duration,
     require_captures,
 )
-from clientscope.analysis.timeline import busiest
-from clientscope.analysis.trend import linear_fit, theil_sen_mann_kendall
+from clientscope.analysis.timeline import busiest, first_at_limit
+from clientscope.analysis.trend import captures_to_judge, linear_fit, theil_sen_mann_kendall
 from clientscope.config import Where, duration
 from clientscope.errors import AnalysisError
 from clientscope.vocabulary import ForecastVerdict, GroupVerdict
 
 Z95 = 1.96
 MIN_CAPTURES = 3  # a line through fewer points has no spread to judge it by
+SIGNIFICANCE = 0.01  # Mann-Kendall p under which the whole count rises (or falls)
 TAIL_MIN_CAPTURES = 8  # captures in the recent part that must still be rising for a forecast
 TAIL_SHARE = 0.25  # the recent slope must keep this share of the whole-window slope
 
@@ -78,6 +79,7 @@ class Forecast(ResultMixin):
     prometheus_eta_maxclients: datetime | None  # predict_linear(connected_clients[window]) crossing
     prometheus_predicted_1h: float  # predict_linear(redis_connected_clients[window], 3600)
     exhausted_at: datetime | None  # first capture at the limit (see timeline.limit_reached)
+    exhausted_from_start: bool  # at the limit at the first capture read: maybe reached before it
     verdict: ForecastVerdict
     note: str = ""  # plain words on what the verdict means (why there is no time to maxclients)
     method: str = "groups"  # groups: steady part + drivers; total: a line through the whole count
@@ -163,7 +165,7 @@ def forecast_from(
     tl = tl.filter(pl.col("instance") == inst)
     ok = require_captures(tl, "forecast", minimum=MIN_CAPTURES).filter(pl.col("used").is_not_null())
     require_captures(ok, "forecast (captures that count connections)", minimum=MIN_CAPTURES)
-    exhausted = _exhausted_at(tl)
+    exhausted, from_start = first_at_limit(tl)
     last = ok.row(-1, named=True)
     now = last["ts"]
     ok = ok.filter(pl.col("run_id") == last["run_id"]) if last["run_id"] else ok
@@ -176,7 +178,7 @@ def forecast_from(
                 f"cannot forecast: only {ok.height} capture(s) with a connection count in the last "
                 f"{window}; the trend needs {MIN_CAPTURES}. Widen --window."
             )
-    total = _project(inst, ok, now, int(last["maxclients"] or 0), threshold, exhausted)
+    total = _project(inst, ok, now, int(last["maxclients"] or 0), threshold, exhausted, from_start)
     if groups is None or groups.counts.is_empty():
         return replace(total, method="total")
     return _decomposed(total, ok, groups)
@@ -294,7 +296,7 @@ def _decomposed_note(verdict: str, total: Forecast, drivers: list[Driver], stead
     named = ", ".join(f"{d.group} {d.rate_per_hour:+.0f}/h" for d in drivers[:4])
     named += f" and {len(drivers) - 4} more" if len(drivers) > 4 else ""
     if verdict == "exhausted":
-        return _note(verdict, eta, total.exhausted_at, total.now)
+        return _note(verdict, eta, total.exhausted_at, total.now, total.samples, total.exhausted_from_start)
     if verdict == "will_exhaust" and eta is not None:
         return (
             f"{named} on top of a steady {steady:.0f}: maxclients {total.maxclients} is reached in "
@@ -307,7 +309,7 @@ def _decomposed_note(verdict: str, total: Forecast, drivers: list[Driver], stead
             "the count grew earlier in the window, but no client group keeps growing (a pool "
             "warming up, a scale-out that settled, a cycle): no time to maxclients"
         )
-    return _note(verdict, eta, total.exhausted_at, total.now)
+    return _note(verdict, eta, total.exhausted_at, total.now, total.samples, total.exhausted_from_start)
 
 
 MAX_WINDOW_S = 366 * 86400.0
@@ -335,13 +337,8 @@ def _enough_since_restart(tl: pl.DataFrame, ok: pl.DataFrame, last: dict[str, An
     require_captures(ok, "forecast", minimum=MIN_CAPTURES)
 
 
-def _exhausted_at(tl: pl.DataFrame) -> datetime | None:
-    hit = tl.filter(pl.col("at_limit"))
-    return hit.select(pl.col("ts").min()).item() if not hit.is_empty() else None
-
-
 def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, threshold: float,
-             exhausted: datetime | None) -> Forecast:  # fmt: skip
+             exhausted: datetime | None, from_start: bool = False) -> Forecast:  # fmt: skip
     t = (ok["ts"] - now).dt.total_seconds(fractional=True).to_numpy()
     used = ok["used"].cast(pl.Float64).to_numpy()
     a, b, se_b, sigma = linear_fit(t, used)
@@ -367,7 +364,7 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
         eta_theil_sen=_crossing(float(np.median(used - theil[0] * t)), float(theil[0]), maxclients, now),
         prometheus_eta_maxclients=_crossing(pa, pb, maxclients, now),
         prometheus_predicted_1h=pa + pb * 3600, exhausted_at=exhausted, verdict=verdict,
-        note=_note(verdict, eta, exhausted, now),
+        exhausted_from_start=from_start, note=_note(verdict, eta, exhausted, now, t.size, from_start),
     )  # fmt: skip
 
 
@@ -420,14 +417,18 @@ def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, the
     Mann-Kendall agree."""
     if exhausted is not None:
         return ForecastVerdict.EXHAUSTED
-    if p < 0.01 and slope > 0 and theil > 0:
+    if p < SIGNIFICANCE and slope > 0 and theil > 0:
         return ForecastVerdict.WILL_EXHAUST if eta is not None else ForecastVerdict.GROWING
-    if p < 0.01 and slope < 0 and theil < 0:
+    if p < SIGNIFICANCE and slope < 0 and theil < 0:
         return ForecastVerdict.FALLING
     return ForecastVerdict.STABLE
 
 
-def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: datetime) -> str:
+def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: datetime,
+          samples: int, from_start: bool = False) -> str:  # fmt: skip
+    if verdict == "exhausted" and from_start:
+        return (f"maxclients was already reached at the first capture read, {exhausted:%Y-%m-%d %H:%M:%S} "
+                "UTC (maybe earlier: widen --since to see when)")  # fmt: skip
     if verdict == "exhausted":
         return f"maxclients was already reached at {exhausted:%Y-%m-%d %H:%M:%S} UTC"
     if verdict == "will_exhaust" and eta is not None:
@@ -441,4 +442,8 @@ def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: d
         )
     if verdict == "falling":
         return "not growing (falling): no time to maxclients"
+    need = captures_to_judge(SIGNIFICANCE, MIN_CAPTURES)
+    if samples < need:  # the test could not have found a trend: not "not growing"
+        return (f"too few captures to tell a trend ({samples}; a trend at p < {SIGNIFICANCE:g} needs "
+                f"{need}): no time to maxclients yet. Collect longer.")  # fmt: skip
     return "not growing (no significant trend): no time to maxclients"

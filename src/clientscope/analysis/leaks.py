@@ -38,7 +38,7 @@ from clientscope.analysis._common import (
     with_clients,
 )
 from clientscope.analysis.timeline import timeline
-from clientscope.analysis.trend import trends
+from clientscope.analysis.trend import captures_to_judge, trends
 
 if TYPE_CHECKING:
     from clientscope.analysis.model import Model
@@ -60,9 +60,14 @@ class LeakReport(ResultMixin):
     min_rate_per_hour: float
     alpha: float
     left_out: tuple[tuple[str, int], ...] = ()  # (why, how many captures) not judged
+    # judged though the server was at its limit (fewer than 3 captures came before it): the
+    # limit caps the growth, so a leak's rate reads low, or not at all
+    judged_at_limit: int = 0
 
     @property
     def leaking(self) -> pl.DataFrame:
+        if "verdict" not in self.groups.columns:  # too few captures: nothing was judged
+            return self.groups
         return self.groups.filter(pl.col("verdict") == "leak")
 
 
@@ -87,11 +92,14 @@ def leaks_from(model: Model) -> LeakReport:
     return merge_reports([s.groups for s in sorted(model.servers, key=lambda s: s.instance)])
 
 
-def empty_report(captures: int, min_rate: float, alpha: float) -> LeakReport:
-    """The report of a server with too few captures to judge."""
-    why = (f"fewer than {MIN_CAPTURES} captures with clients", captures) if captures else ()
+def empty_report(
+    captures: int, min_rate: float, alpha: float, left_out: tuple[tuple[str, int], ...] = ()
+) -> LeakReport:
+    """The report of a server with too few captures to judge: no verdict, not "stable"."""
+    need = captures_to_judge(alpha, MIN_CAPTURES)
+    why = (f"too few to judge: a trend at alpha {alpha:g} needs {need} captures with clients", captures)
     return LeakReport(pl.DataFrame(), None, None, 0, min_rate, alpha,
-                      left_out=(why,) if why else ())  # fmt: skip
+                      left_out=(*left_out, why) if captures else left_out)  # fmt: skip
 
 
 def judge_groups(
@@ -122,6 +130,8 @@ def judge_groups(
         (f"within {WARMUP_AFTER_START_S:.0f} s of a server (re)start", warm),
         ("at or after the server first reached maxclients", full),
     ) if n)  # fmt: skip
+    if settled.height < captures_to_judge(alpha, MIN_CAPTURES):
+        return empty_report(settled.height, min_rate, alpha, left_out)
     ids = settled["capture_id"]
     if counts is None:
         counts = group_counts(tables, settled)
@@ -142,6 +152,7 @@ def judge_groups(
         min_rate_per_hour=min_rate,
         alpha=alpha,
         left_out=left_out,
+        judged_at_limit=int(settled["at_limit"].sum()),
     )
 
 
@@ -338,6 +349,7 @@ def merge_reports(reports: list[LeakReport]) -> LeakReport:
         min_rate_per_hour=reports[0].min_rate_per_hour,
         alpha=reports[0].alpha,
         left_out=_summed([why for r in reports for why in r.left_out]),
+        judged_at_limit=sum(r.judged_at_limit for r in reports),
     )
 
 

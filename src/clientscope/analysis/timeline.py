@@ -9,12 +9,22 @@ the report read, with the one definition of each server-level concept built on i
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import polars as pl
 
 from clientscope.analysis._common import Tables
 from clientscope.errors import ConfigError
 
-__all__ = ["busiest", "check_instance", "instances", "limit_reached", "refused", "timeline"]
+__all__ = [
+    "busiest",
+    "check_instance",
+    "first_at_limit",
+    "instances",
+    "limit_reached",
+    "refused",
+    "timeline",
+]
 
 
 def instances(ds: Tables) -> list[str]:
@@ -135,6 +145,17 @@ def limit_reached() -> pl.Expr:
     connections, or our own capture refused with max_clients. The one definition of "limit
     reached" (forecast, leaks, diagnose, the report's card, timeline and charts)."""
     return ((pl.col("used") >= pl.col("maxclients")).fill_null(False) | refused()).alias("at_limit")
+
+
+def first_at_limit(tl: pl.DataFrame) -> tuple[datetime | None, bool]:
+    """When a server's timeline `tl` first reached its limit (`limit_reached`), and whether it was
+    already there at the first capture `tl` holds: then it may have been earlier, before the
+    window (the one answer of diagnose's "from ... the server was full" and forecast's note)."""
+    hit = tl.filter(pl.col("at_limit"))
+    if hit.is_empty():
+        return None, False
+    first = hit.select(pl.col("ts").min()).item()
+    return first, first == tl.select(pl.col("ts").min()).item()
 
 
 def refused() -> pl.Expr:

@@ -89,6 +89,19 @@ def theil_sen_mann_kendall(
     return np.nan_to_num(theil), s, z, p
 
 
+def captures_to_judge(alpha: float, least: int = 3) -> int:
+    """The fewest captures (at least `least`) in which the Mann-Kendall test can find a trend at
+    `alpha` at all: a strictly rising series must reach p < alpha (6 at 0.01, 5 at 0.05). With
+    fewer, "no trend" would be a verdict the test could never have contradicted."""
+    n = least
+    while n < 100:
+        t = np.arange(n, dtype=float)
+        if theil_sen_mann_kendall(t[None, :], t, np.zeros(n))[3][0] < alpha:
+            return n
+        n += 1
+    return n
+
+
 def _mk_variance(y: np.ndarray, segment: np.ndarray) -> np.ndarray:
     """Var(S) with the tie correction, summed over segments (independent under H0)."""
     var = np.zeros(y.shape[0])

@@ -210,7 +210,8 @@ def _register_trends(app: typer.Typer) -> None:
             0.01, help="Significance level of the Mann-Kendall trend test."
         ),
         show_all: bool = typer.Option(
-            False, "--all", help="Show every group, not only growing ones."
+            False, "--all", help="Show every group (stable and excluded ones too), not only those "
+            "that grow or shrink."
         ),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
@@ -225,17 +226,24 @@ def _register_trends(app: typer.Typer) -> None:
             print_json(report)
             return
         groups = report.groups
-        if not show_all:
-            groups = groups.filter(pl.col("verdict") != "stable")
-        table(groups, f"groups over {report.captures} captures, {fmt(report.window_start)} .. "
-               f"{fmt(report.window_end)}", [
-                   "instance", "group", "verdict", "slope_theil_sen_per_h", "first", "last",
-                   "survivors", "confidence", "role", "slope_ols_per_h", "r2", "mk_p", "births",
-                   "deaths", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
+        if not show_all and not groups.is_empty():
+            groups = groups.filter(pl.col("verdict").is_in(["leak", "growth", "shrinking"]))
+        if report.captures or not report.left_out:  # else nothing was judged: the reason below
+            table(groups, f"groups over {report.captures} captures, {fmt(report.window_start)} .. "
+                  f"{fmt(report.window_end)}", [
+                      "instance", "group", "verdict", "slope_theil_sen_per_h", "first", "last",
+                      "survivors", "confidence", "role", "slope_ols_per_h", "r2", "mk_p", "births",
+                      "deaths", "survivors_idle_share", "growth_idle_share", "top_ips"])  # fmt: skip
         n = report.leaking.height
         screen().print(f"[bold {'red' if n else 'green'}]{n} leaking group(s)[/]")
         for why, count in report.left_out:  # what the trends did not read, and why
             screen().print(f"[dim]left out: {count} capture(s) {why}[/]")
+        if report.judged_at_limit:
+            screen().print(
+                f"[yellow]{report.judged_at_limit} of the {report.captures} captures judged were at "
+                "maxclients (too few came before it to leave them out): the limit caps the growth, "
+                "so a leak reads slower, or not at all. Widen --since to before the limit.[/]"
+            )
 
     @app.command("forecast")
     def forecast_command(
