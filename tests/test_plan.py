@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from clientscope.analysis import plan
 from clientscope.analysis._common import human_duration
-from clientscope.analysis.capacity import nice_ceil, plan_from
+from clientscope.analysis.capacity import nice_ceil, plan_from, why_maxclients
 from clientscope.analysis.forecast import Forecast
 from clientscope.analysis.model import build_model
 from clientscope.cli import app
@@ -184,6 +184,19 @@ def test_a_healthy_server_gets_its_peak_plus_headroom(sims: dict[str, Simulation
         assert plan(sims[scenario].path, headroom=0.5).recommended_maxclients == nice_ceil(
             p.peak_used * 1.5
         )
+
+
+def test_a_peak_under_the_floor_says_the_floor_set_the_number(tmp_path: Path) -> None:
+    """A handful of clients: 100 is the floor, not the peak + 25%, and the plan says so (it read
+    `peak 11; + 25%: 100`)."""
+    r = simulate("healthy", tmp_path / "tiny", seed=1, captures=40, clients=4)
+    p = plan(r.path)
+    assert p.healthy_peak * 1.25 < 100 and p.observed_recommended == 100
+    assert f"peak {p.healthy_peak} at" in cli("plan", str(r.path))
+    assert "+ 25%, at least 100: 100" in cli("plan", str(r.path))
+    assert f"peak {p.healthy_peak} + 25% headroom, at least 100: 100" in why_maxclients(p)
+    big = plan(r.path, headroom=10.0)  # sized above the floor: no floor said
+    assert "at least" not in why_maxclients(big)
 
 
 # ------------------------------------------------------------------ the window

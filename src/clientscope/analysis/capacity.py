@@ -243,7 +243,19 @@ class CapacityPlan(ResultMixin):
     settings: tuple[str, ...]  # commands to apply
 
 
-def nice_ceil(value: float, minimum: int = 100) -> int:
+LEAST_MAXCLIENTS = 100  # the least maxclients a plan sizes from a peak (a handful of clients)
+
+
+def headroom_words(p: CapacityPlan, noun: str = "") -> str:
+    """`+ 25%`, or `+ 25%, at least 100` when the floor set the number: how the CLI and
+    `why_maxclients` say the healthy need was sized (it read `peak 6; + 25%: 100`)."""
+    least = p.healthy_peak * (1 + p.headroom) < LEAST_MAXCLIENTS
+    return f"+ {p.headroom:.0%}{' ' + noun if noun else ''}" + (
+        f", at least {LEAST_MAXCLIENTS}" if least else ""
+    )
+
+
+def nice_ceil(value: float, minimum: int = LEAST_MAXCLIENTS) -> int:
     """Round up to two significant digits (1234 -> 1300), at least `minimum`."""
     if value <= minimum:
         return minimum
@@ -344,7 +356,7 @@ def plan_from(
 def why_maxclients(p: CapacityPlan) -> str:
     """One sentence on where the recommended maxclients comes from (the CLI and the report)."""
     left = f" (leaving out {', '.join(p.left_out)}: fix first)" if p.left_out else ""
-    said = [f"the healthy groups' peak {p.healthy_peak}{left} + {p.headroom:.0%} headroom: "
+    said = [f"the healthy groups' peak {p.healthy_peak}{left} {headroom_words(p, 'headroom')}: "
             f"{p.observed_recommended}"]  # fmt: skip
     if p.spec_recommended:
         said.append(f"the deployment spec needs {p.spec_recommended}")

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
 
 def _needs(console: Console, p: CapacityPlan) -> None:
     """The peak, what sizing reads of it (the healthy groups), and the horizon's floor."""
-    from clientscope.analysis.capacity import horizon_text
+    from clientscope.analysis.capacity import headroom_words, horizon_text
     from clientscope.escape import for_rich
 
     console.print(
@@ -101,7 +101,7 @@ def _needs(console: Console, p: CapacityPlan) -> None:
     left = f" (leaving out {for_rich(', '.join(p.left_out))})" if p.left_out else ""
     console.print(
         f"healthy groups{left}: peak {p.healthy_peak} at {fmt(p.healthy_peak_at)}; "
-        f"+ {p.headroom:.0%}: {p.observed_recommended}"
+        f"{headroom_words(p)}: {p.observed_recommended}"
         + (f"; from the spec: {p.spec_recommended}" if p.spec_recommended else "")
     )
     if p.at_horizon is not None and p.horizon_floor is not None:
