@@ -121,13 +121,16 @@ def test_pasted_remediation_runs_nothing_and_selects_the_group(hostile: Path, tm
     spy = subprocess.run(["bash", "-c", "clientscope() { printf '%s\\0' \"$@\"; }; " + command],
                          cwd=tmp_path, capture_output=True, timeout=30, check=True)  # fmt: skip
     words = spy.stdout.decode().split("\0")[:-1]
-    assert words == ["kill-script", str(hostile), "--group", SHELL, "--idle-over", "600"]
+    assert words == ["kill-script", str(hostile), "--group", SHELL, "--leaked"]
     # and run for real
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
     done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert f"Chosen: --group {SHELL}, idle over 600 s" in done.stderr  # the review; stdout: commands only
+    assert f"Chosen: --leaked --group {SHELL}, and leaks finds 1 leaking group(s)" in done.stderr  # the review
+    # stdout: the commands only, and the young leak's connections are picked (idle over 600 s,
+    # as it proposed before, picked none of a leak younger than ten minutes)
+    assert done.stdout.count("CLIENT KILL ID ") >= 1, done.stderr
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 import pytest
 import redis
 from typer.testing import CliRunner
@@ -30,6 +31,7 @@ from typer.testing import CliRunner
 from clientscope.analysis import kill_script
 from clientscope.capture import collect
 from clientscope.cli import app
+from clientscope.errors import ConfigError
 from clientscope.simulation import SimulationResult, simulate
 from servers import REDIS_SERVER, Server, serve, valkey_binary
 
@@ -360,6 +362,26 @@ def test_no_filter_on_a_simulated_incident_proposes_only_the_leak(sims: dict[str
     assert (ks.clients["idle"] >= 0.75 * ks.clients["age"]).all()
     explicit = kill_script(path, idle_over=600)  # an explicit --idle-over is a filter: no leak rule
     assert explicit.chosen_by == "idle over 600 s" and (explicit.clients["idle"] > 600).all()
+
+
+def test_leaked_picks_the_leak_rule_narrowed_by_the_filters(sims: dict[str, SimulationResult]) -> None:
+    """--leaked (what diagnose proposes): the connections the no-filter rule picks, of the group
+    given; a group that does not leak gets none, and --idle-over with it is refused."""
+    path = sims["incident"].path
+    everything = kill_script(path)
+    one = kill_script(path, group="orders-svc", leaked=True)
+    assert one.clients.height > 10
+    assert one.clients["id"].sort().to_list() == everything.clients.filter(
+        pl.col("group") == "orders-svc"
+    )["id"].sort().to_list()
+    assert one.chosen_by.startswith("--leaked --group orders-svc, and leaks finds 1 leaking group(s)")
+    calm = kill_script(path, group="api-pool", leaked=True)
+    assert calm.clients.is_empty() and calm.commands == ()
+    assert kill_script(sims["healthy"].path, leaked=True).chosen_by == (
+        "--leaked but leaks finds no leaking group"
+    )
+    with pytest.raises(ConfigError, match="give it or --idle-over, not both"):
+        kill_script(path, leaked=True, idle_over=60)
 
 
 def test_no_filter_and_no_leak_keeps_the_600_s_default(sims: dict[str, SimulationResult]) -> None:

@@ -384,7 +384,7 @@ def _leaks(ctx: _Context) -> list[Finding]:
             remediation=(
                 _fix_the_code(row["group"], ips),
                 f"CONFIG SET timeout {timeout}   # safety net: the server closes idle leaked connections",
-                shell_line("clientscope", "kill-script", DATASET_WORD, "--group", row["group"], "--idle-over", 600,
+                shell_line("clientscope", "kill-script", DATASET_WORD, "--group", row["group"], "--leaked",
                            *(("--instance", inst) if ctx.fleet and inst else ()))
                 + "   # review, then run",
             ),

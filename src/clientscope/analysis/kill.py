@@ -7,7 +7,10 @@ Which clients, at the latest capture (or `at`) of one server (ids are per server
   given, idle over `idle_over` seconds (600 when not given);
 * with neither: the idle connections of the groups `leaks()` finds leaking on that server —
   connections idle since soon after they opened (idle >= 3/4 of their age, old enough to
-  tell), as `leaks` counts them; with no leak, normal clients idle over 600 s.
+  tell), as `leaks` counts them; with no leak, normal clients idle over 600 s;
+* with `leaked`: that leak rule, whatever the filters (which narrow it, e.g. to one leaking
+  group). A young leak's connections are idle for less than 600 s: this is what `diagnose`
+  proposes, so its command picks the leak's connections however long it has run.
 
 Never chosen, whatever the filters (`left_out` lists each one that matched, and why):
 
@@ -47,7 +50,7 @@ from clientscope.analysis._common import (
     pick_captures,
     snapshot_clients,
 )
-from clientscope.analysis.leaks import IDLE_AGE_RATIO, idle_min_age, leaks, went_idle
+from clientscope.analysis.leaks import IDLE_AGE_RATIO, LeakReport, idle_min_age, leaks, went_idle
 from clientscope.analysis.timeline import timeline
 from clientscope.errors import AnalysisError, ConfigError
 from clientscope.escape import printable
@@ -93,7 +96,7 @@ class KillScript(ResultMixin):
     def header(self) -> list[str]:
         """What the script is, for the review: server, capture, run_id and how it was chosen."""
         return [
-            f"kill-script for instance {printable(self.instance)}, capture {self.capture_ts}, "
+            f"kill-script for instance {printable(self.instance)}, capture {_when(self.capture_ts)}, "
             f"server run_id {printable(self.run_id)}. REVIEW BEFORE RUNNING: nothing has been run.",
             f"Client ids are only valid for run_id {printable(self.run_id)}: check "
             "`redis-cli INFO server` first; after a restart each kill matches nothing (answer 0).",
@@ -104,6 +107,10 @@ class KillScript(ResultMixin):
         """(kind, clients) of the clients left out, in WHY_LEFT_OUT order."""
         counts = dict(self.left_out.group_by("left_out").len().iter_rows())
         return [(kind, int(counts[kind])) for kind in WHY_LEFT_OUT if kind in counts]
+
+
+def _when(ts: datetime | None) -> str:
+    return "-" if ts is None else f"{ts:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @dataclass(frozen=True)
@@ -127,14 +134,20 @@ def kill_script(
     at: datetime | str | None = None,
     instance: str | None = None,
     include_protected: bool = False,
+    leaked: bool = False,
 ) -> KillScript:
     """CLIENT KILL commands for the clients at the latest capture (or `at`) that are safe to
     disconnect. See the module docstring for which clients, and which never."""
+    if leaked and idle_over is not None:
+        raise ConfigError("--leaked picks the leak's connections by their age and idle time: "
+                          "give it or --idle-over, not both")  # fmt: skip
     tables = as_tables(ds)
     cap = _one_capture(tables, instance, at)
     filters = {k: v for k, v in (("group", group), ("ip", ip), ("name", name), ("lib", lib),
                                  ("user", user)) if v is not None}  # fmt: skip
-    if filters or idle_over is not None:
+    if leaked:
+        sel = _leaked(tables, cap, filters)
+    elif filters or idle_over is not None:
         sel = _filtered(filters, DEFAULT_IDLE_OVER if idle_over is None else idle_over,
                         default=idle_over is None)  # fmt: skip
     else:
@@ -190,6 +203,29 @@ def _leaking_or_default(tables: Tables, cap: dict[str, Any]) -> _Selection:
     groups = sorted(mine["group"].unique().to_list())
     if not groups:
         return _default("no filter given and no leak found")
+    return _leak_rule(report, groups, "no filter given, and ")
+
+
+def _leaked(tables: Tables, cap: dict[str, Any], filters: dict[str, str]) -> _Selection:
+    """--leaked: the leak rule, narrowed by the filters; nothing when nothing leaks."""
+    given = "".join(f"--{option} {value}, " for option, value in filters.items())
+    try:
+        report = leaks(tables, instance=cap["instance"])
+    except AnalysisError as exc:
+        return _Selection(pl.lit(False), pl.lit(""), f"--leaked {given}but no leak verdict ({exc})")
+    mine = report.leaking.filter(pl.col("instance") == cap["instance"])
+    groups = sorted(mine["group"].unique().to_list())
+    if not groups:
+        return _Selection(pl.lit(False), pl.lit(""), f"--leaked {given}but leaks finds no leaking group")
+    sel = _leak_rule(report, groups, f"--leaked {given}and ")
+    match = sel.match
+    for option, value in filters.items():
+        match = match & (pl.col(FILTERS[option]) == value)
+    return _Selection(match, sel.reason, sel.chosen_by)
+
+
+def _leak_rule(report: LeakReport, groups: list[str], said: str) -> _Selection:
+    """The leaking `groups`' connections idle since soon after they opened, as leaks counts them."""
     start, end = report.window_start, report.window_end
     span = (end - start).total_seconds() if start and end else 0.0
     min_age = idle_min_age(span)
@@ -197,9 +233,9 @@ def _leaking_or_default(tables: Tables, cap: dict[str, Any]) -> _Selection:
     reason = pl.concat_str(pl.lit("leaking group "), "group", pl.lit(", idle "), "idle",
                            pl.lit(" s of its "), "age", pl.lit(" s"))  # fmt: skip
     chosen_by = (
-        f"no filter given, and leaks finds {len(groups)} leaking group(s): {', '.join(groups)}; "
+        f"{said}leaks finds {len(groups)} leaking group(s): {', '.join(groups)}; "
         f"their connections idle since soon after they opened (idle >= {IDLE_AGE_RATIO:.0%} of "
-        f"age, age >= {min_age:g} s)"
+        f"age, age >= {min_age:.3g} s)"
     )
     return _Selection(match, reason, chosen_by)
 

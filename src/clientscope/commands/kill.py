@@ -60,6 +60,11 @@ def register(app: typer.Typer) -> None:
             None, help="The server to kill on; needed when the dataset holds several (ids are per server)."
         ),
         include_protected: bool = typer.Option(False, help=PROTECTED_HELP),
+        leaked: bool = typer.Option(
+            False, "--leaked", help="The leaking groups' connections, idle since soon after they "
+            "opened (what no filter picks), however young the leak; --group and the other "
+            "filters narrow it. Not with --idle-over."
+        ),
         out: Path | None = typer.Option(None, help=OUT_HELP),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
@@ -78,7 +83,7 @@ def register(app: typer.Typer) -> None:
 
         ks = kill_script(
             dataset, idle_over=idle_over, group=group, ip=ip, name=name, lib=lib, user=user,
-            at=at, instance=instance, include_protected=include_protected,
+            at=at, instance=instance, include_protected=include_protected, leaked=leaked,
         )  # fmt: skip
         if out is not None:
             _write(ks, out)
