@@ -369,6 +369,22 @@ def test_narrow_terminal_drops_trailing_columns_instead_of_cutting_every_cell(
     assert max(len(line) for line in table.splitlines()) <= 80
 
 
+def test_a_column_of_sentences_is_wrapped_into_the_room_left_not_dropped(
+    datasets: dict[str, SimulationResult],
+) -> None:
+    """alerts' warning column (the point of that table) was dropped at 120 columns behind two
+    short ones: the first column that does not fit whole is shown wrapped when 24+ characters
+    are left for it, and only the columns after it are dropped."""
+    out = CliRunner().invoke(app, ["alerts", str(datasets["incident"].path)], env={"COLUMNS": "120"})
+    assert out.exit_code == 0, out.output
+    warning = out.output[out.output.index("warning before exhaustion") :]
+    table = warning.split("more column(s)")[0]
+    assert any("┃ warning" in line for line in table.splitlines())  # its header
+    assert "before the first rejection" in table and "…" not in table
+    assert "do not fit 120 characters: fired_at" in warning
+    assert max(len(line) for line in table.splitlines()) <= 120
+
+
 def test_diagnose_command_names_the_leak(datasets: dict[str, SimulationResult]) -> None:
     out = CliRunner().invoke(app, ["diagnose", str(datasets["leak"].path)], env={"COLUMNS": "200"})
     assert out.exit_code == 0

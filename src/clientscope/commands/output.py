@@ -91,10 +91,11 @@ def table(
     ]
     console = screen()
     headers = [SHORT_HEADERS.get(c, c) for c in cols]
-    shown = _fitting(headers, rows, console.width)
+    shown, wrapped = _fitting(headers, rows, console.width)
     table = Table(title=Text(printable(title)), title_justify="left")
-    for c, header in zip(cols[:shown], headers, strict=False):
-        table.add_column(Text(header), justify="right" if frame.schema[c].is_numeric() else "left")
+    for i, (c, header) in enumerate(zip(cols[:shown], headers, strict=False)):
+        table.add_column(Text(header), justify="right" if frame.schema[c].is_numeric() else "left",
+                         no_wrap=not (wrapped and i == shown - 1))  # fmt: skip
     for row in rows:
         table.add_row(*(Text(cell) for cell in row[:shown]))
     console.print(table)
@@ -107,15 +108,23 @@ def table(
         console.print(f"[dim]... {frame.height - limit} more rows (use --json for all)[/]")
 
 
-def _fitting(columns: list[str], rows: list[list[str]], width: int) -> int:
-    """How many leading columns fit `width` characters unabridged (columns come most useful first)."""
+WRAPPED_MIN = 24  # characters left for a column that does not fit whole: shown wrapped in them
+
+
+def _fitting(columns: list[str], rows: list[list[str]], width: int) -> tuple[int, bool]:
+    """How many leading columns to show in `width` characters (columns come most useful first),
+    and whether the last of them is wrapped: each fits whole, but the first that does not is
+    still shown, wrapped, when WRAPPED_MIN characters are left for it (a table of long sentences
+    lost its point, the sentence, at 120 columns)."""
     used = 1  # the table's left border
     for i, column in enumerate(columns):
         cell = max([len(column), *(len(row[i]) for row in rows)])
-        used += cell + 3  # padding and the border after it
-        if used > width:
-            return max(i, 2)
-    return len(columns)
+        if used + cell + 3 > width:  # padding and the border after it
+            if width - used - 3 >= WRAPPED_MIN:
+                return i + 1, True
+            return max(i, 2), False
+        used += cell + 3
+    return len(columns), False
 
 
 def window(dataset: Any, since: str | None, until: str | None) -> Any:
