@@ -24,11 +24,12 @@ NOTEBOOKS = ("01-explore.ipynb", "02-postmortem.ipynb", "03-capacity-planning.ip
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
 _HELP = (
-    "Write a copy of the three notebooks (explore, postmortem, capacity planning) into DIR, set "
-    "to read DATASET. Each copy keeps its `parameters` cell and gets the cell papermill would "
-    "inject after it (tagged `injected-parameters`): `dataset = '<DATASET's absolute path>'`, "
-    "a Python string literal. Open them with `jupyter lab DIR`, or run them with "
-    "`papermill DIR/01-explore.ipynb out.ipynb` (papermill `-p dataset PATH` replaces the cell)."
+    "Write a copy of the three notebooks (explore, postmortem, capacity planning) into the --out "
+    "folder, set to read the dataset. Each copy keeps its `parameters` cell and gets the cell "
+    "papermill would inject after it (tagged `injected-parameters`): `dataset = '<the dataset's "
+    "absolute path>'`, a Python string literal. Open them with `jupyter lab OUT`, or run them "
+    "with `papermill OUT/01-explore.ipynb result.ipynb` (papermill `-p dataset PATH` replaces the "
+    "cell)."
 )
 
 
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
     def notebook_command(
         dataset: Path = DATASET,
         out: Path = typer.Option(..., "--out", "-o", help="Folder to write the notebooks into."),
-        force: bool = typer.Option(False, "--force", help="Overwrite notebooks already in DIR."),
+        force: bool = typer.Option(False, "--force", help="Overwrite notebooks already in the --out folder."),
     ) -> None:
         from clientscope.escape import printable
 
