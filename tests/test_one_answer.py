@@ -274,6 +274,9 @@ def test_every_figure_the_report_shows_is_the_one_json_gives(
     timeouts = {int(n) for step in advised for n in re.findall(r"CONFIG SET timeout (\d+)", step)}
     assert limits <= {planned["recommended_maxclients"]}, advised
     assert timeouts <= {planned["suggested_timeout"]}, advised
+    idled = json.loads(cli("idle", str(path), "--instance", inst, "--json"))
+    assert idled["suggested_timeout"] == planned["suggested_timeout"]  # idle sized it alike
+    assert idled["longest_reuse_gap_s"] == planned["longest_reuse_gap_s"]
     if len(cs.open_dataset(path).instances()) == 1:  # the report's findings are that server's
         assert {int(n) for n in re.findall(r"CONFIG SET maxclients (\d+)", md)} <= limits | {
             planned["recommended_maxclients"]

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from clientscope.analysis._clients import oversized_groups, reuse_gaps
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -337,7 +336,7 @@ def plan_from(
         warnings = (f"no forecast ({server.forecast_error}): without a course to check a limit "
                     "against, maxclients is not lowered", *warnings)  # fmt: skip
     warnings = tuple(w for w in (fix, ahead_said, short) if w) + warnings
-    gaps = reuse_gaps(server.lifecycles, _oversized(server.counts, current))
+    gaps = server.reuse_gaps()
     timeout = suggest_timeout(gaps)
     keepalive = _last(ok, "tcp_keepalive") or 300
     return CapacityPlan(
@@ -443,10 +442,6 @@ def _healthy_peak(
         return 0, None
     row = _peak_first(ok).row(0, named=True)
     return int(row["used"] or 0), row["ts"]
-
-
-def _oversized(counts: pl.DataFrame, current: int) -> list[str]:
-    return [str(g) for g in oversized_groups(counts, current, set())["group"].to_list()]
 
 
 def _runways(f: Forecast, current: int, recommended: int) -> tuple[Runway, ...]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import lifecycles, reused
+from clientscope.analysis._clients import reused
 from clientscope.analysis._common import (
     DatasetLike,
     ResultMixin,
@@ -197,8 +197,9 @@ def idle(
 ) -> IdleReport:
     """Idle distribution per group (default: name, or `(unnamed) lib@ip`) at the latest capture
     (or `at`)."""
-    tables = as_tables(ds)
-    return _idle(tables, timeline(tables, instance), lifecycles(tables, instance), by, at, timeouts)
+    from clientscope.analysis.model import build_model
+
+    return idle_from(build_model(as_tables(ds), instance=instance), by, at=at, timeouts=timeouts)
 
 
 def idle_from(
@@ -210,19 +211,20 @@ def idle_from(
 ) -> IdleReport:
     """`idle` on a model already built (its timeline and lifecycles are not built again)."""
     life = pl.concat([s.lifecycles for s in model.servers], how="diagonal_relaxed")
-    return _idle(model.tables, model.timeline, life, by, at, timeouts)
+    # every server's gaps as its plan reads them: one timeout that is safe on each of them
+    gaps = np.concatenate([np.zeros(0), *(s.reuse_gaps() for s in model.servers)])
+    return _idle(model.tables, model.timeline, life, gaps, by, at, timeouts)
 
 
-def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, by: str | Sequence[str],
-          at: datetime | str | None, timeouts: Sequence[int]) -> IdleReport:  # fmt: skip
+def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, gaps: np.ndarray,
+          by: str | Sequence[str], at: datetime | str | None, timeouts: Sequence[int]) -> IdleReport:  # fmt: skip
     dims = _dimensions(by)
     caps = pick_captures(tl, at)
     rows = _rows(tables, caps, dims)
     normal = rows.filter(pl.col("role") == "normal")
     life = lives.filter(pl.col("role") == "normal")
-    gaps = life.filter(reused())["max_idle"]
-    longest = float(gaps.max()) if gaps.len() else None  # type: ignore[arg-type]
-    suggested = suggest_timeout(gaps.to_numpy() if gaps.len() else np.zeros(0))
+    longest = float(gaps.max()) if gaps.size else None
+    suggested = suggest_timeout(gaps)
     candidates = sorted({*timeouts, suggested})
     return IdleReport(
         groups=_idle_groups(normal, dims, timeouts),

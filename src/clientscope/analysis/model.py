@@ -22,9 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
-from clientscope.analysis._clients import group_counts, kept, lifecycles
+from clientscope.analysis._clients import (
+    group_counts,
+    kept,
+    lifecycles,
+    oversized_groups,
+    reuse_gaps,
+)
 from clientscope.analysis._common import (
     DatasetLike,
     Tables,
@@ -61,6 +68,15 @@ class ServerModel:
     @property
     def leaking(self) -> set[str]:
         return set() if self.groups.groups.is_empty() else set(self.groups.leaking["group"].to_list())
+
+    def reuse_gaps(self) -> np.ndarray:
+        """The longest idle stretch after which each normal connection was used again, leaving
+        out pools oversized at the limit in force (their idle connections should close anyway):
+        what the suggested `timeout` is sized from, the one answer of plan, diagnose and idle."""
+        known = self.timeline.filter(pl.col("ok"))["maxclients"].drop_nulls()
+        current = int(known.tail(1).item() or 0) if known.len() else 0
+        oversized = oversized_groups(self.counts, current, set())["group"].to_list()
+        return reuse_gaps(self.lifecycles, [str(g) for g in oversized])
 
 
 @dataclass(frozen=True)
