@@ -561,6 +561,8 @@ def test_fresh_eyes_details(datasets: dict[str, SimulationResult], tmp_path: Pat
     assert "None" not in bare and "maxclients unknown" in bare
     told = runner.invoke(app, ["diagnose", str(tmp_path / "ds")], env={"COLUMNS": "300"}).output
     assert "None" not in told and "peak 1 / - (-%)" in told  # no INFO: the limit is unknown
+    idled = runner.invoke(app, ["idle", str(tmp_path / "ds")], env={"COLUMNS": "300"}).output
+    assert "reused: - s" not in idled and "no connection was seen used again" in idled
     d = diagnose(datasets["incident"].path)
     assert {f.instance for f in d.findings} == {"redis-master-0"}  # one server: named all the same
     (full,) = [f for f in d.findings if f.kind == "exhaustion"]

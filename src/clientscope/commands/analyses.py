@@ -189,10 +189,12 @@ def _register_views(app: typer.Typer) -> None:
             table(result.histogram, "idle histogram", limit=500)
         table(result.timeouts, "what a server timeout would close")
         table(result.excluded, "not judged (replicas, pub/sub, blocked, monitor, collector)")
+        gap = result.longest_reuse_gap_s
         screen().print(
-            f"suggested: [bold]CONFIG SET timeout {result.suggested_timeout}[/] (longest gap after which "
-            f"a connection was still reused: {fmt(result.longest_reuse_gap_s)} s)"
-        )
+            f"suggested: [bold]CONFIG SET timeout {result.suggested_timeout}[/] "
+            + (f"(longest gap after which a connection was still reused: {fmt(gap)} s)" if gap is not None
+               else "(no connection was seen used again after an idle stretch: the 300 s floor)")
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------ leaks, forecast, alerts
