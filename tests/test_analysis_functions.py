@@ -256,6 +256,13 @@ def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> 
     assert p.per_pod_pool_fit is not None
     assert p.per_pod_pool_fit * (8 + 6 + 3) <= p.recommended_maxclients * 0.8
     assert any("HPA max" in w for w in p.warnings)
+    # ... but not to the room that limit keeps for the leak's course: with orders-svc leaking,
+    # the pools fit the limit the needs call for (it offered 265 per pod against a spec of 20)
+    assert p.left_out and p.horizon_floor is not None
+    needs = max(p.observed_recommended, p.spec_recommended or 0, p.current_maxclients)
+    assert needs < p.recommended_maxclients
+    assert p.per_pod_pool_fit * (8 + 6 + 3) <= needs * 0.8
+    assert any(f"fits maxclients {needs}, what the needs call for" in w for w in p.warnings)
 
 
 def test_plan_checks_the_spec_against_what_the_server_saw(

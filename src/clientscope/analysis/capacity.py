@@ -322,9 +322,12 @@ def plan_from(
     hold = current if f is None or rising or f.verdict == "exhausted" else 0  # never lower then
     recommended = max(obs_rec, spec_rec or 0, floor or 0, hold)
     runways = _runways(f, current, recommended) if rising and f is not None else ()
-    fit = _pool_fit(spec, needs, recommended, what_if) if spec else None
+    # pools fit the limit the plan applies, but never the room it keeps for a leak's course:
+    # that room is for the leak until it is fixed, and bigger pools would only fill it sooner
+    fit_limit = max(obs_rec, spec_rec or 0, hold) if leaking else recommended
+    fit = _pool_fit(spec, needs, fit_limit, what_if) if spec else None
     short = _short_window(ok, f, obs_rec)
-    warnings = _warnings(ok, current, recommended, spec_total, fit)
+    warnings = _warnings(ok, current, recommended, spec_total, fit, fit_limit)
     if spec:
         warnings = (*warnings, *_spec_warnings(spec, apps, observed), *_tight(apps, fit))
     if recommended * 2 < current:
@@ -637,7 +640,7 @@ def _pool_fit(spec: DeploymentSpec, needs: pl.DataFrame, maxclients: int,
 
 
 def _warnings(ok: pl.DataFrame, current: int, recommended: int, spec_total: float | None,
-              fit: int | None) -> tuple[str, ...]:  # fmt: skip
+              fit: int | None, fit_limit: int) -> tuple[str, ...]:  # fmt: skip
     out = []
     if current and looks_fd_limited(current):
         out.append(
@@ -661,7 +664,11 @@ def _warnings(ok: pl.DataFrame, current: int, recommended: int, spec_total: floa
             f"at HPA max the apps can open {int(spec_total)} connections, over {ALERT_SHARE:.0%} of "
             f"maxclients {current}"
             + (
-                f"; a pool of {fit} per pod fits the recommended maxclients {recommended}"
+                (f"; a pool of {fit} per pod fits the recommended maxclients {recommended}"
+                 if fit_limit == recommended else
+                 f"; a pool of {fit} per pod fits maxclients {fit_limit}, what the needs call for (the "
+                 f"rest of the recommended {recommended} is room for the leak until it is fixed, not "
+                 "for pools)")
                 if fit is not None
                 else ""
             )
