@@ -333,7 +333,8 @@ def plan_from(
     if recommended * 2 < current:
         warnings = (*warnings, _lowering(ok, current, recommended))
     sized = max(obs_rec, spec_rec or 0)
-    ahead_said = _beyond_needs(f, ahead, at_horizon, floor, sized, recommended, leaking)
+    ahead_said = _beyond_needs(f, ahead, at_horizon, floor, sized, recommended, leaking,
+                               spec_sized=spec_rec is not None)  # fmt: skip
     fix = _fix_first(server, f, leaking, runways, obs_rec, healthy, room)
     if f is None:
         warnings = (f"no forecast ({server.forecast_error}): without a course to check a limit "
@@ -490,7 +491,7 @@ def _fix_first(server: ServerModel, f: Forecast | None, leaking: tuple[str, ...]
 
 def _beyond_needs(f: Forecast | None, ahead: timedelta, at_horizon: float | None,
                   floor: int | None, sized: int, recommended: int,
-                  leaking: tuple[str, ...]) -> str | None:  # fmt: skip
+                  leaking: tuple[str, ...], spec_sized: bool = False) -> str | None:  # fmt: skip
     """Why the plan is above what the healthy groups (or the spec) need: the course passes that
     within the horizon."""
     if f is None or at_horizon is None or floor is None or floor <= sized:
@@ -507,8 +508,10 @@ def _beyond_needs(f: Forecast | None, ahead: timedelta, at_horizon: float | None
         if leaking
         else "the growing groups have not shown their peak yet"
     )
+    needs = (f"what the healthy groups and the spec need (up to {sized})" if spec_sized else
+             f"what the healthy groups need ({sized})")  # fmt: skip
     return (
-        f"the needs seen ({sized}) are under where connections will be in {span}: {at_horizon:.0f} "
+        f"{needs} is under where connections will be in {span}: {at_horizon:.0f} "
         f"({start:.0f} now, {signed(per_hour, 0)}/h). Any limit under {floor} is reached within "
         f"{span}, so this plan recommends {recommended}{kept}; {why}."
     )
