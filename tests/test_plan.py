@@ -257,6 +257,7 @@ def test_the_command_shows_the_healthy_peak_the_floor_and_fix_first(
     shown = cli("plan", path)
     assert f"healthy groups (leaving out {', '.join(p.left_out)}): peak {p.healthy_peak}" in shown
     assert f"any limit under {p.horizon_floor} is reached by then" in shown
+    assert f"what the healthy groups need ({p.observed_recommended}) is under where" in shown
     assert f"recommended maxclients: {p.recommended_maxclients}" in shown
     assert " ".join(p.fix_first.split()) in " ".join(shown.split())  # type: ignore[union-attr]
     assert shown.count("fix first —") == 1
