@@ -445,5 +445,6 @@ class _LiveDisplay:
         table.add_column("state", no_wrap=True, overflow="ellipsis", max_width=48)
         for name, row in self.rows.items():
             table.add_row(rich_text(name), row.get("last", "-"), row.get("clients", "-"),
-                          str(row["ok"]), str(row["errors"]), rich_text(row.get("state", "")))  # fmt: skip
+                          str(row["ok"]), str(row["errors"] or "-"),  # "-" for none, as the summary
+                          rich_text(row.get("state", "")))  # fmt: skip
         return table
