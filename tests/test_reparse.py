@@ -91,6 +91,23 @@ def test_reparse_keeps_the_captures_that_have_no_raw_text(tmp_path: Path) -> Non
     assert snapshot(root)["clients"].equals(before["clients"])
 
 
+def test_reparse_refuses_to_drop_captures_it_cannot_read_or_parse_again(tmp_path: Path) -> None:
+    """A corrupt parsed file beside captures that have no raw text: reparse cannot carry those
+    over, so it changes nothing and says why (without them it rebuilds a corrupt table: see
+    test_hostile_storage)."""
+    from test_hostile_storage import _corrupt
+
+    root = tmp_path / "ds"
+    simulate("leak", root, seed=3, captures=12, clients=20)
+    import_dumps(DUMPS, root, instance="cache-1")
+    _corrupt(root, "clients", "truncated")
+    files = listing(root)
+    with pytest.raises(DatasetError, match=r"12 captures of .* have no raw text to parse again "
+                       r".*its clients table cannot be read .*nothing was changed"):  # fmt: skip
+        reparse(root)
+    assert listing(root) == files
+
+
 def test_reparse_is_refused_while_a_collector_writes(imported: Path) -> None:
     with collecting(imported):
         files = listing(imported)

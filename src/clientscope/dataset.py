@@ -760,18 +760,27 @@ def reparse(root: Path | str) -> ReparseResult:
 
 def _carry_over(root: Path, with_raw: pl.LazyFrame, staging: Path) -> int:
     """Stage each parsed table's rows of the captures that have no raw text as they are, so
-    the overwrite keeps them; how many such captures."""
-    ids = with_raw.collect()
-    kept = 0
+    the overwrite keeps them; how many such captures. Only those rows are read: a parsed table
+    that cannot be read is what reparse rebuilds from raw, and stays out of it."""
+    try:
+        listed = _latest(root, "captures").select("capture_id").collect()
+    except (DatasetError, pl.exceptions.PolarsError):
+        return 0  # unreadable: rebuilt from raw, the only copy left of it
+    missing = listed.join(with_raw.collect(), on="capture_id", how="anti")
+    if missing.is_empty():
+        return 0
     for name in (*PARSED_FIRST, "captures"):
-        rows = _latest(root, name).join(ids.lazy(), on="capture_id", how="anti")
         (staging / name).mkdir(parents=True, exist_ok=True)
-        rows.sink_parquet(staging / name / "kept.parquet")
-        if name == "captures":
-            kept = int(
-                pl.scan_parquet(staging / name / "kept.parquet").select(pl.len()).collect().item()
-            )
-    return kept
+        try:
+            rows = _latest(root, name).join(missing.lazy(), on="capture_id", how="semi")
+            rows.sink_parquet(staging / name / "kept.parquet")
+        except (DatasetError, pl.exceptions.PolarsError) as exc:
+            raise DatasetError(
+                f"{missing.height} captures of {root} have no raw text to parse again (simulated, "
+                f"say), and its {name} table cannot be read ({exc}): reparse would drop their rows, "
+                "so nothing was changed."
+            ) from exc
+    return missing.height
 
 
 # ------------------------------------------------------------------ reading
