@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import os
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -146,7 +147,11 @@ def test_dash_h_is_help(argv: list[str]) -> None:
 
 
 def test_shell_completion_completes_commands_and_options() -> None:
-    out = run("-m", "clientscope", "--show-completion", "bash")
+    # --show-completion is a flag that detects the shell it runs in (its parent processes): run
+    # from bash, as a user types it (under a detached runner it found none: "Shell  not supported";
+    # `; exit $?` keeps bash from exec-ing python in its place)
+    out = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m clientscope --show-completion; exit $?"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "complete_bash" in out.stdout
     env = {"_CLIENTSCOPE_COMPLETE": "complete_bash", "COMP_WORDS": "clientscope summ", "COMP_CWORD": "1"}
