@@ -607,6 +607,10 @@ def test_a_trend_the_test_cannot_see_is_not_called_stable(tmp_path: Path) -> Non
     assert f.note.startswith("too few captures to tell a trend (5; a trend at p < 0.01 needs 6)")
     shown = CliRunner().invoke(app, ["leaks", str(r.path)], env={"COLUMNS": "200"}).output
     assert "stable" not in shown and "too few to judge" in shown
+    from clientscope.analysis import kill_script
+
+    assert kill_script(r.path).chosen_by.startswith("no filter given and no leak found")  # no crash
+    assert kill_script(r.path, leaked=True).commands == ()
     more = simulate("leak", tmp_path / "six", seed=1, captures=6, clients=50)
     assert not leaks(more.path).groups.is_empty()  # from 6 on, groups are judged
 

@@ -4,6 +4,7 @@ only read; refused while a collector writes."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from clientscope.dataset import (
     collecting,
@@ -91,21 +93,38 @@ def test_reparse_keeps_the_captures_that_have_no_raw_text(tmp_path: Path) -> Non
     assert snapshot(root)["clients"].equals(before["clients"])
 
 
-def test_reparse_refuses_to_drop_captures_it_cannot_read_or_parse_again(tmp_path: Path) -> None:
-    """A corrupt parsed file beside captures that have no raw text: reparse cannot carry those
-    over, so it changes nothing and says why (without them it rebuilds a corrupt table: see
-    test_hostile_storage)."""
-    from test_hostile_storage import _corrupt
+def _damage(root: Path, table: str, instance: str) -> Path:
+    """Cut one committed data file of `instance` in `table` short."""
+    files = [Path(f) for f in DeltaTable(str(root / table)).file_uris() if f"instance={instance}/" in f]
+    bad = files[0]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return bad
 
+
+@pytest.mark.parametrize("table", ["clients", "captures"])
+def test_a_damaged_file_beside_captures_without_raw(tmp_path: Path, table: str) -> None:
+    """Captures without raw text (simulated) beside imported ones. A damaged file of the imported
+    server is rebuilt from raw and the simulated rows are carried over; a damaged file of the
+    simulated server holds rows reparse cannot make again: it changes nothing and says so."""
     root = tmp_path / "ds"
     simulate("leak", root, seed=3, captures=12, clients=20)
     import_dumps(DUMPS, root, instance="cache-1")
-    _corrupt(root, "clients", "truncated")
-    files = listing(root)
-    with pytest.raises(DatasetError, match=r"12 captures of .* have no raw text to parse again "
-                       r".*its clients table cannot be read .*nothing was changed"):  # fmt: skip
-        reparse(root)
-    assert listing(root) == files
+    before = snapshot(root)
+    shutil.copytree(root, tmp_path / "copy")
+    _damage(root, table, "cache-1")
+    result = reparse(root)
+    assert result.kept == 12
+    after = snapshot(root)
+    for name in TABLES:
+        assert after[name].equals(before[name]), name
+    copy = tmp_path / "copy"
+    _damage(copy, table, "redis-master-0")
+    files = listing(copy)
+    with pytest.raises(DatasetError, match=r"12 captures of .* \(instance redis-master-0\) have no raw "
+                       r"text to parse again .*their rows in its (clients|captures) table cannot be read"
+                       r".*nothing was changed: restore that file from a backup"):  # fmt: skip
+        reparse(copy)
+    assert listing(copy) == files
 
 
 def test_reparse_is_refused_while_a_collector_writes(imported: Path) -> None:

@@ -604,14 +604,15 @@ def _new_rows(root: Path, raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _latest(root: Path, name: str) -> pl.LazyFrame:
-    """One table's newest version (writers' checks; readers use a Dataset's snapshot)."""
+def _latest(root: Path, name: str, instances: list[str] | None = None) -> pl.LazyFrame:
+    """One table's newest version (writers' checks; readers use a Dataset's snapshot); with
+    `instances`, only their partitions' files are listed and checked."""
     from deltalake import DeltaTable
 
     schema = pl.Schema(SCHEMAS[name])
     if not is_table(root / name):  # nothing committed yet
         return pl.LazyFrame(schema=schema)
-    return _scan(root / name, DeltaTable(str(root / name)), schema)
+    return _scan(root / name, DeltaTable(str(root / name)), schema, instances)
 
 
 def known_content_hashes(root: Path | str) -> set[str]:
@@ -759,32 +760,42 @@ def reparse(root: Path | str) -> ReparseResult:
 
 
 def _carry_over(root: Path, with_raw: pl.LazyFrame, staging: Path) -> int:
-    """Stage each parsed table's rows of the captures that have no raw text as they are, so
-    the overwrite keeps them; how many such captures. Only those rows are read: a parsed table
-    that cannot be read is what reparse rebuilds from raw, and stays out of it."""
-    try:
-        listed = _latest(root, "captures").select("capture_id").collect()
-    except (DatasetError, pl.exceptions.PolarsError):
-        return 0  # unreadable: rebuilt from raw, the only copy left of it
-    missing = listed.join(with_raw.collect(), on="capture_id", how="anti")
-    if missing.is_empty():
+    """Stage each parsed table's rows of the captures that have no raw text (a simulated
+    dataset's) as they are, so the overwrite keeps them; how many such captures. Which captures
+    those are is read from every parsed table that can be read, and their rows only from their
+    instances' partitions: a damaged file elsewhere is what reparse rebuilds from raw."""
+    raw_ids = with_raw.collect()
+    seen = []
+    for name in ("captures", *PARSED_FIRST):
+        try:
+            seen.append(_latest(root, name).select("capture_id", "instance").unique().collect())
+        except (DatasetError, pl.exceptions.PolarsError):
+            continue  # unreadable: the other tables name the captures it held
+    missing = pl.concat(seen).unique().join(raw_ids, on="capture_id", how="anti") if seen else None
+    if missing is None or missing.is_empty():
         return 0
+    instances = sorted(str(i) for i in missing["instance"].unique().to_list())
+    ids = missing.select("capture_id").unique()
     for name in (*PARSED_FIRST, "captures"):
         (staging / name).mkdir(parents=True, exist_ok=True)
         try:
-            rows = _latest(root, name).join(missing.lazy(), on="capture_id", how="semi")
+            rows = _latest(root, name, instances).join(ids.lazy(), on="capture_id", how="semi")
             rows.sink_parquet(staging / name / "kept.parquet")
         except (DatasetError, pl.exceptions.PolarsError) as exc:
+            said = str(exc).split(". Run `clientscope reparse")[0]  # not the advice that led here
             raise DatasetError(
-                f"{missing.height} captures of {root} have no raw text to parse again (simulated, "
-                f"say), and its {name} table cannot be read ({exc}): reparse would drop their rows, "
-                "so nothing was changed."
+                f"{ids.height} captures of {root} (instance {', '.join(instances)}) have no raw text "
+                f"to parse again (simulated, say), and their rows in its {name} table cannot be "
+                f"read: {said}. reparse would drop them, so nothing was changed: restore that file "
+                "from a backup, then run reparse again."
             ) from exc
-    return missing.height
+    return ids.height
 
 
 # ------------------------------------------------------------------ reading
-def _scan(path: Path, table: DeltaTable, schema: pl.Schema) -> pl.LazyFrame:
+def _scan(
+    path: Path, table: DeltaTable, schema: pl.Schema, instances: list[str] | None = None
+) -> pl.LazyFrame:
     """One loaded table version as a LazyFrame in the contract's column order and dtypes.
 
     The files and partition values come from the version's log, not from folder names: an
@@ -793,6 +804,8 @@ def _scan(path: Path, table: DeltaTable, schema: pl.Schema) -> pl.LazyFrame:
     (Polars' own `scan_delta` cannot open one whose path needs percent-encoding).
     """
     adds = pl.DataFrame(table.get_add_actions(flatten=True))
+    if instances is not None and not adds.is_empty():
+        adds = adds.filter(pl.col("partition.instance").is_in(instances))
     if adds.is_empty():
         return pl.LazyFrame(schema=schema)
     in_files = {name: dtype for name, dtype in schema.items() if name not in PARTITION_BY}

@@ -67,7 +67,7 @@ class LeakReport(ResultMixin):
     @property
     def leaking(self) -> pl.DataFrame:
         if "verdict" not in self.groups.columns:  # too few captures: nothing was judged
-            return self.groups
+            return pl.DataFrame(schema=dict.fromkeys(("instance", "group", "role", "verdict"), pl.String))
         return self.groups.filter(pl.col("verdict") == "leak")
 
 
