@@ -263,6 +263,10 @@ def test_plan_pool_fit_and_fd_warning(datasets: dict[str, SimulationResult]) -> 
     assert needs < p.recommended_maxclients
     assert p.per_pod_pool_fit * (8 + 6 + 3) <= needs * 0.8
     assert any(f"fits maxclients {needs}, what the needs call for" in w for w in p.warnings)
+    # the leaking app held more than that pool, but what it held is the leak: no "give it room"
+    orders = p.apps.filter(pl.col("match") == "orders-svc").row(0, named=True)
+    assert orders["observed_per_pod"] > p.per_pod_pool_fit
+    assert not any(w.startswith(f"{orders['app']} already held") for w in p.warnings), p.warnings
 
 
 def test_plan_checks_the_spec_against_what_the_server_saw(
