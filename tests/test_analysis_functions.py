@@ -609,6 +609,11 @@ def test_a_trend_the_test_cannot_see_is_not_called_stable(tmp_path: Path) -> Non
     assert report.left_out == (("too few to judge: a trend at alpha 0.01 needs 6 captures with clients", 5),)
     f = forecast(r.path)
     assert f.note.startswith("too few captures to tell a trend (5; a trend at p < 0.01 needs 6)")
+    assert f.too_few_to_tell
+    from clientscope.reporting import report
+
+    card = report(r.path, tmp_path / "five-report").markdown.read_text()
+    assert "too few captures to tell a trend" in card and "not growing" not in card
     shown = CliRunner().invoke(app, ["leaks", str(r.path)], env={"COLUMNS": "200"}).output
     assert "stable" not in shown and "too few to judge" in shown
     from clientscope.analysis import kill_script
@@ -617,6 +622,7 @@ def test_a_trend_the_test_cannot_see_is_not_called_stable(tmp_path: Path) -> Non
     assert kill_script(r.path, leaked=True).commands == ()
     more = simulate("leak", tmp_path / "six", seed=1, captures=6, clients=50)
     assert not leaks(more.path).groups.is_empty()  # from 6 on, groups are judged
+    assert not forecast(more.path).too_few_to_tell
 
 
 def test_leaks_shows_the_groups_that_change_unless_all(datasets: dict[str, SimulationResult]) -> None:
@@ -629,7 +635,7 @@ def test_leaks_shows_the_groups_that_change_unless_all(datasets: dict[str, Simul
 
 
 def test_a_window_that_starts_at_the_limit_says_the_limit_may_be_older(
-    datasets: dict[str, SimulationResult],
+    datasets: dict[str, SimulationResult], tmp_path: Path
 ) -> None:
     """Looking at only the end of an incident: diagnose and forecast say the server was full from
     the first capture read, maybe earlier (not that it became full then), and leaks says its
@@ -648,8 +654,12 @@ def test_a_window_that_starts_at_the_limit_says_the_limit_may_be_older(
     assert full.summary.startswith("From the first capture read, ")
     assert "maybe earlier: widen --since" in full.summary
     assert "maybe earlier" in forecast(view).note
-    report = leaks(view)
-    assert report.judged_at_limit > 0
+    from clientscope.reporting import report
+
+    card = report(view, tmp_path / "late").markdown.read_text()
+    assert "the limit was hit by the first capture read" in card
+    judged = leaks(view)
+    assert judged.judged_at_limit > 0
     shown = CliRunner().invoke(app, ["leaks", str(path), "--since", f"{first + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}"],
                                env={"COLUMNS": "200"}).output  # fmt: skip
     assert "were at maxclients" in shown and "Widen --since to before the limit" in shown

@@ -80,6 +80,7 @@ class Forecast(ResultMixin):
     prometheus_predicted_1h: float  # predict_linear(redis_connected_clients[window], 3600)
     exhausted_at: datetime | None  # first capture at the limit (see timeline.limit_reached)
     exhausted_from_start: bool  # at the limit at the first capture read: maybe reached before it
+    too_few_to_tell: bool  # "stable" only because the trend test cannot judge so few captures
     verdict: ForecastVerdict
     note: str = ""  # plain words on what the verdict means (why there is no time to maxclients)
     method: str = "groups"  # groups: steady part + drivers; total: a line through the whole count
@@ -365,6 +366,7 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
         prometheus_eta_maxclients=_crossing(pa, pb, maxclients, now),
         prometheus_predicted_1h=pa + pb * 3600, exhausted_at=exhausted, verdict=verdict,
         exhausted_from_start=from_start, note=_note(verdict, eta, exhausted, now, t.size, from_start),
+        too_few_to_tell=verdict == "stable" and t.size < captures_to_judge(SIGNIFICANCE, MIN_CAPTURES),
     )  # fmt: skip
 
 

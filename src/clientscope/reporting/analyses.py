@@ -138,6 +138,8 @@ def exhaustion(server: ServerModel | None, summary: Summary, notes: list[str]) -
         exhaustion_low=f.eta_maxclients_low if eta else None,
         exhaustion_high=f.eta_maxclients_high if eta else None,
         limit_reached_at=f.exhausted_at or summary.limit_reached_at,
+        limit_from_start=f.exhausted_at is not None and f.exhausted_from_start,
+        too_few_to_tell=f.too_few_to_tell,
     )  # fmt: skip
 
 

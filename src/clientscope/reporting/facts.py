@@ -43,6 +43,8 @@ class Summary:
     exhaustion_low: datetime | None = None  # 95 % interval of exhaustion_at
     exhaustion_high: datetime | None = None
     time_to_exhaustion: timedelta | None = None  # Forecast.time_to_maxclients, as forecast says
+    limit_from_start: bool = False  # Forecast.exhausted_from_start: full at the first capture read
+    too_few_to_tell: bool = False  # Forecast.too_few_to_tell
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ def card_values(s: Summary) -> list[tuple[str, str, str, str]]:
 def _exhaustion(s: Summary) -> tuple[str, str, str]:
     if s.maxclients is None:
         return "unknown", "maxclients is unknown in these captures", "warn"
+    if s.limit_reached_at is not None and s.limit_from_start:
+        return ("reached", f"the limit was hit by the first capture read, {when(s.limit_reached_at)} "
+                "(maybe earlier)", "crit")  # fmt: skip
     if s.limit_reached_at is not None:
         return "reached", f"the limit was hit at {when(s.limit_reached_at)}", "crit"
     rate = f"{s.growth_per_hour:+.1f} clients/h" if s.growth_per_hour is not None else ""
@@ -132,6 +135,8 @@ def _exhaustion(s: Summary) -> tuple[str, str, str]:
         )
     if s.verdict == "growing":
         return "growing", f"{rate}, but no crossing of maxclients is in sight", "warn"
+    if s.too_few_to_tell:
+        return "too few captures", "too few captures to tell a trend: collect longer", "warn"
     return "not growing", "no significant upward trend in the current server run", "ok"
 
 
