@@ -663,5 +663,52 @@ def test_a_window_that_starts_at_the_limit_says_the_limit_may_be_older(
     shown = CliRunner().invoke(app, ["leaks", str(path), "--since", f"{first + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}"],
                                env={"COLUMNS": "200"}).output  # fmt: skip
     assert "were at maxclients" in shown and "Widen --since to before the limit" in shown
+    # 4 captures before the limit: too few to judge alone (6 at alpha 0.01), so the trends read
+    # the capped ones too, and say so (it left them out and then judged nothing)
+    listed = whole.filter(pl.col("has_clients") & (pl.col("ts") < first))["ts"]
+    few = leaks(select(path, start=listed[-4]))
+    assert few.captures > 4 and few.captures - few.judged_at_limit == 4 and not few.groups.is_empty()
     (before,) = [f for f in diagnose(path).findings if f.kind == "exhaustion"]
     assert before.summary.startswith(f"From {first:%Y-%m-%d %H:%M:%S} UTC the server was full")
+
+
+def test_idle_on_a_fleet_suggests_a_timeout_safe_on_each_server(tmp_path: Path) -> None:
+    """A connection of one server was used again after 15 minutes idle; the other server's
+    many short gaps must not hide them: idle suggests the largest timeout a server's plan does."""
+    from dataclasses import replace
+
+    from clientscope.analysis import idle_from
+    from clientscope.analysis.groups import suggest_timeout
+    from clientscope.analysis.model import build_model
+
+    path = tmp_path / "fleet"
+    simulate("healthy", path, seed=1, captures=40, clients=60, instance="a")
+    simulate("healthy", path, seed=2, captures=40, clients=3000, instance="b")
+    model = build_model(path)
+    a = model.server("a")
+    normal = pl.col("role") == "normal"
+    first = pl.int_range(pl.len()) < 1
+    patient = a.lifecycles.with_columns(  # one of a's clients: idle 900 s, then used again
+        max_idle=pl.when(normal & first).then(900).otherwise(pl.col("max_idle")),
+        idle_at_last=pl.when(normal & first).then(0).otherwise(pl.col("idle_at_last")),
+    )
+    servers = tuple(replace(s, lifecycles=patient) if s.instance == "a" else s for s in model.servers)
+    fleet = replace(model, servers=servers)
+    each = [suggest_timeout(s.reuse_gaps()) for s in fleet.servers]
+    assert max(each) >= 1350 and min(each) == 300  # 1.5 x 900 on a, the floor on b
+    assert idle_from(fleet).suggested_timeout == max(each)
+    pooled = np.concatenate([s.reuse_gaps() for s in fleet.servers])
+    assert suggest_timeout(pooled) < max(each)  # what pooling the gaps would have said
+
+
+def test_no_idle_timeout_without_a_reuse_gap_says_so(tmp_path: Path) -> None:
+    """timeout 0 and no connection ever used again after idling: the finding says there is no gap
+    to size from (it read "the longest gap ... was 0 s"), as idle does."""
+    for k, ts in enumerate(("093000", "093100", "093200")):
+        lines = [f"id={i} addr=10.0.0.{i}:5000 fd={i + 8} name=app age={700 + 60 * k} idle={700 + 60 * k} cmd=get"
+                 for i in range(1, 11)]  # fmt: skip
+        (tmp_path / f"c-20261126-{ts}.txt").write_text("\n".join(lines) + "\ntimeout\n0\nmaxclients\n100\n")
+    import_dumps(sorted(tmp_path.glob("c-*.txt")), tmp_path / "ds", instance="x")
+    (finding,) = [f for f in diagnose(tmp_path / "ds").findings if f.kind == "no_idle_timeout"]
+    assert "was 0 s" not in finding.summary
+    assert "No connection was seen used again after an idle stretch, so timeout 300" in finding.summary

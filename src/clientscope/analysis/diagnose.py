@@ -556,9 +556,12 @@ def _no_idle_timeout(ctx: _Context) -> list[Finding]:
         title=f"timeout is 0: {worst['idle_over_600']} connections idle over 10 minutes stay open",
         summary=(
             f"The server never closes idle clients (timeout 0). Up to {worst['idle_over_600']} normal clients "
-            f"({worst['idle_over_600'] / worst['n']:.0%}) were idle over 600 s at one capture. The longest gap "
-            f"after which a client still reused its connection was {longest or 0:.0f} s, so timeout {timeout} "
-            "closes forgotten connections without hurting live ones."
+            f"({worst['idle_over_600'] / worst['n']:.0%}) were idle over 600 s at one capture. "
+            + (f"The longest gap after which a client still reused its connection was {longest:.0f} s, so "
+               f"timeout {timeout} closes forgotten connections without hurting live ones."
+               if longest is not None else
+               f"No connection was seen used again after an idle stretch, so timeout {timeout} (the 300 s "
+               "floor) is a start: watch for clients that reconnect after it.")
         ),
         evidence={"timeout": 0, "idle_over_600_peak": worst["idle_over_600"], "idle_max_s": worst["idle_max"],
                   "longest_reuse_gap_s": longest, "suggested_timeout": timeout},

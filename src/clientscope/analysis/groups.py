@@ -211,12 +211,15 @@ def idle_from(
 ) -> IdleReport:
     """`idle` on a model already built (its timeline and lifecycles are not built again)."""
     life = pl.concat([s.lifecycles for s in model.servers], how="diagonal_relaxed")
-    # every server's gaps as its plan reads them: one timeout that is safe on each of them
-    gaps = np.concatenate([np.zeros(0), *(s.reuse_gaps() for s in model.servers)])
-    return _idle(model.tables, model.timeline, life, gaps, by, at, timeouts)
+    # each server's gaps as its plan reads them; the timeout is the largest a server's plan
+    # suggests (safe on each of them: one server's long gaps are not lost among another's short)
+    gaps = [s.reuse_gaps() for s in model.servers]
+    suggested = max((suggest_timeout(g) for g in gaps), default=suggest_timeout(np.zeros(0)))
+    every = np.concatenate([np.zeros(0), *gaps])
+    return _idle(model.tables, model.timeline, life, every, suggested, by, at, timeouts)
 
 
-def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, gaps: np.ndarray,
+def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, gaps: np.ndarray, suggested: int,
           by: str | Sequence[str], at: datetime | str | None, timeouts: Sequence[int]) -> IdleReport:  # fmt: skip
     dims = _dimensions(by)
     caps = pick_captures(tl, at)
@@ -224,7 +227,6 @@ def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, gaps: np.ndarra
     normal = rows.filter(pl.col("role") == "normal")
     life = lives.filter(pl.col("role") == "normal")
     longest = float(gaps.max()) if gaps.size else None
-    suggested = suggest_timeout(gaps)
     candidates = sorted({*timeouts, suggested})
     return IdleReport(
         groups=_idle_groups(normal, dims, timeouts),

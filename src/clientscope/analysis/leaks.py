@@ -123,7 +123,7 @@ def judge_groups(
     if settled.height < MIN_CAPTURES:
         settled = ok
     warm = ok.height - settled.height
-    before = _before_the_limit(settled)
+    before = _before_the_limit(settled, captures_to_judge(alpha, MIN_CAPTURES))
     full = settled.height - before.height
     settled = before
     left_out = tuple((why, n) for why, n in (
@@ -320,8 +320,9 @@ def _ranked(groups: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _before_the_limit(ok: pl.DataFrame) -> pl.DataFrame:
-    """Per instance, the captures before it first reached maxclients (when there are 3 or more):
+def _before_the_limit(ok: pl.DataFrame, enough: int) -> pl.DataFrame:
+    """Per instance, the captures before it first reached maxclients (when there are `enough`,
+    as many as a trend needs to be judged; else all, and the report says they ran at the limit):
     at the limit the server caps the growth, so a trend through it measures the cap, not the
     leak (an incident's rate read ~2.5x too low)."""
     full = pl.col("at_limit")  # timeline.limit_reached: full, or refusing connections
@@ -330,8 +331,8 @@ def _before_the_limit(ok: pl.DataFrame) -> pl.DataFrame:
         return ok
     marked = ok.join(first, on="instance", how="left")
     before = pl.col("_full").is_null() | (pl.col("ts") < pl.col("_full"))
-    enough = before.sum().over("instance") >= 3
-    return marked.filter(before | ~enough).drop("_full")
+    judged = before.sum().over("instance") >= enough
+    return marked.filter(before | ~judged).drop("_full")
 
 
 def merge_reports(reports: list[LeakReport]) -> LeakReport:
