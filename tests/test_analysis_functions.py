@@ -712,3 +712,18 @@ def test_no_idle_timeout_without_a_reuse_gap_says_so(tmp_path: Path) -> None:
     (finding,) = [f for f in diagnose(tmp_path / "ds").findings if f.kind == "no_idle_timeout"]
     assert "was 0 s" not in finding.summary
     assert "No connection was seen used again after an idle stretch, so timeout 300" in finding.summary
+
+
+def test_an_instance_outside_the_window_is_told_apart_from_an_unknown_one(tmp_path: Path) -> None:
+    from clientscope.analysis import summary
+    from clientscope.window import select
+
+    path = tmp_path / "fleet"
+    simulate("healthy", path, seed=1, captures=20, clients=30, instance="a")
+    simulate("healthy", path, seed=3, captures=10, clients=30, instance="r1")  # 10 captures, then none
+    late = select(path, start="2026-11-25T08:03:00")
+    with pytest.raises(ConfigError, match=r"instance 'r1' has no capture in the window --since "
+                       r"2026-11-25 08:03:00 UTC, which holds a; widen the window"):  # fmt: skip
+        summary(late, instance="r1")
+    with pytest.raises(ConfigError, match=r"no instance 'nope' in this dataset; it has a"):
+        summary(late, instance="nope")
