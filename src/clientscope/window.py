@@ -12,7 +12,7 @@ from clientscope.config import Where, moment, resolve_moment
 from clientscope.dataset import Dataset, TableName, open_dataset
 from clientscope.errors import ConfigError
 
-__all__ = ["DatasetView", "parse_time", "select"]
+__all__ = ["DatasetView", "parse_time", "select", "window_words"]
 
 
 class DatasetView(Dataset):
@@ -108,13 +108,18 @@ def _holds_captures(view: Dataset, ds: Dataset, t0: datetime | None, t1: datetim
     span = ds.captures.select(lo=pl.col("ts").min(), hi=pl.col("ts").max()).collect().row(0)
     if span[0] is None:
         return  # an empty dataset: each analysis says how to fill it
-    asked = " and ".join(
-        f"{option} {t:%Y-%m-%d %H:%M:%S} UTC"
-        for option, t in (("--since", t0), ("--until", t1))
-        if t is not None
-    )
     raise ConfigError(
-        f"no capture in the window {asked}; the captures of {ds.root} run from "
+        f"no capture in the window {window_words(t0, t1)}; the captures of {ds.root} run from "
         f"{span[0]:%Y-%m-%d %H:%M:%S} to {span[1]:%Y-%m-%d %H:%M:%S} UTC. "
         "Give a window that overlaps them."
+    )
+
+
+def window_words(start: datetime | None, end: datetime | None) -> str:
+    """`--since 2026-11-25 08:03:00 UTC and --until ...`: a window as its options give it, for
+    the errors that name it."""
+    return " and ".join(
+        f"{option} {t:%Y-%m-%d %H:%M:%S} UTC"
+        for option, t in (("--since", start), ("--until", end))
+        if t is not None
     )

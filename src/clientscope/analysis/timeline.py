@@ -36,13 +36,11 @@ def instances(ds: Tables) -> list[str]:
 def check_instance(ds: Tables, instance: str) -> None:
     names = instances(ds)
     if names and instance not in names:
-        from clientscope.window import DatasetView
+        from clientscope.window import DatasetView, window_words
 
         if isinstance(ds, DatasetView) and instance in instances(ds.whole):  # there, not in the window
-            span = " and ".join(f"{option} {t:%Y-%m-%d %H:%M:%S} UTC" for option, t in
-                                (("--since", ds.start), ("--until", ds.end)) if t is not None)  # fmt: skip
             raise ConfigError(
-                f"instance {instance!r} has no capture in the window {span}, which holds "
+                f"instance {instance!r} has no capture in the window {window_words(ds.start, ds.end)}, which holds "
                 f"{', '.join(map(str, names))}; widen the window to see it"
             )
         raise ConfigError(
