@@ -127,6 +127,13 @@ def require_captures(tl: pl.DataFrame, what: str, minimum: int = 1) -> pl.DataFr
     return ok
 
 
+def last_known(tl: pl.DataFrame, column: str) -> int:
+    """The last value a server's successful captures read of a setting (0 when none did): the
+    limit in force, as plan and the model read it."""
+    known = tl.filter(pl.col("ok"))[column].drop_nulls()
+    return int(known.tail(1).item() or 0) if known.len() else 0
+
+
 def with_clients(tl: pl.DataFrame) -> pl.DataFrame:
     """Successful captures that listed clients (an imported INFO-only dump lists none)."""
     return tl.filter(pl.col("has_clients"))

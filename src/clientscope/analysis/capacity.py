@@ -48,6 +48,7 @@ from clientscope.analysis._common import (
     ResultMixin,
     as_tables,
     human_duration,
+    last_known,
     require_captures,
     signed,
     with_clients,
@@ -307,7 +308,7 @@ def plan_from(
     room = headroom if headroom is not None else (
         spec.headroom if spec and spec.headroom is not None else 0.25
     )  # fmt: skip
-    current = _last(ok, "maxclients")
+    current = last_known(ok, "maxclients")
     leaking = _leaking(server)
     peak = _peak_first(ok).row(0, named=True)
     healthy, healthy_at = _healthy_peak(ok, server.counts, leaking)
@@ -342,7 +343,7 @@ def plan_from(
     warnings = tuple(w for w in (fix, ahead_said, short) if w) + warnings
     gaps = server.reuse_gaps()
     timeout = suggest_timeout(gaps)
-    keepalive = _last(ok, "tcp_keepalive") or 300
+    keepalive = last_known(ok, "tcp_keepalive") or 300
     return CapacityPlan(
         instance=server.instance, current_maxclients=current, peak_used=int(peak["used"] or 0),
         peak_at=peak["ts"], healthy_peak=healthy, healthy_peak_at=healthy_at, left_out=leaking,
@@ -397,12 +398,6 @@ def plan_options(spec: DeploymentSpec | Path | str | None, headroom: float | Non
         check_replicas(replicas, Where.option(f"--what-if {app}=", "replicas"))
     ahead = timedelta(seconds=check_horizon(horizon, Where.option("--horizon")))
     return (load_spec(spec) if isinstance(spec, str | Path) else spec), ahead
-
-
-def _last(ok: pl.DataFrame, column: str) -> int:
-    """The last known value of a setting (0 when no capture read it)."""
-    known = ok[column].drop_nulls()
-    return int(known.tail(1).item() or 0) if known.len() else 0
 
 
 def _leaking(server: ServerModel) -> tuple[str, ...]:

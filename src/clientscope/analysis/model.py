@@ -36,6 +36,7 @@ from clientscope.analysis._common import (
     DatasetLike,
     Tables,
     as_tables,
+    last_known,
     no_data,
     with_clients,
 )
@@ -73,8 +74,7 @@ class ServerModel:
         """The longest idle stretch after which each normal connection was used again, leaving
         out pools oversized at the limit in force (their idle connections should close anyway):
         what the suggested `timeout` is sized from, the one answer of plan, diagnose and idle."""
-        known = self.timeline.filter(pl.col("ok"))["maxclients"].drop_nulls()
-        current = int(known.tail(1).item() or 0) if known.len() else 0
+        current = last_known(self.timeline, "maxclients")
         oversized = oversized_groups(self.counts, current, set())["group"].to_list()
         return reuse_gaps(self.lifecycles, [str(g) for g in oversized])
 
