@@ -184,44 +184,45 @@ def _one_capture(tables: Tables, instance: str | None, at: datetime | str | None
 
 # ------------------------------------------------------------------ which clients are candidates
 def _filtered(filters: dict[str, str], idle_over: float, *, default: bool) -> _Selection:
-    match = pl.col("idle") > idle_over
-    for option, value in filters.items():
-        match = match & (pl.col(FILTERS[option]) == value)
+    match = (pl.col("idle") > idle_over) & _matching(filters)
     given = "".join(f"--{option} {value}, " for option, value in filters.items())
     reason = pl.concat_str(pl.lit(f"{given}idle "), pl.col("idle"), pl.lit(f" s > {idle_over:g} s"))
     limit = f"idle over {idle_over:g} s" + (" (the default)" if default else "")
     return _Selection(match, reason, given + limit)
 
 
-def _leaking_or_default(tables: Tables, cap: dict[str, Any]) -> _Selection:
-    """No filter: the leaking groups' idle connections; with no leak, the default idle rule."""
+def _leaking_groups(tables: Tables, cap: dict[str, Any]) -> tuple[LeakReport | None, list[str], str]:
+    """The capture's server's leak report and its leaking groups; with no report, why not."""
     try:
         report = leaks(tables, instance=cap["instance"])
     except AnalysisError as exc:
-        return _default(f"no filter given and no leak verdict ({exc})")
+        return None, [], f"no leak verdict ({exc})"
     mine = report.leaking.filter(pl.col("instance") == cap["instance"])
-    groups = sorted(mine["group"].unique().to_list())
-    if not groups:
-        return _default("no filter given and no leak found")
+    return report, sorted(mine["group"].unique().to_list()), ""
+
+
+def _leaking_or_default(tables: Tables, cap: dict[str, Any]) -> _Selection:
+    """No filter: the leaking groups' idle connections; with no leak, the default idle rule."""
+    report, groups, error = _leaking_groups(tables, cap)
+    if report is None or not groups:
+        return _default(f"no filter given and {error or 'no leak found'}")
     return _leak_rule(report, groups, "no filter given, and ")
 
 
 def _leaked(tables: Tables, cap: dict[str, Any], filters: dict[str, str]) -> _Selection:
     """--leaked: the leak rule, narrowed by the filters; nothing when nothing leaks."""
     given = "".join(f"--{option} {value}, " for option, value in filters.items())
-    try:
-        report = leaks(tables, instance=cap["instance"])
-    except AnalysisError as exc:
-        return _Selection(pl.lit(False), pl.lit(""), f"--leaked {given}but no leak verdict ({exc})")
-    mine = report.leaking.filter(pl.col("instance") == cap["instance"])
-    groups = sorted(mine["group"].unique().to_list())
-    if not groups:
-        return _Selection(pl.lit(False), pl.lit(""), f"--leaked {given}but leaks finds no leaking group")
+    report, groups, error = _leaking_groups(tables, cap)
+    if report is None or not groups:
+        said = f"--leaked {given}but {error or 'leaks finds no leaking group'}"
+        return _Selection(pl.lit(False), pl.lit(""), said)
     sel = _leak_rule(report, groups, f"--leaked {given}and ")
-    match = sel.match
-    for option, value in filters.items():
-        match = match & (pl.col(FILTERS[option]) == value)
-    return _Selection(match, sel.reason, sel.chosen_by)
+    return _Selection(sel.match & _matching(filters), sel.reason, sel.chosen_by)
+
+
+def _matching(filters: dict[str, str]) -> pl.Expr:
+    """Every filter given (--group, --ip, ...) at once."""
+    return pl.all_horizontal(pl.lit(True), *(pl.col(FILTERS[o]) == v for o, v in filters.items()))
 
 
 def _leak_rule(report: LeakReport, groups: list[str], said: str) -> _Selection:
