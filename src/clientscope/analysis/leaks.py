@@ -66,8 +66,6 @@ class LeakReport(ResultMixin):
 
     @property
     def leaking(self) -> pl.DataFrame:
-        if "verdict" not in self.groups.columns:  # too few captures: nothing was judged
-            return pl.DataFrame(schema=dict.fromkeys(("instance", "group", "role", "verdict"), pl.String))
         return self.groups.filter(pl.col("verdict") == "leak")
 
 
@@ -98,7 +96,8 @@ def empty_report(
     """The report of a server with too few captures to judge: no verdict, not "stable"."""
     need = captures_to_judge(alpha, MIN_CAPTURES)
     why = (f"too few to judge: a trend at alpha {alpha:g} needs {need} captures with clients", captures)
-    return LeakReport(pl.DataFrame(), None, None, 0, min_rate, alpha,
+    nothing = pl.DataFrame(schema=dict.fromkeys(("instance", "group", "role", "verdict"), pl.String))
+    return LeakReport(nothing, None, None, 0, min_rate, alpha,
                       left_out=(*left_out, why) if captures else left_out)  # fmt: skip
 
 

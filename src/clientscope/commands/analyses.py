@@ -228,7 +228,7 @@ def _register_trends(app: typer.Typer) -> None:
             print_json(report)
             return
         groups = report.groups
-        if not show_all and not groups.is_empty():
+        if not show_all:
             groups = groups.filter(pl.col("verdict").is_in(["leak", "growth", "shrinking"]))
         if report.captures or not report.left_out:  # else nothing was judged: the reason below
             table(groups, f"groups over {report.captures} captures, {fmt(report.window_start)} .. "
