@@ -297,7 +297,8 @@ def _decomposed_note(verdict: str, total: Forecast, drivers: list[Driver], stead
     named = ", ".join(f"{d.group} {d.rate_per_hour:+.0f}/h" for d in drivers[:4])
     named += f" and {len(drivers) - 4} more" if len(drivers) > 4 else ""
     if verdict == "exhausted":
-        return _note(verdict, eta, total.exhausted_at, total.now, total.samples, total.exhausted_from_start)
+        return _note(verdict, eta, total.exhausted_at, total.now, total.samples,
+                     total.exhausted_from_start)
     if verdict == "will_exhaust" and eta is not None:
         return (
             f"{named} on top of a steady {steady:.0f}: maxclients {total.maxclients} is reached in "
@@ -310,7 +311,8 @@ def _decomposed_note(verdict: str, total: Forecast, drivers: list[Driver], stead
             "the count grew earlier in the window, but no client group keeps growing (a pool "
             "warming up, a scale-out that settled, a cycle): no time to maxclients"
         )
-    return _note(verdict, eta, total.exhausted_at, total.now, total.samples, total.exhausted_from_start)
+    return _note(verdict, eta, total.exhausted_at, total.now, total.samples,
+                     total.exhausted_from_start)
 
 
 MAX_WINDOW_S = 366 * 86400.0
@@ -365,8 +367,8 @@ def _project(inst: str, ok: pl.DataFrame, now: datetime, maxclients: int, thresh
         eta_theil_sen=_crossing(float(np.median(used - theil[0] * t)), float(theil[0]), maxclients, now),
         prometheus_eta_maxclients=_crossing(pa, pb, maxclients, now),
         prometheus_predicted_1h=pa + pb * 3600, exhausted_at=exhausted, verdict=verdict,
-        exhausted_from_start=from_start, note=_note(verdict, eta, exhausted, now, t.size, from_start),
-        too_few_to_tell=verdict == "stable" and t.size < captures_to_judge(SIGNIFICANCE, MIN_CAPTURES),
+        exhausted_from_start=from_start, too_few_to_tell=_too_few(verdict, t.size),
+        note=_note(verdict, eta, exhausted, now, t.size, from_start),
     )  # fmt: skip
 
 
@@ -426,6 +428,11 @@ def _verdict(exhausted: datetime | None, eta: datetime | None, slope: float, the
     return ForecastVerdict.STABLE
 
 
+def _too_few(verdict: str, samples: int) -> bool:
+    """"stable" only because the trend test cannot judge so few captures (`captures_to_judge`)."""
+    return verdict == "stable" and samples < captures_to_judge(SIGNIFICANCE, MIN_CAPTURES)
+
+
 def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: datetime,
           samples: int, from_start: bool = False) -> str:  # fmt: skip
     if verdict == "exhausted" and from_start:
@@ -444,8 +451,8 @@ def _note(verdict: str, eta: datetime | None, exhausted: datetime | None, now: d
         )
     if verdict == "falling":
         return "not growing (falling): no time to maxclients"
-    need = captures_to_judge(SIGNIFICANCE, MIN_CAPTURES)
-    if samples < need:  # the test could not have found a trend: not "not growing"
+    if _too_few(verdict, samples):  # the test could not have found a trend: not "not growing"
         return (f"too few captures to tell a trend ({samples}; a trend at p < {SIGNIFICANCE:g} needs "
-                f"{need}): no time to maxclients yet. Collect longer.")  # fmt: skip
+                f"{captures_to_judge(SIGNIFICANCE, MIN_CAPTURES)}): no time to maxclients yet. "
+                "Collect longer.")  # fmt: skip
     return "not growing (no significant trend): no time to maxclients"

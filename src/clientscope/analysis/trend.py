@@ -8,6 +8,7 @@ trend. Missing points are NaN.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ def theil_sen_mann_kendall(
     return np.nan_to_num(theil), s, z, p
 
 
+@functools.cache
 def captures_to_judge(alpha: float, least: int = 3) -> int:
     """The fewest captures (at least `least`) in which the Mann-Kendall test can find a trend at
     `alpha` at all: a strictly rising series must reach p < alpha (6 at 0.01, 5 at 0.05). With
