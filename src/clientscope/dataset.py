@@ -759,20 +759,33 @@ def reparse(root: Path | str) -> ReparseResult:
     return ReparseResult(captures=rows["captures"] - kept, rows=rows, kept=kept)
 
 
+def _parsed_captures(root: Path) -> pl.DataFrame:
+    """(capture_id, instance) of every parsed capture: the captures table names them all (it is
+    committed last); only when it cannot be read, every other table that can be."""
+    for names in (("captures",), PARSED_FIRST):
+        seen = [ids for name in names if (ids := _capture_ids(root, name)) is not None]
+        if seen:
+            return pl.concat(seen).unique()
+    return pl.DataFrame(schema={"capture_id": pl.String, "instance": pl.String})
+
+
+def _capture_ids(root: Path, name: str) -> pl.DataFrame | None:
+    """A parsed table's (capture_id, instance), or None when it cannot be read (reparse rebuilds
+    what it held from raw)."""
+    try:
+        return _latest(root, name).select("capture_id", "instance").unique().collect()
+    except (DatasetError, pl.exceptions.PolarsError):
+        return None
+
+
 def _carry_over(root: Path, with_raw: pl.LazyFrame, staging: Path) -> int:
     """Stage each parsed table's rows of the captures that have no raw text (a simulated
-    dataset's) as they are, so the overwrite keeps them; how many such captures. Which captures
-    those are is read from every parsed table that can be read, and their rows only from their
-    instances' partitions: a damaged file elsewhere is what reparse rebuilds from raw."""
-    raw_ids = with_raw.collect()
-    seen = []
-    for name in ("captures", *PARSED_FIRST):
-        try:
-            seen.append(_latest(root, name).select("capture_id", "instance").unique().collect())
-        except (DatasetError, pl.exceptions.PolarsError):
-            continue  # unreadable: the other tables name the captures it held
-    missing = pl.concat(seen).unique().join(raw_ids, on="capture_id", how="anti") if seen else None
-    if missing is None or missing.is_empty():
+    dataset's) as they are, so the overwrite keeps them; how many such captures. Their rows are
+    read only from their instances' partitions: a damaged file elsewhere is what reparse
+    rebuilds from raw."""
+    listed = _parsed_captures(root)
+    missing = listed.join(with_raw.collect(), on="capture_id", how="anti")
+    if missing.is_empty():
         return 0
     instances = sorted(str(i) for i in missing["instance"].unique().to_list())
     ids = missing.select("capture_id").unique()
@@ -782,7 +795,7 @@ def _carry_over(root: Path, with_raw: pl.LazyFrame, staging: Path) -> int:
             rows = _latest(root, name, instances).join(ids.lazy(), on="capture_id", how="semi")
             rows.sink_parquet(staging / name / "kept.parquet")
         except (DatasetError, pl.exceptions.PolarsError) as exc:
-            said = str(exc).split(". Run `clientscope reparse")[0]  # not the advice that led here
+            said = exc.fact if isinstance(exc, _DamagedFile) else str(exc)  # not "run reparse"
             raise DatasetError(
                 f"{ids.height} captures of {root} (instance {', '.join(instances)}) have no raw text "
                 f"to parse again (simulated, say), and their rows in its {name} table cannot be "
@@ -836,6 +849,15 @@ def _scan(
     return pl.concat(parts, how="vertical").select(schema.names())
 
 
+class _DamagedFile(DatasetError):
+    """A committed data file missing or not the size its commit logged; `fact` says which, without
+    the mend, for a caller whose mend differs (reparse's carry-over)."""
+
+    def __init__(self, fact: str, mend: str) -> None:
+        super().__init__(f"{fact}{mend}")
+        self.fact = fact
+
+
 def _check_file(table: Path, file: Path, size: int) -> None:
     """A committed file must be there with the size its commit logged (a `stat`, no read):
     otherwise a DatasetError naming it and the mend, not a Parquet error naming nothing."""
@@ -848,12 +870,13 @@ def _check_file(table: Path, file: Path, size: int) -> None:
     state = "missing" if found is None else f"{found} bytes where its commit logged {size}"
     what = f"{file}, a file of the {table.name} table of {table.parent}, is {state}"
     if table.name == "raw":
-        raise DatasetError(
-            f"{what}: the raw bytes of the captures in it are lost unless you restore it from a "
-            "backup. Their parsed rows in the other tables are intact."
+        raise _DamagedFile(
+            what,
+            ": the raw bytes of the captures in it are lost unless you restore it from a "
+            "backup. Their parsed rows in the other tables are intact.",
         )
-    raise DatasetError(
-        f"{what}. Run `clientscope reparse {table.parent}` to rebuild the parsed tables from raw."
+    raise _DamagedFile(
+        what, f". Run `clientscope reparse {table.parent}` to rebuild the parsed tables from raw."
     )
 
 
