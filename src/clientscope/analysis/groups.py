@@ -215,18 +215,17 @@ def idle_from(
     # suggests (safe on each of them: one server's long gaps are not lost among another's short)
     gaps = [s.reuse_gaps() for s in model.servers]
     suggested = max((suggest_timeout(g) for g in gaps), default=suggest_timeout(np.zeros(0)))
-    every = np.concatenate([np.zeros(0), *gaps])
-    return _idle(model.tables, model.timeline, life, every, suggested, by, at, timeouts)
+    longest = max((float(g.max()) for g in gaps if g.size), default=None)
+    return _idle(model.tables, model.timeline, life, suggested, longest, by, at, timeouts)
 
 
-def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, gaps: np.ndarray, suggested: int,
+def _idle(tables: Tables, tl: pl.DataFrame, lives: pl.DataFrame, suggested: int, longest: float | None,
           by: str | Sequence[str], at: datetime | str | None, timeouts: Sequence[int]) -> IdleReport:  # fmt: skip
     dims = _dimensions(by)
     caps = pick_captures(tl, at)
     rows = _rows(tables, caps, dims)
     normal = rows.filter(pl.col("role") == "normal")
     life = lives.filter(pl.col("role") == "normal")
-    longest = float(gaps.max()) if gaps.size else None
     candidates = sorted({*timeouts, suggested})
     return IdleReport(
         groups=_idle_groups(normal, dims, timeouts),
